@@ -1,0 +1,49 @@
+# Early Help Hub. `make run` and `make test` are all a newcomer needs.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test test-fast lint format contracts bench clean
+
+# Reinstall only when the project's dependencies change.
+$(INSTALLED): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed (set PYTHON=...)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+## run: the whole hub on the embedded defaults (broker, SQLite under var/, services 8001-8004)
+run: $(INSTALLED)
+	$(BIN)/earlyhelp dev
+
+## test: the whole suite (unit, service, end-to-end, faults) on SQLite and, when reachable, PostgreSQL
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+## test-fast: everything but the end-to-end tests that start the four services
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(INSTALLED)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## contracts: regenerate JSON Schema and AsyncAPI in contracts/ from the event models
+contracts: $(INSTALLED)
+	$(BIN)/python -m hub.contracts.generate
+
+## bench: throughput and latency figures, printed and written to docs/benchmarks.md
+bench: $(INSTALLED)
+	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk); }
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf var .pytest_cache

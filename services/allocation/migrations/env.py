@@ -1,0 +1,4 @@
+from allocation.projections import metadata
+from hub.migrations import run_env
+
+run_env(metadata)

@@ -1,0 +1,26 @@
+"""Allocation: localities, teams, workers, lead professionals and the multi-agency panel."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from hub.contracts.topics import service_topic
+from hub.service import ServiceDefinition, create_service_app
+
+from allocation.projections import PROJECTIONS
+
+definition = ServiceDefinition(
+    name="allocation",
+    title="Early Help Hub: allocation",
+    description=(
+        "Who works each case: locality teams, workers and their caseloads, lead professionals "
+        "and the multi-agency panel that agrees each family's package of support."
+    ),
+    port=8002,
+    migrations=Path(__file__).parent / "migrations",
+    projections=PROJECTIONS,
+    consumes=[service_topic("intake"), service_topic("caseplan")],
+)
+
+
+def create_app() -> FastAPI:
+    return create_service_app(definition)

@@ -1,0 +1,76 @@
+"""Case plan's read models: the single chronology of every family."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hub.contracts.intake import ReferralReceived
+from hub.projections import EventMeta, Projection
+from hub.sql import UtcDateTime
+from sqlalchemy import Column, Index, MetaData, String, Table, Text, insert
+
+metadata = MetaData()
+
+chronology_entries = Table(
+    "chronology_entries",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("service", String(50), nullable=False),
+    Column("subject", String(200), nullable=True),
+    Column("actor", String(200), nullable=True),
+    Column("summary", Text, nullable=False),
+)
+Index(
+    "ix_chronology_family_order",
+    chronology_entries.c.family_id,
+    chronology_entries.c.occurred_at,
+    chronology_entries.c.event_id,
+)
+
+chronology = Projection("chronology", [chronology_entries])
+
+
+def _record(conn, meta: EventMeta, *, actor: str | None, summary: str) -> None:
+    conn.execute(
+        insert(chronology_entries).values(
+            event_id=meta.event_id,
+            family_id=meta.family_id,
+            occurred_at=meta.occurred_at,
+            recorded_at=datetime.now(UTC),
+            event_type=meta.event_type,
+            service=meta.producer,
+            subject=meta.subject,
+            actor=actor,
+            summary=summary,
+        )
+    )
+
+
+@chronology.on(ReferralReceived)
+def _referral_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
+    referrer = event.referrer
+    who = (
+        f"{referrer.person_name}, {referrer.organisation_name}"
+        if referrer and referrer.organisation_name
+        else referrer.person_name
+        if referrer
+        else "anonymous referrer"
+    )
+    children = len(event.children)
+    _record(
+        conn,
+        meta,
+        actor=who,
+        summary=(
+            f"Referral received ({event.urgency.value}) about {children} "
+            f"{'child' if children == 1 else 'children'}; concerns: "
+            f"{', '.join(f.value for f in event.concerns.factors)}"
+        ),
+    )
+
+
+PROJECTIONS = (chronology,)

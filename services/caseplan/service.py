@@ -1,0 +1,28 @@
+"""Case plan: assessment, plan, reviews, step-up/down, closure and the family chronology."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from hub.contracts.topics import service_topic
+from hub.service import ServiceDefinition, create_service_app
+
+from caseplan.api import router
+from caseplan.projections import PROJECTIONS
+
+definition = ServiceDefinition(
+    name="caseplan",
+    title="Early Help Hub: case plan",
+    description=(
+        "The life of an early help case for a whole family, and the single chronology of "
+        "everything that happened with it."
+    ),
+    port=8003,
+    migrations=Path(__file__).parent / "migrations",
+    routers=[router],
+    projections=PROJECTIONS,
+    consumes=[service_topic("intake"), service_topic("allocation")],
+)
+
+
+def create_app() -> FastAPI:
+    return create_service_app(definition)

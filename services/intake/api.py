@@ -1,0 +1,110 @@
+"""The front door's HTTP API: thin, it maps requests to commands and read models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from hub.commands import CommandResult, run_command
+from hub.contracts.common import Child, HouseholdMember
+from hub.http.problems import Problem, problem_responses
+from hub.idempotency import IDEMPOTENCY_HEADER
+from hub.service import Runtime, runtime_of
+from sqlalchemy import select
+
+from intake import domain
+from intake.projections import referrals
+from intake.schemas import ReferralAccepted, ReferralSubmission, ReferralView
+
+router = APIRouter(prefix="/v1", tags=["referrals"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=IDEMPOTENCY_HEADER,
+        min_length=1,
+        max_length=255,
+        description="Repeat a POST safely: the same key and body return the first response.",
+    ),
+]
+
+
+@router.post(
+    "/referrals",
+    status_code=202,
+    response_model=ReferralAccepted,
+    responses=problem_responses(409, 413, 422),
+    summary="Refer a child or family to early help",
+)
+def submit_referral(
+    submission: ReferralSubmission,
+    request: Request,
+    runtime: Annotated[Runtime, Depends(runtime_of)],
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Accepts the referral for triage; the front door decides the level of need and route."""
+    principal = (submission.referrer and submission.referrer.organisation_id) or "anonymous"
+
+    def receive(uow) -> CommandResult:
+        command = _command_from(submission)
+        stream = domain.stream_id(command.referral_id)
+        events = domain.receive(None, command)
+        uow.append(stream, 0, events, actor=principal)
+        accepted = ReferralAccepted(
+            referral_id=command.referral_id,
+            family_id=command.family_id,
+            status=domain.ReferralStatus.RECEIVED,
+            received_at=command.received_at,
+        )
+        return CommandResult(202, accepted, {"Location": f"/v1/referrals/{command.referral_id}"})
+
+    return run_command(
+        runtime,
+        request,
+        principal=principal,
+        idempotency_key=idempotency_key,
+        payload=submission,
+        command=receive,
+    )
+
+
+@router.get(
+    "/referrals/{referral_id}",
+    response_model=ReferralView,
+    responses=problem_responses(404),
+    summary="What happened to a referral",
+)
+def get_referral(
+    referral_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)]
+) -> ReferralView:
+    with runtime.db.read() as conn:
+        row = conn.execute(
+            select(referrals).where(referrals.c.referral_id == str(referral_id))
+        ).first()
+    if row is None:
+        raise Problem.not_found(f"No referral {referral_id}.")
+    return ReferralView.model_validate(row, from_attributes=True)
+
+
+def _command_from(submission: ReferralSubmission) -> domain.ReceiveReferral:
+    return domain.ReceiveReferral(
+        referral_id=uuid4(),
+        family_id=uuid4(),
+        received_at=datetime.now(UTC),
+        referral_source=submission.referral_source,
+        referrer=submission.referrer,
+        partner_reference=submission.partner_reference,
+        urgency=submission.urgency,
+        children=tuple(
+            Child(person_id=uuid4(), **child.model_dump()) for child in submission.children
+        ),
+        household_members=tuple(
+            HouseholdMember(person_id=uuid4(), **member.model_dump())
+            for member in submission.household_members
+        ),
+        concerns=submission.concerns,
+        consent=submission.consent,
+        safeguarding_override=submission.safeguarding_override,
+    )

@@ -1,0 +1,4 @@
+from hub.migrations import run_env
+from notifications.projections import metadata
+
+run_env(metadata)

@@ -1,0 +1,1 @@
+"""The hub library every service uses: contracts, event store, outbox, consumers, chassis."""

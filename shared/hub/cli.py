@@ -1,0 +1,166 @@
+"""`earlyhelp`: the operator's command for every service.
+
+earlyhelp dev                              the whole hub on the embedded defaults
+earlyhelp serve intake                     one service (uvicorn)
+earlyhelp migrate intake [--revision R]    apply Alembic migrations
+earlyhelp topics                           create every hub topic and its DLQ
+earlyhelp projections intake               list projections and their checkpoints
+earlyhelp rebuild intake [NAME ...]        drop and rebuild projections by replay
+earlyhelp republish intake --from-position N   publish stored events again
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from hub.settings import HubSettings
+
+SERVICES = ("intake", "allocation", "caseplan", "notifications")
+
+
+def load_definition(service: str):
+    """The service's definition, imported by name so the hub never depends on a service."""
+    if service not in SERVICES:
+        raise SystemExit(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    return importlib.import_module(f"{service}.service").definition
+
+
+def _settings(service: str) -> HubSettings:
+    return HubSettings(service_name=service)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    definition = load_definition(args.service)
+    uvicorn.run(
+        f"{args.service}.service:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port or definition.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from hub import migrations
+
+    definition = load_definition(args.service)
+    url = _settings(args.service).database_url
+    if args.down:
+        migrations.downgrade(definition.migrations, url, args.down)
+    else:
+        migrations.upgrade(definition.migrations, url, args.revision)
+
+
+def cmd_topics(_args: argparse.Namespace) -> None:
+    from hub.contracts.topics import SERVICE_TOPICS, dlq_topic
+    from hub.kafka import ensure_topics, wait_for_broker
+
+    settings = HubSettings()
+    wait_for_broker(settings, timeout_s=30)
+    topics = [*SERVICE_TOPICS, *(dlq_topic(t) for t in SERVICE_TOPICS)]
+    created = ensure_topics(settings, topics)
+    print(f"{len(topics)} topics present ({len(created)} created)")
+
+
+def cmd_projections(args: argparse.Namespace) -> None:
+    from hub.db import Database
+    from hub.projections import checkpoints
+
+    definition = load_definition(args.service)
+    db = Database(_settings(args.service).database_url)
+    with db.read() as conn:
+        for projection in definition.projections:
+            marks = checkpoints(conn, projection.name)
+            where = ", ".join(f"{k}@{v}" for k, v in sorted(marks.items())) or "nothing applied"
+            print(f"{projection.name}: {where}")
+
+
+def cmd_rebuild(args: argparse.Namespace) -> None:
+    from hub.replay import rebuild_projections
+
+    definition = load_definition(args.service)
+    names = args.names or [p.name for p in definition.projections]
+    counts = rebuild_projections(definition, _settings(args.service), names)
+    for name, count in counts.items():
+        print(f"{name}: rebuilt from {count} events")
+
+
+def cmd_republish(args: argparse.Namespace) -> None:
+    from hub.replay import republish
+
+    definition = load_definition(args.service)
+    queued, left = republish(definition, _settings(args.service), args.from_position)
+    print(f"queued {queued} events from position {args.from_position}; {left} still to send")
+    if left:
+        raise SystemExit(1)
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from hub.dev import run_hub
+
+    raise SystemExit(run_hub(SERVICES, embedded_broker=not args.external_broker))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="earlyhelp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole hub on the embedded defaults")
+    dev.add_argument(
+        "--external-broker",
+        action="store_true",
+        help="use EARLYHELP_KAFKA_BOOTSTRAP_SERVERS instead of starting the embedded broker",
+    )
+    dev.set_defaults(func=cmd_dev)
+
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply a service's database migrations")
+    migrate.add_argument("service", choices=SERVICES)
+    migrate.add_argument("--revision", default="head")
+    migrate.add_argument("--down", metavar="REVISION", help="downgrade to REVISION instead")
+    migrate.set_defaults(func=cmd_migrate)
+
+    topics = sub.add_parser("topics", help="create every service topic and its DLQ")
+    topics.set_defaults(func=cmd_topics)
+
+    projections = sub.add_parser("projections", help="list a service's projections")
+    projections.add_argument("service", choices=SERVICES)
+    projections.set_defaults(func=cmd_projections)
+
+    rebuild = sub.add_parser(
+        "rebuild", help="drop and rebuild projections by replay (stop the service first)"
+    )
+    rebuild.add_argument("service", choices=SERVICES)
+    rebuild.add_argument("names", nargs="*", help="projections to rebuild (default: all)")
+    rebuild.set_defaults(func=cmd_rebuild)
+
+    republish = sub.add_parser("republish", help="publish a service's stored events again")
+    republish.add_argument("service", choices=SERVICES)
+    republish.add_argument("--from-position", type=int, required=True)
+    republish.set_defaults(func=cmd_republish)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for chatty in ("kafka", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

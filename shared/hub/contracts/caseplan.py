@@ -1,0 +1,321 @@
+"""Events the caseplan service publishes on `earlyhelp.caseplan.v1`: assessment to closure."""
+
+from datetime import date
+from typing import ClassVar, Self
+from uuid import UUID
+
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
+
+from hub.contracts.base import EventData
+from hub.contracts.codes import (
+    CinFactor,
+    ClosureReason,
+    LevelOfNeed,
+    ProgressRating,
+    SupportingFamiliesOutcome,
+)
+from hub.contracts.common import (
+    Actor,
+    Name,
+    Narrative,
+    ShortText,
+    SocialCareContact,
+    ValueObject,
+    check_cin_factors,
+    duplicates,
+)
+from hub.contracts.identifiers import NhsNumber, Slug, UkPostcode
+
+_FAMILY_ID = "5b0c1c8e-2f4a-4d7b-9a51-3c2e8f6d1a90"
+_CASE_ID = "a3d9e6b4-1c2f-4e8a-b7d5-6f0c9e2a1b34"
+_NEED_IDS = (
+    "e5f6a7b8-c9d0-4e1f-a2b3-c4d5e6f7a801",
+    "e5f6a7b8-c9d0-4e1f-a2b3-c4d5e6f7a802",
+    "e5f6a7b8-c9d0-4e1f-a2b3-c4d5e6f7a803",
+)
+
+
+def _check_each_need_once(need_ids: list[UUID], field_name: str) -> None:
+    if repeated := duplicates(need_ids):
+        raise ValueError(f"{field_name} mentions need_id {repeated[0]} more than once")
+
+
+class CaseplanEvent(EventData):
+    producer: ClassVar[str] = "caseplan"
+
+    case_id: UUID
+
+    def subject(self) -> str:
+        return str(self.case_id)
+
+
+class IdentifiedNeed(ValueObject):
+    need_id: UUID
+    outcome: SupportingFamiliesOutcome
+    description: Narrative
+    person_id: UUID | None = Field(
+        default=None, description="The family member the need is about; absent for the family."
+    )
+
+
+class AssessmentCompleted(CaseplanEvent):
+    """A whole-family early help assessment was completed."""
+
+    event_type: ClassVar[str] = "earlyhelp.assessment.completed.v1"
+    schema_version: ClassVar[int] = 1
+
+    assessment_id: UUID
+    completed_at: AwareDatetime
+    completed_by: Actor
+    factors: tuple[CinFactor, ...] = Field(min_length=1)
+    needs: tuple[IdentifiedNeed, ...] = ()
+    recommended_level_of_need: LevelOfNeed
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        check_cin_factors(self.factors, "factors")
+        _check_each_need_once([need.need_id for need in self.needs], "needs")
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "assessment_id": "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f",
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "completed_at": "2025-03-24T16:30:00Z",
+                    "completed_by": "samira.okafor@brent.example.gov.uk",
+                    "factors": ["3B", "4B"],
+                    "needs": [
+                        {
+                            "need_id": _NEED_IDS[0],
+                            "outcome": "good_education",
+                            "description": "Amira's attendance is 82%; target above 95%.",
+                            "person_id": "c1a2b3c4-d5e6-4f70-8a91-b2c3d4e5f601",
+                        },
+                        {
+                            "need_id": _NEED_IDS[1],
+                            "outcome": "improved_mental_and_physical_health",
+                            "description": "Leila has low mood and is not receiving support.",
+                            "person_id": "c1a2b3c4-d5e6-4f70-8a91-b2c3d4e5f603",
+                        },
+                        {
+                            "need_id": _NEED_IDS[2],
+                            "outcome": "improved_family_relationships",
+                            "description": "Conflict at home since the separation upsets both"
+                            " children; routines have broken down.",
+                        },
+                    ],
+                    "recommended_level_of_need": "early_help",
+                }
+            ]
+        }
+    )
+
+
+class NeedProgress(ValueObject):
+    need_id: UUID
+    rating: ProgressRating
+    note: Narrative
+
+
+class PlanReviewed(CaseplanEvent):
+    """The family plan was reviewed with the family and the agencies around it."""
+
+    event_type: ClassVar[str] = "earlyhelp.plan.reviewed.v1"
+    schema_version: ClassVar[int] = 1
+
+    review_id: UUID
+    reviewed_at: AwareDatetime
+    reviewed_by: Actor
+    progress: tuple[NeedProgress, ...] = Field(min_length=1)
+    next_review_date: date
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        _check_each_need_once([item.need_id for item in self.progress], "progress")
+        if self.next_review_date <= self.reviewed_at.date():
+            raise ValueError("next_review_date must be after the day of reviewed_at")
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "review_id": "4d5e6f7a-8b9c-4d0e-9f1a-2b3c4d5e6f70",
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "reviewed_at": "2025-07-01T15:00:00Z",
+                    "reviewed_by": "samira.okafor@brent.example.gov.uk",
+                    "progress": [
+                        {
+                            "need_id": _NEED_IDS[0],
+                            "rating": "improved",
+                            "note": "Attendance 93% this half term.",
+                        },
+                        {
+                            "need_id": _NEED_IDS[1],
+                            "rating": "improved",
+                            "note": "Attending talking therapies weekly.",
+                        },
+                        {
+                            "need_id": _NEED_IDS[2],
+                            "rating": "same",
+                            "note": "Parenting group finished; bedtime routine still a struggle.",
+                        },
+                    ],
+                    "next_review_date": "2025-10-01",
+                }
+            ]
+        }
+    )
+
+
+class CaseSteppedUp(CaseplanEvent):
+    """Risk rose above the threshold and the case went to statutory social care."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.stepped_up.v1"
+    schema_version: ClassVar[int] = 1
+
+    stepped_up_at: AwareDatetime
+    reason: Narrative
+    factors: tuple[CinFactor, ...] = Field(min_length=1)
+    social_care_contact: SocialCareContact
+    decided_by: Actor
+
+    @model_validator(mode="after")
+    def _factors_valid(self) -> Self:
+        check_cin_factors(self.factors, "factors")
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "stepped_up_at": "2025-08-12T13:20:00Z",
+                    "reason": "Police notification of a domestic abuse incident with the children"
+                    " present; ex-partner has returned to the address.",
+                    "factors": ["3A", "3B"],
+                    "social_care_contact": {
+                        "name": "Chris Doherty",
+                        "team": "Brent MASH",
+                        "email": "mash@brent.example.gov.uk",
+                        "phone": "020 7946 0900",
+                    },
+                    "decided_by": "team.manager.harlesden@brent.example.gov.uk",
+                }
+            ]
+        }
+    )
+
+
+class SteppedDownChild(ValueObject):
+    person_id: UUID
+    given_name: Name
+    family_name: Name
+    date_of_birth: date
+    postcode: UkPostcode
+    nhs_number: NhsNumber | None = None
+
+
+class CaseSteppedDown(CaseplanEvent):
+    """Social care stepped a family down to early help; `case_id` is the early help case opened."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.stepped_down.v1"
+    schema_version: ClassVar[int] = 1
+
+    social_care_reference: ShortText
+    stepped_down_at: AwareDatetime
+    children: tuple[SteppedDownChild, ...] = Field(min_length=1)
+    reason: Narrative
+    social_care_summary: Narrative
+    locality: Slug | None = Field(
+        default=None, description="Locality social care suggested, if any; allocation decides."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+                    "family_id": "8d7c6b5a-4e3f-4a2b-9c1d-0e9f8a7b6c5d",
+                    "social_care_reference": "NT-CSC-2024-08812",
+                    "stepped_down_at": "2025-05-19T10:45:00Z",
+                    "children": [
+                        {
+                            "person_id": "d4e5f6a7-b8c9-4d0e-8f1a-2b3c4d5e6f70",
+                            "given_name": "Kai",
+                            "family_name": "Robson",
+                            "date_of_birth": "2012-09-30",
+                            "postcode": "NE28 7TH",
+                            "nhs_number": "9990000034",
+                        }
+                    ],
+                    "reason": "Child in need plan closed: risks reduced, family wants support to"
+                    " continue.",
+                    "social_care_summary": "Section 17 involvement since October 2024 after"
+                    " concerns about neglect; home conditions and school attendance now good."
+                    " Dad is in recovery and engaging with substance misuse services.",
+                    "locality": "north-tyneside-howdon-and-wallsend",
+                }
+            ]
+        }
+    )
+
+
+class NeedOutcome(ValueObject):
+    need_id: UUID
+    outcome: SupportingFamiliesOutcome
+    achieved: bool
+
+
+class CaseClosed(CaseplanEvent):
+    """The early help case closed, with its reason and the outcome on every need."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.closed.v1"
+    schema_version: ClassVar[int] = 1
+
+    closed_at: AwareDatetime
+    closed_by: Actor
+    reason: ClosureReason
+    reason_detail: Narrative | None = Field(
+        default=None, description="Free-text explanation; required when reason is other."
+    )
+    outcomes: tuple[NeedOutcome, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.reason is ClosureReason.OTHER and self.reason_detail is None:
+            raise ValueError("reason_detail is required when reason is other")
+        _check_each_need_once([item.need_id for item in self.outcomes], "outcomes")
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "closed_at": "2025-12-15T12:00:00Z",
+                    "closed_by": "samira.okafor@brent.example.gov.uk",
+                    "reason": "needs_met",
+                    "outcomes": [
+                        {"need_id": _NEED_IDS[0], "outcome": "good_education", "achieved": True},
+                        {
+                            "need_id": _NEED_IDS[1],
+                            "outcome": "improved_mental_and_physical_health",
+                            "achieved": True,
+                        },
+                        {
+                            "need_id": _NEED_IDS[2],
+                            "outcome": "improved_family_relationships",
+                            "achieved": True,
+                        },
+                    ],
+                }
+            ]
+        }
+    )

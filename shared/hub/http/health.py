@@ -1,0 +1,136 @@
+"""Liveness, readiness and Prometheus endpoints, outside /v1 and the OpenAPI schema."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+
+from fastapi import APIRouter, Request
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.responses import JSONResponse, Response
+
+from hub.http.problems import PROBLEM_MEDIA_TYPE, problem_type
+
+ReadinessCheck = Callable[[], None]
+"""Returns when the dependency is usable, raises when it is not."""
+
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+_log = logging.getLogger("hub.http.health")
+
+
+class _TimedCheck:
+    """Runs one readiness check in its own thread, bounded by a timeout.
+
+    A Python thread cannot be stopped, so a hung check keeps its thread. Probes
+    that come while a run is still going wait on that run instead of starting
+    another: a dead database costs one thread, not one per probe.
+    """
+
+    def __init__(self, name: str, check: ReadinessCheck) -> None:
+        self.name = name
+        self._check = check
+        self._running: Future[None] | None = None
+        self._lock = threading.Lock()
+
+    async def failure(self, timeout: float) -> str | None:
+        """None when the check passes, else a short reason."""
+        with self._lock:
+            if self._running is None or self._running.done():
+                self._running = Future()
+                threading.Thread(
+                    target=self._run,
+                    args=(self._running,),
+                    name=f"readiness-{self.name}",
+                    daemon=True,  # a hung check must not block the process from exiting
+                ).start()
+            running = self._running
+        try:
+            await asyncio.wait_for(_finished(running), timeout)
+        except TimeoutError:
+            _log.warning("Readiness check %s timed out after %gs", self.name, timeout)
+            return f"timed out after {timeout:g}s"
+        error = running.exception()
+        if error is None:
+            return None
+        _log.warning("Readiness check %s failed", self.name, exc_info=error)
+        reason = str(error).splitlines()[0][:120] if str(error) else ""
+        return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+
+    def _run(self, result: Future[None]) -> None:
+        try:
+            self._check()
+        except BaseException as error:  # whatever ends the thread must settle the run
+            result.set_exception(error)
+        else:
+            result.set_result(None)
+
+
+def _finished(running: Future[None]) -> asyncio.Future[None]:
+    """Resolves on this loop when `running` is done, carrying none of its outcome.
+
+    Unlike asyncio.wrap_future, abandoning it on timeout neither cancels the
+    check's future nor leaves an exception that nobody retrieves.
+    """
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def resolve() -> None:
+        if not finished.done():
+            finished.set_result(None)
+
+    def wake(_: Future[None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop may have closed meanwhile
+            loop.call_soon_threadsafe(resolve)
+
+    running.add_done_callback(wake)
+    return finished
+
+
+def health_router(
+    readiness_checks: Mapping[str, ReadinessCheck],
+    *,
+    metrics_registry: CollectorRegistry = REGISTRY,
+    readiness_timeout: float = 2.0,
+) -> APIRouter:
+    """/healthz, /readyz (checks run concurrently, each within `readiness_timeout`), /metrics."""
+    router = APIRouter(include_in_schema=False)
+    checks = [_TimedCheck(name, check) for name, check in readiness_checks.items()]
+
+    @router.get("/healthz")
+    async def liveness() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @router.get("/readyz")
+    async def readiness() -> JSONResponse:
+        failures = await asyncio.gather(*(check.failure(readiness_timeout) for check in checks))
+        results = {
+            check.name: failure or "ok" for check, failure in zip(checks, failures, strict=True)
+        }
+        failing = [check.name for check, failure in zip(checks, failures, strict=True) if failure]
+        if not failing:
+            return JSONResponse({"status": "ready", "checks": results})
+        return JSONResponse(
+            {
+                "type": problem_type("not-ready"),
+                "title": "Service not ready",
+                "status": 503,
+                "detail": f"Failing readiness checks: {', '.join(failing)}.",
+                "checks": results,
+            },
+            status_code=503,
+            media_type=PROBLEM_MEDIA_TYPE,
+        )
+
+    @router.get("/metrics")
+    def metrics(request: Request) -> Response:
+        # Prometheus asks for OpenMetrics when it can take it.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(metrics_registry), media_type=content_type)
+
+    return router

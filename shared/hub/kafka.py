@@ -1,0 +1,138 @@
+"""Kafka clients configured the hub's way, and topic administration.
+
+Every topic is created explicitly with the configured partition count before
+anything produces to it: brokers that auto-create topics (Tansu does) would
+otherwise pick their own partition count and ignore topic configs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from hub.settings import HubSettings
+
+log = logging.getLogger(__name__)
+
+
+def _connection(settings: HubSettings) -> dict:
+    """How every client reaches the brokers: bounded waits, quick reconnects."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "bootstrap_timeout_ms": settings.kafka_request_timeout_ms,
+        # The client default backs off up to 30 s, so a broker back after an outage
+        # would go unnoticed for that long.
+        "reconnect_backoff_max_ms": 1000,
+    }
+
+
+def new_producer(settings: HubSettings, role: str) -> KafkaProducer:
+    """An idempotent producer that waits for every in-sync replica (acks=all)."""
+    return KafkaProducer(
+        **_connection(settings),
+        client_id=f"{settings.kafka_client_id_prefix}-{settings.service_name}-{role}",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.kafka_linger_ms,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+        delivery_timeout_ms=settings.kafka_request_timeout_ms + settings.kafka_linger_ms + 1000,
+        max_block_ms=settings.kafka_request_timeout_ms,
+        retry_backoff_ms=100,
+    )
+
+
+def new_group_consumer(settings: HubSettings, topics: Iterable[str]) -> KafkaConsumer:
+    """A member of the service's consumer group; offsets are committed by the runner only."""
+    return KafkaConsumer(
+        *topics,
+        **_connection(settings),
+        client_id=f"{settings.kafka_client_id_prefix}-{settings.service_name}-consumer",
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        max_poll_records=settings.kafka_max_poll_records,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        request_timeout_ms=max(
+            settings.kafka_request_timeout_ms, settings.kafka_session_timeout_ms + 5000
+        ),
+    )
+
+
+def new_reader(settings: HubSettings) -> KafkaConsumer:
+    """A consumer outside any group, for replays that assign partitions themselves."""
+    return KafkaConsumer(
+        **_connection(settings),
+        client_id=f"{settings.kafka_client_id_prefix}-{settings.service_name}-reader",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+
+
+def ensure_topics(settings: HubSettings, topics: Iterable[str]) -> list[str]:
+    """Create the topics that do not exist yet; returns the ones created."""
+    wanted = sorted(set(topics))
+    admin = KafkaAdminClient(
+        **_connection(settings),
+        client_id=f"{settings.kafka_client_id_prefix}-{settings.service_name or 'admin'}-admin",
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        created = []
+        for topic in missing:
+            try:
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            topic,
+                            num_partitions=settings.kafka_topic_partitions,
+                            replication_factor=settings.kafka_replication_factor,
+                        )
+                    ]
+                )
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race
+        if created:
+            log.info("created topics", extra={"topics": created})
+        return created
+    finally:
+        admin.close()
+
+
+def check_broker(settings: HubSettings) -> None:
+    """Readiness: raises when no broker answers a metadata request."""
+    admin = KafkaAdminClient(
+        **{**_connection(settings), "bootstrap_timeout_ms": 2000},
+        client_id=f"{settings.kafka_client_id_prefix}-{settings.service_name}-probe",
+        request_timeout_ms=2000,
+    )
+    try:
+        admin.list_topics()
+    finally:
+        admin.close()
+
+
+def wait_for_broker(settings: HubSettings, timeout_s: float) -> None:
+    """Block until the broker answers or `timeout_s` passes (then re-raise the last error)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            check_broker(settings)
+            return
+        except KafkaError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)

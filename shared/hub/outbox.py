@@ -1,0 +1,150 @@
+"""The outbox relay: publishes stored events to Kafka in position order, then marks them sent.
+
+Events reach the outbox in the same transaction as the event store, so an event
+is either stored and queued or not at all; the relay only ever publishes what is
+committed, retries for as long as the broker is away, and removes a row only
+after the broker acknowledged it (acks=all). A crash between the acknowledgement
+and the removal publishes the event again: consumers deduplicate by event id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from kafka import KafkaProducer
+from prometheus_client import Counter, Gauge
+from sqlalchemy import delete, func, select
+
+from hub.contracts.envelope import to_kafka
+from hub.db import Database
+from hub.envelopes import envelope_of
+from hub.kafka import ensure_topics, new_producer
+from hub.settings import HubSettings
+from hub.store import _COLUMNS, _recorded
+from hub.tables import event_store, outbox
+
+log = logging.getLogger(__name__)
+
+OUTBOX_BACKLOG = Gauge(
+    "earlyhelp_outbox_backlog", "Stored events not yet acknowledged by Kafka", ["service"]
+)
+OUTBOX_PUBLISHED = Counter(
+    "earlyhelp_outbox_published_total", "Events the broker acknowledged", ["service"]
+)
+OUTBOX_FAILURES = Counter(
+    "earlyhelp_outbox_publish_failures_total", "Publish attempts that failed", ["service"]
+)
+
+_BACKLOG_REFRESH_S = 1.0
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, settings: HubSettings) -> None:
+        self._db = db
+        self._settings = settings
+        self._service = settings.service_name
+        self._wake = threading.Event()
+        self._producer: KafkaProducer | None = None
+        self._backlog_measured_at = 0.0
+
+    def notify(self) -> None:
+        """Tell the relay that a transaction just committed new events."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish until `stop` is set; never gives up on the broker."""
+        backoff_s = 0.1
+        max_backoff_s = self._settings.relay_retry_backoff_max_ms / 1000
+        idle_s = self._settings.relay_idle_poll_ms / 1000
+        while not stop.is_set():
+            self._wake.clear()
+            self._refresh_backlog()
+            try:
+                published = self.publish_batch()
+                backoff_s = 0.1
+            except Exception as exc:  # broker away, fenced producer, database busy
+                OUTBOX_FAILURES.labels(self._service).inc()
+                log.warning(
+                    "outbox publish failed; retrying in %.1fs: %s",
+                    backoff_s,
+                    exc,
+                    extra={"error_type": type(exc).__name__},
+                )
+                self._discard_producer()
+                stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, max_backoff_s)
+                continue
+            if published < self._settings.relay_batch_size:
+                self._wake.wait(idle_s)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Publish what is queued, for a clean shutdown; True when the outbox is empty."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self.publish_batch() == 0:
+                    return True
+            except Exception as exc:
+                log.warning("outbox drain stopped: %s", exc)
+                return False
+        return False
+
+    def close(self) -> None:
+        self._discard_producer()
+
+    def publish_batch(self) -> int:
+        """Publish the oldest queued events; returns how many the broker acknowledged."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(outbox.c.topic, *_COLUMNS)
+                .join(event_store, event_store.c.position == outbox.c.position)
+                .order_by(outbox.c.position)
+                .limit(self._settings.relay_batch_size)
+            ).all()
+        if not rows:
+            return 0
+        producer = self._ensure_producer({row.topic for row in rows})
+        futures = []
+        for row in rows:
+            record = to_kafka(envelope_of(_recorded(row), self._service))
+            futures.append(
+                producer.send(row.topic, key=record.key, value=record.value, headers=record.headers)
+            )
+        producer.flush(timeout=self._settings.kafka_request_timeout_ms / 1000)
+        for future in futures:
+            future.get(timeout=0)  # raises the send's error, if any
+        positions = [row.position for row in rows]
+        with self._db.write() as conn:
+            conn.execute(delete(outbox).where(outbox.c.position.in_(positions)))
+        OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
+        return len(rows)
+
+    def backlog(self) -> int:
+        with self._db.read() as conn:
+            return conn.execute(select(func.count()).select_from(outbox)).scalar_one()
+
+    def _refresh_backlog(self) -> None:
+        now = time.monotonic()
+        if now - self._backlog_measured_at >= _BACKLOG_REFRESH_S:
+            self._backlog_measured_at = now
+            OUTBOX_BACKLOG.labels(self._service).set(self.backlog())
+
+    def _ensure_producer(self, topics: set[str]) -> KafkaProducer:
+        if self._producer is None:
+            # A broker that lost its state (Tansu restarts empty) needs the topics back
+            # before anything is produced, or it would auto-create them its own way.
+            ensure_topics(self._settings, topics)
+            self._producer = new_producer(self._settings, "relay")
+        return self._producer
+
+    def _discard_producer(self) -> None:
+        # A producer that failed may be fenced for good (UnknownProducerId after a
+        # broker restart): the next attempt starts with a new one.
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception as exc:
+                log.debug("closing a failed producer: %s", exc)
+            self._producer = None

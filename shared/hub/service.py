@@ -1,0 +1,208 @@
+"""The composition root of one service process: database, store, relay, consumer, app.
+
+A service declares itself with a `ServiceDefinition`; `Runtime` wires the hub's
+parts for it, and `create_service_app` gives uvicorn the HTTP app whose
+lifespan starts and drains the background workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from sqlalchemy import Connection
+
+from hub.consumer import ProjectionConsumer
+from hub.contracts.base import EventData
+from hub.contracts.registry import EVENT_TYPES
+from hub.contracts.topics import service_topic
+from hub.db import Database
+from hub.envelopes import meta_of_recorded
+from hub.http.app import create_app
+from hub.kafka import check_broker
+from hub.observability import configure_logging, configure_tracing, current_traceparent
+from hub.outbox import OutboxRelay
+from hub.projections import Projection
+from hub.settings import HubSettings
+from hub.store import EventStore, PendingEvent, RecordedEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    title: str
+    description: str
+    port: int
+    migrations: Path
+    routers: Sequence[APIRouter] = ()
+    projections: Sequence[Projection] = ()
+    # Topics of other services whose events this service's projections follow.
+    consumes: Sequence[str] = ()
+    version: str = "0.1.0"
+    # Extra readiness checks beyond the database and the broker.
+    readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str | None:
+        """The topic this service writes, if it produces events."""
+        produces = any(model.producer == self.name for model in EVENT_TYPES.values())
+        return service_topic(self.name) if produces else None
+
+    def projection(self, name: str) -> Projection:
+        for projection in self.projections:
+            if projection.name == name:
+                return projection
+        known = ", ".join(p.name for p in self.projections) or "none"
+        raise KeyError(f"{self.name} has no projection {name!r} (it has: {known})")
+
+
+class UnitOfWork:
+    """One write transaction: reads streams, appends events, feeds the service's own projections."""
+
+    def __init__(self, runtime: Runtime, conn: Connection) -> None:
+        self.conn = conn
+        self._runtime = runtime
+        self.appended: list[RecordedEvent] = []
+
+    def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+        return self._runtime.store.read_stream(self.conn, stream_id)
+
+    def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[EventData | PendingEvent],
+        *,
+        actor: str | None = None,
+    ) -> list[RecordedEvent]:
+        pending = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in events]
+        traceparent, tracestate = current_traceparent()
+        recorded = self._runtime.store.append(
+            self.conn,
+            stream_id,
+            expected_version,
+            pending,
+            actor=actor,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        for event, source in zip(recorded, pending, strict=True):
+            self._runtime.project_own(self.conn, event, source.data)
+        self.appended.extend(recorded)
+        return recorded
+
+
+class Runtime:
+    def __init__(self, definition: ServiceDefinition, settings: HubSettings) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        topic = definition.topic
+        self.store = EventStore(topic) if topic else None
+        self.relay = OutboxRelay(self.db, settings) if topic else None
+        self.consumer = (
+            ProjectionConsumer(settings, self.db, definition.projections, definition.consumes)
+            if definition.consumes
+            else None
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """Commit on success, roll back on any error; wake the relay after a commit."""
+        with self.db.write() as conn:
+            uow = UnitOfWork(self, conn)
+            yield uow
+        if uow.appended and self.relay is not None:
+            self.relay.notify()
+
+    def project_own(self, conn: Connection, event: RecordedEvent, data: EventData) -> None:
+        meta = meta_of_recorded(event, self.definition.name)
+        for projection in self.definition.projections:
+            if projection.handles(event.event_type):
+                projection.apply(conn, data, meta)
+
+    def readiness_checks(self) -> dict[str, Callable[[], None]]:
+        return {
+            "database": self.db.check,
+            "broker": lambda: check_broker(self.settings),
+            **self.definition.readiness_checks,
+        }
+
+    def start(self) -> None:
+        workers: list[tuple[str, Callable[[threading.Event], Any]]] = []
+        if self.relay is not None:
+            workers.append(("outbox-relay", self.relay.run))
+        if self.consumer is not None:
+            workers.append(("consumer", self.consumer.run))
+        for name, target in workers:
+            thread = threading.Thread(
+                target=target,
+                args=(self._stop,),
+                name=f"{self.definition.name}-{name}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Consumers finish their record and commit; the relay publishes what is queued."""
+        self._stop.set()
+        if self.relay is not None:
+            self.relay.notify()
+        for thread in self._threads:
+            thread.join(drain_timeout_s)
+        self._threads.clear()
+        if self.relay is not None:
+            if not self.relay.drain(drain_timeout_s):
+                log.warning("stopping with events still in the outbox; they are sent at next start")
+            self.relay.close()
+        self.db.dispose()
+
+
+def create_service_app(
+    definition: ServiceDefinition, settings: HubSettings | None = None
+) -> FastAPI:
+    settings = settings or HubSettings(service_name=definition.name)
+    if settings.service_name != definition.name:
+        raise ValueError(f"settings are for {settings.service_name!r}, not {definition.name!r}")
+    configure_logging(definition.name, settings.log_level, settings.log_json)
+    # kafka-python narrates every connection at INFO; its warnings are what matter.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    configure_tracing(definition.name)
+    runtime = Runtime(definition, settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        runtime.start()
+        try:
+            yield
+        finally:
+            runtime.stop()
+
+    app = create_app(
+        service_name=definition.name,
+        title=definition.title,
+        version=definition.version,
+        description=definition.description,
+        routers=definition.routers,
+        readiness_checks=runtime.readiness_checks(),
+        lifespan=lifespan,
+        max_body_bytes=settings.http_max_body_bytes,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def runtime_of(request: Request) -> Runtime:
+    """FastAPI dependency: the runtime of the app serving this request."""
+    return request.app.state.runtime

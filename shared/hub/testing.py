@@ -1,0 +1,148 @@
+"""Pytest fixtures for the hub: a real broker and real databases, never mocks.
+
+By default the embedded broker (Tansu) and SQLite, plus PostgreSQL on
+127.0.0.1:5432 when it answers. With HUB_TEST_BACKEND=testcontainers, Apache
+Kafka and PostgreSQL run in containers instead (skipped, with the reason, where
+no Docker engine is reachable).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from hub.broker import EmbeddedBroker, free_port
+from hub.settings import HubSettings
+
+POSTGRES_URL = os.environ.get(
+    "HUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BACKEND = os.environ.get("HUB_TEST_BACKEND", "embedded")
+
+
+def _postgres_reason() -> str | None:
+    """Why PostgreSQL tests cannot run here, or None when they can."""
+    try:
+        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 2})
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}"
+
+
+_POSTGRES_UNAVAILABLE = _postgres_reason() if BACKEND == "embedded" else None
+
+
+def _container_engine_reason() -> str | None:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return None
+    except Exception as exc:
+        return f"HUB_TEST_BACKEND=testcontainers but no Docker engine is reachable: {exc}"
+
+
+@pytest.fixture(scope="session")
+def _containers() -> Iterator[dict[str, str]]:
+    reason = _container_engine_reason()
+    if reason:
+        pytest.skip(reason)
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with (
+        KafkaContainer("apache/kafka:3.8.0").with_kraft() as kafka,
+        PostgresContainer("postgres:16", driver="psycopg") as postgres,
+    ):
+        yield {
+            "kafka": kafka.get_bootstrap_server(),
+            "postgres": postgres.get_connection_url(),
+        }
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request, tmp_path_factory) -> Iterator[str]:
+    """Bootstrap servers of a broker shared by the whole test session."""
+    if BACKEND == "testcontainers":
+        yield request.getfixturevalue("_containers")["kafka"]
+        return
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path_factory.mktemp("broker") / "broker.log")
+    broker.start()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path) -> Iterator[EmbeddedBroker]:
+    """A broker for one test alone, which the test may stop, kill and start again."""
+    if BACKEND == "testcontainers":
+        pytest.skip("stopping and restarting the broker is exercised on the embedded broker")
+    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def new_postgres_database(admin_url: str = POSTGRES_URL) -> str:
+    """Create an empty database for one test; returns its URL."""
+    name = f"eh_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str, admin_url: str = POSTGRES_URL) -> None:
+    name = sa.engine.make_url(url).database
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path) -> Iterator[str]:
+    """An empty database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hub.db'}"
+        return
+    if BACKEND == "testcontainers":
+        admin_url = request.getfixturevalue("_containers")["postgres"]
+    elif _POSTGRES_UNAVAILABLE:
+        pytest.skip(_POSTGRES_UNAVAILABLE)
+    else:
+        admin_url = POSTGRES_URL
+    url = new_postgres_database(admin_url)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url, admin_url)
+
+
+def settings_for(
+    service_name: str, database_url: str, bootstrap: str, var_dir: Path, **overrides
+) -> HubSettings:
+    """Settings as a service would read them, fast enough for tests."""
+    return HubSettings(
+        service_name=service_name,
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap,
+        var_dir=var_dir,
+        log_json=False,
+        consumer_retry_backoff_ms=20,
+        relay_idle_poll_ms=50,
+        **overrides,
+    )

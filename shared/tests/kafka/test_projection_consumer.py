@@ -1,0 +1,167 @@
+import threading
+import time
+from uuid import uuid4
+
+import pytest
+from hub.consumer import ProjectionConsumer
+from hub.contracts.envelope import envelope_for, to_kafka
+from hub.contracts.intake import ReferralReceived
+from hub.contracts.topics import dlq_topic
+from hub.projections import Projection
+from hub.tables import inbox
+from hub.testing import settings_for
+from kafka import KafkaProducer
+from sqlalchemy import Column, MetaData, String, Table, func, insert, select
+
+from ..events import referral_received
+from .reading import read_topic
+
+test_metadata = MetaData()
+seen_referrals = Table(
+    "seen_referrals",
+    test_metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("referral_id", String(36), nullable=False),
+)
+
+# Handlers fail for referrals whose id is in here, to prove retries and the DLQ.
+always_failing: set[str] = set()
+
+
+def _projection() -> Projection:
+    projection = Projection("seen", [seen_referrals])
+
+    @projection.on(ReferralReceived)
+    def _seen(conn, event, meta):
+        if str(event.referral_id) in always_failing:
+            raise RuntimeError("this handler cannot cope with that referral")
+        conn.execute(
+            insert(seen_referrals).values(
+                event_id=meta.event_id, referral_id=str(event.referral_id)
+            )
+        )
+
+    return projection
+
+
+@pytest.fixture
+def topic():
+    return f"earlyhelp.test-{uuid4().hex[:8]}.v1"
+
+
+@pytest.fixture
+def settings(kafka_bootstrap, tmp_path):
+    return settings_for(
+        f"consumer-{uuid4().hex[:6]}", "", kafka_bootstrap, tmp_path, consumer_max_attempts=3
+    )
+
+
+@pytest.fixture
+def producer(kafka_bootstrap):
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    yield producer
+    producer.close()
+
+
+def _publish(producer, topic, event, event_id=None):
+    record = to_kafka(
+        envelope_for(
+            event,
+            event_id=event_id or str(uuid4()),
+            source_service="intake",
+            time=event.received_at,
+            sequence=None,
+        )
+    )
+    producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(10)
+    return record
+
+
+def _consume_until(db, settings, topic, done, timeout_s=20):
+    test_metadata.create_all(db.engine)
+    consumer = ProjectionConsumer(settings, db, [_projection()], [topic])
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(15)
+    assert not thread.is_alive(), "the consumer did not stop cleanly"
+
+
+def _rows(db):
+    with db.read() as conn:
+        return conn.execute(select(seen_referrals.c.referral_id)).scalars().all()
+
+
+def test_a_redelivered_event_has_one_effect(db, settings, topic, producer):
+    event = referral_received()
+    event_id = str(uuid4())
+    _publish(producer, topic, event, event_id)
+    _publish(producer, topic, event, event_id)  # the same event, delivered again
+    follower = referral_received()
+    _publish(producer, topic, follower)
+
+    _consume_until(db, settings, topic, lambda: str(follower.referral_id) in _rows(db))
+
+    assert sorted(_rows(db)) == sorted([str(event.referral_id), str(follower.referral_id)])
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(inbox)).scalar_one() == 2
+
+
+def test_an_undecodable_message_goes_to_the_dlq_and_the_consumer_carries_on(
+    db, settings, topic, producer, kafka_bootstrap
+):
+    producer.send(topic, key=b"x", value=b"\x00not json", headers=[("ce_id", b"1")]).get(10)
+    good = referral_received()
+    _publish(producer, topic, good)
+
+    _consume_until(db, settings, topic, lambda: str(good.referral_id) in _rows(db))
+
+    assert _rows(db) == [str(good.referral_id)]
+    dead = read_topic(kafka_bootstrap, dlq_topic(topic), expected=1)
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert dead[0].value == b"\x00not json"
+    assert headers["dlq_reason"].startswith(b"undecodable: missing required header")
+    assert headers["dlq_original_topic"] == topic.encode()
+    assert headers["dlq_consumer"] == settings.consumer_group.encode()
+
+
+def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(
+    db, settings, topic, producer, kafka_bootstrap
+):
+    doomed, good = referral_received(), referral_received()
+    always_failing.add(str(doomed.referral_id))
+    doomed_record = _publish(producer, topic, doomed)
+    _publish(producer, topic, good)
+
+    _consume_until(db, settings, topic, lambda: str(good.referral_id) in _rows(db))
+
+    assert _rows(db) == [str(good.referral_id)]
+    dead = read_topic(kafka_bootstrap, dlq_topic(topic), expected=1)
+    assert [d.value for d in dead] == [doomed_record.value]
+    headers = dict(dead[0].headers)
+    assert headers["dlq_attempts"] == b"3"
+    assert b"RuntimeError: this handler cannot cope" in headers["dlq_reason"]
+    assert headers["ce_id"] == dict(doomed_record.headers)["ce_id"]
+
+
+def test_offsets_are_committed_after_handling_so_a_restart_does_not_reprocess(
+    db, settings, topic, producer
+):
+    first = referral_received()
+    _publish(producer, topic, first)
+    _consume_until(db, settings, topic, lambda: str(first.referral_id) in _rows(db))
+
+    second = referral_received()
+    _publish(producer, topic, second)
+    with db.write() as conn:  # if the first record came again, the inbox would not stop it
+        conn.execute(inbox.delete())
+    _consume_until(db, settings, topic, lambda: str(second.referral_id) in _rows(db))
+
+    assert sorted(_rows(db)) == sorted([str(first.referral_id), str(second.referral_id)])
