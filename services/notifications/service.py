@@ -18,7 +18,7 @@ definition = ServiceDefinition(
     port=8004,
     migrations=Path(__file__).parent / "migrations",
     projections=PROJECTIONS,
-    consumes=list(SERVICE_TOPICS),
+    consumes=list(SERVICE_TOPICS.values()),
 )
 
 

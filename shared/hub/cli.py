@@ -60,12 +60,12 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_topics(_args: argparse.Namespace) -> None:
-    from hub.contracts.topics import SERVICE_TOPICS, dlq_topic
+    from hub.contracts.topics import hub_topics
     from hub.kafka import ensure_topics, wait_for_broker
 
     settings = HubSettings()
     wait_for_broker(settings, timeout_s=30)
-    topics = [*SERVICE_TOPICS, *(dlq_topic(t) for t in SERVICE_TOPICS)]
+    topics = hub_topics()
     created = ensure_topics(settings, topics)
     print(f"{len(topics)} topics present ({len(created)} created)")
 

@@ -18,6 +18,7 @@ from hub.idempotency import (
     remember_response,
 )
 from hub.service import Runtime, UnitOfWork
+from hub.store import ConcurrencyConflict
 
 JSON = "application/json"
 
@@ -67,6 +68,13 @@ def run_command(
                     request_fingerprint,
                     StoredResponse(result.status_code, body, result.headers),
                 )
+    except ConcurrencyConflict as exc:
+        raise Problem(
+            409,
+            "Changed meanwhile",
+            "Someone else changed this record at the same moment; read it again and retry.",
+            type=problem_type("concurrency-conflict"),
+        ) from exc
     except IdempotencyKeyReused as exc:
         raise Problem(
             422,

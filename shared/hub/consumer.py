@@ -88,9 +88,29 @@ class ProjectionConsumer:
                 self._close_consumer()
                 stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
+        self._settle_membership()
         self._close_consumer()
         if self._dlq_producer is not None:
             self._dlq_producer.close(timeout=5)
+
+    def _settle_membership(self) -> None:
+        """Finish a group join in progress before leaving the group.
+
+        A member that leaves half-way through a join leaves Tansu's group unable
+        to hand partitions to the next member; a rebalance that completes first
+        costs at most one session timeout.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        deadline = time.monotonic() + self._settings.kafka_session_timeout_ms / 1000 * 2
+        try:
+            while not consumer.assignment() and time.monotonic() < deadline:
+                # Records polled here are not handled: their offsets stay uncommitted
+                # and the next member reads them.
+                consumer.poll(timeout_ms=100, update_offsets=False)
+        except KafkaError as exc:
+            log.debug("could not settle the group before leaving: %s", exc)
 
     def _poll_once(self, stop: threading.Event) -> None:
         consumer = self._consumer

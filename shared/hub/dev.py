@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import httpx
 
 from hub.broker import EmbeddedBroker
-from hub.contracts.topics import SERVICE_TOPICS, dlq_topic
+from hub.contracts.topics import hub_topics
 from hub.kafka import ensure_topics, wait_for_broker
 from hub.migrations import upgrade
 from hub.settings import HubSettings
@@ -43,7 +43,7 @@ def run_hub(services: Sequence[str], *, embedded_broker: bool = True) -> int:
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         wait_for_broker(settings, timeout_s=30)
-        ensure_topics(settings, [*SERVICE_TOPICS, *(dlq_topic(t) for t in SERVICE_TOPICS)])
+        ensure_topics(settings, hub_topics())
         definitions = [load_definition(name) for name in services]
         for definition in definitions:
             url = HubSettings(service_name=definition.name).database_url

@@ -55,8 +55,8 @@ def _containers() -> Iterator[dict[str, str]]:
     reason = _container_engine_reason()
     if reason:
         pytest.skip(reason)
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.postgres import PostgresContainer
+    from testcontainers.community.kafka import KafkaContainer
+    from testcontainers.community.postgres import PostgresContainer
 
     with (
         KafkaContainer("apache/kafka:3.8.0").with_kraft() as kafka,
@@ -136,6 +136,12 @@ def settings_for(
     service_name: str, database_url: str, bootstrap: str, var_dir: Path, **overrides
 ) -> HubSettings:
     """Settings as a service would read them, fast enough for tests."""
+    if BACKEND == "testcontainers":
+        # Apache Kafka refuses sessions shorter than group.min.session.timeout.ms (6 s).
+        overrides = {
+            "kafka_session_timeout_ms": 6000,
+            "kafka_heartbeat_interval_ms": 1000,
+        } | overrides
     return HubSettings(
         service_name=service_name,
         database_url=database_url,
@@ -146,3 +152,41 @@ def settings_for(
         relay_idle_poll_ms=50,
         **overrides,
     )
+
+
+@pytest.fixture
+def service_client(database_url, kafka_bootstrap, tmp_path):
+    """A factory: one service's app, migrated on `database_url`, served in-process.
+
+    `service_client(definition)` starts one; `service_client.stop(client)` stops it
+    early (it is stopped at the end of the test otherwise).
+
+    The app's lifespan runs, so its outbox relay and consumers work against the
+    real broker, exactly as in a deployed process.
+    """
+    from fastapi.testclient import TestClient
+
+    from hub.migrations import upgrade
+    from hub.service import create_service_app
+
+    running = []
+
+    def stop(client):
+        if client in running:
+            running.remove(client)
+            client.__exit__(None, None, None)
+
+    def start(definition, **overrides):
+        upgrade(definition.migrations, database_url)
+        settings = settings_for(
+            definition.name, database_url, kafka_bootstrap, tmp_path, **overrides
+        )
+        client = TestClient(create_service_app(definition, settings))
+        client.__enter__()
+        running.append(client)
+        return client
+
+    start.stop = stop
+    yield start
+    for client in reversed(list(running)):
+        stop(client)

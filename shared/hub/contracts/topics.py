@@ -34,3 +34,9 @@ SERVICE_TOPICS: dict[str, str] = {service: service_topic(service) for service in
 def topic_for_event(event_type: str) -> str:
     """The service topic an event type is published on; raises UnknownEventType."""
     return SERVICE_TOPICS[event_model(event_type).producer]
+
+
+def hub_topics() -> list[str]:
+    """Every topic the hub needs before anything produces: the service topics and their DLQs."""
+    topics = list(SERVICE_TOPICS.values())
+    return topics + [dlq_topic(topic) for topic in topics]

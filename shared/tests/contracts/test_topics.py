@@ -41,3 +41,18 @@ def test_every_event_type_goes_to_its_producers_topic():
     assert topic_for_event("earlyhelp.panel.decision_recorded.v1") == "earlyhelp.allocation.v1"
     with pytest.raises(UnknownEventType):
         topic_for_event("earlyhelp.unknown.thing.v1")
+
+
+def test_hub_topics_are_the_service_topics_and_their_dead_letter_queues():
+    from hub.contracts.topics import hub_topics
+
+    assert sorted(hub_topics()) == sorted(
+        [
+            "earlyhelp.intake.v1",
+            "earlyhelp.allocation.v1",
+            "earlyhelp.caseplan.v1",
+            "earlyhelp.intake.v1.dlq",
+            "earlyhelp.allocation.v1.dlq",
+            "earlyhelp.caseplan.v1.dlq",
+        ]
+    )
