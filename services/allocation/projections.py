@@ -24,19 +24,21 @@ incoming_referrals = Table(
 )
 
 incoming = Projection("incoming_referrals", [incoming_referrals])
+_INSERT_INCOMING = insert(incoming_referrals)
 
 
 @incoming.on(ReferralReceived)
 def _referral_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
     conn.execute(
-        insert(incoming_referrals).values(
-            referral_id=str(event.referral_id),
-            family_id=str(event.family_id),
-            urgency=event.urgency.value,
-            postcode_district=postcode_district(event.children[0].address.postcode),
-            children_count=len(event.children),
-            received_at=event.received_at,
-        )
+        _INSERT_INCOMING,
+        {
+            "referral_id": str(event.referral_id),
+            "family_id": str(event.family_id),
+            "urgency": event.urgency.value,
+            "postcode_district": postcode_district(event.children[0].address.postcode),
+            "children_count": len(event.children),
+            "received_at": event.received_at,
+        },
     )
 
 

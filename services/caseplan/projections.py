@@ -32,21 +32,23 @@ Index(
 )
 
 chronology = Projection("chronology", [chronology_entries])
+_INSERT_ENTRY = insert(chronology_entries)
 
 
 def _record(conn, meta: EventMeta, *, actor: str | None, summary: str) -> None:
     conn.execute(
-        insert(chronology_entries).values(
-            event_id=meta.event_id,
-            family_id=meta.family_id,
-            occurred_at=meta.occurred_at,
-            recorded_at=datetime.now(UTC),
-            event_type=meta.event_type,
-            service=meta.producer,
-            subject=meta.subject,
-            actor=actor,
-            summary=summary,
-        )
+        _INSERT_ENTRY,
+        {
+            "event_id": meta.event_id,
+            "family_id": meta.family_id,
+            "occurred_at": meta.occurred_at,
+            "recorded_at": datetime.now(UTC),
+            "event_type": meta.event_type,
+            "service": meta.producer,
+            "subject": meta.subject,
+            "actor": actor,
+            "summary": summary,
+        },
     )
 
 

@@ -25,23 +25,27 @@ referrals = Table(
 )
 
 referral_status = Projection("referral_status", [referrals])
+_INSERT_REFERRAL = insert(referrals)
 
 
 @referral_status.on(ReferralReceived)
 def _received(conn, event: ReferralReceived, meta: EventMeta) -> None:
     conn.execute(
-        insert(referrals).values(
-            referral_id=str(event.referral_id),
-            family_id=str(event.family_id),
-            status="received",
-            referral_source=event.referral_source.value,
-            referrer_organisation_id=event.referrer.organisation_id if event.referrer else None,
-            partner_reference=event.partner_reference,
-            urgency=event.urgency.value,
-            children_count=len(event.children),
-            received_at=event.received_at,
-            updated_at=meta.occurred_at,
-        )
+        _INSERT_REFERRAL,
+        {
+            "referral_id": str(event.referral_id),
+            "family_id": str(event.family_id),
+            "status": "received",
+            "referral_source": event.referral_source.value,
+            "referrer_organisation_id": (
+                event.referrer.organisation_id if event.referrer else None
+            ),
+            "partner_reference": event.partner_reference,
+            "urgency": event.urgency.value,
+            "children_count": len(event.children),
+            "received_at": event.received_at,
+            "updated_at": meta.occurred_at,
+        },
     )
 
 

@@ -22,18 +22,20 @@ referral_feedback = Table(
 )
 
 feedback = Projection("referral_feedback", [referral_feedback])
+_INSERT_FEEDBACK = insert(referral_feedback)
 
 
 @feedback.on(ReferralReceived)
 def _referral_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
     conn.execute(
-        insert(referral_feedback).values(
-            referral_id=str(event.referral_id),
-            family_id=str(event.family_id),
-            referrer_organisation_id=event.referrer.organisation_id if event.referrer else None,
-            last_event_type=meta.event_type,
-            last_event_at=meta.occurred_at,
-        )
+        _INSERT_FEEDBACK,
+        {
+            "referral_id": str(event.referral_id),
+            "family_id": str(event.family_id),
+            "referrer_organisation_id": event.referrer.organisation_id if event.referrer else None,
+            "last_event_type": meta.event_type,
+            "last_event_at": meta.occurred_at,
+        },
     )
 
 

@@ -7,6 +7,7 @@ in commit order; see `EventStore.append`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,11 +39,18 @@ class Database:
         # The writer engine shares the pool; on SQLite its transactions start with
         # BEGIN IMMEDIATE so two writers never deadlock upgrading a read lock.
         self._writer: Engine = self.engine.execution_options(hub_writer=True)
+        self._sqlite_writer_lock = threading.Lock() if self.is_sqlite else None
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A read-write transaction: committed when the block ends, rolled back on error."""
-        with self._writer.begin() as conn:
+        if self._sqlite_writer_lock is None:
+            with self._writer.begin() as conn:
+                yield conn
+            return
+        # SQLite has one writer at a time; queueing writers here, rather than in
+        # SQLite's busy handler (which sleeps and retries), keeps the tail short.
+        with self._sqlite_writer_lock, self._writer.begin() as conn:
             yield conn
 
     @contextmanager

@@ -4,23 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, Dialect, Table, TypeDecorator
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def _insert(conn: Connection, table: Table):
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+@lru_cache(maxsize=256)
+def _insert_if_absent_statement(dialect_name: str, table: Table):
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    key = table.primary_key.columns.values()[0]
+    return dialect.insert(table).on_conflict_do_nothing().returning(key)
+
+
+@lru_cache(maxsize=256)
+def _upsert_statement(
+    dialect_name: str, table: Table, columns: tuple[str, ...], key: tuple[str, ...]
+):
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: statement.excluded[name] for name in columns if name not in key},
+    )
+
+
+# Statements are built once per table and given their values at execution:
+# building `.values(...)` anew on every call costs more than running it.
 
 
 def insert_if_absent(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
     """Insert a row unless its key exists; True when this call inserted it."""
-    key = table.primary_key.columns.values()[0]
-    statement = _insert(conn, table).values(**values).on_conflict_do_nothing().returning(key)
+    statement = _insert_if_absent_statement(conn.dialect.name, table)
     # rowcount is not reliable here across drivers; a returned row is.
-    return conn.execute(statement).first() is not None
+    return conn.execute(statement, dict(values)).first() is not None
 
 
 def upsert(
@@ -30,12 +48,8 @@ def upsert(
     key: Sequence[str],
 ) -> None:
     """Insert a row, or update its non-key columns when the key exists."""
-    statement = _insert(conn, table).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=list(key),
-        set_={name: statement.excluded[name] for name in values if name not in key},
-    )
-    conn.execute(statement)
+    statement = _upsert_statement(conn.dialect.name, table, tuple(values), tuple(key))
+    conn.execute(statement, dict(values))
 
 
 class UtcDateTime(TypeDecorator):

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import Connection, DateTime, String, func, insert, literal, select, text
+from sqlalchemy import Connection, DateTime, String, bindparam, func, insert, literal, select, text
 
 from hub.contracts.base import EventData
 from hub.contracts.registry import event_model
@@ -88,6 +88,14 @@ _COLUMNS = (
 )
 
 
+# Built once: statements given their values at execution skip per-call compilation.
+_INSERT_EVENT = insert(event_store).returning(event_store.c.position)
+_INSERT_OUTBOX = insert(outbox)
+_STREAM_VERSION = select(func.coalesce(func.max(event_store.c.stream_version), 0)).where(
+    event_store.c.stream_id == bindparam("stream_id")
+)
+
+
 def _recorded(row: Any) -> RecordedEvent:
     return RecordedEvent(
         position=row.position,
@@ -150,9 +158,7 @@ class EventStore:
         ]
         recorded = []
         for row in rows:
-            position = conn.execute(
-                insert(event_store).values(row).returning(event_store.c.position)
-            ).scalar_one()
+            position = conn.execute(_INSERT_EVENT, row).scalar_one()
             recorded.append(
                 RecordedEvent(
                     position=position,
@@ -161,7 +167,7 @@ class EventStore:
                 )
             )
         conn.execute(
-            insert(outbox),
+            _INSERT_OUTBOX,
             [{"position": e.position, "topic": self.topic, "enqueued_at": now} for e in recorded],
         )
         return recorded
@@ -174,11 +180,7 @@ class EventStore:
 
     @staticmethod
     def stream_version(conn: Connection, stream_id: str) -> int:
-        return conn.execute(
-            select(func.coalesce(func.max(event_store.c.stream_version), 0)).where(
-                event_store.c.stream_id == stream_id
-            )
-        ).scalar_one()
+        return conn.execute(_STREAM_VERSION, {"stream_id": stream_id}).scalar_one()
 
     @staticmethod
     def read_stream(conn: Connection, stream_id: str) -> list[RecordedEvent]:
