@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 
 from kafka import TopicPartition
+from sqlalchemy import func, select
 
 from hub.consumer import ProjectionConsumer
 from hub.db import Database
@@ -24,6 +25,7 @@ from hub.projections import Projection
 from hub.service import ServiceDefinition
 from hub.settings import HubSettings
 from hub.store import EventStore
+from hub.tables import outbox
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +138,18 @@ def republish(
     relay = OutboxRelay(db, settings)
     try:
         with db.write() as conn:
-            queued = EventStore(topic).enqueue_from(conn, from_position)
+            store = EventStore(topic)
+            queued = store.enqueue_from(conn, from_position)
+            last_position = store.last_position(conn)
         relay.drain(timeout_s)
-        return queued, relay.backlog()
+        # Only what this command queued counts: a live service may be adding more.
+        with db.read() as conn:
+            left = conn.execute(
+                select(func.count())
+                .select_from(outbox)
+                .where(outbox.c.position.between(from_position, last_position))
+            ).scalar_one()
+        return queued, left
     finally:
         relay.close()
         db.dispose()

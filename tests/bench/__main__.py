@@ -1,0 +1,131 @@
+"""`python -m tests.bench`: measure, print, and write docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from intake.schemas import ReferralSubmission
+
+from tests.bench.load import BenchError, require_wrk
+from tests.bench.measure import (
+    REPO_ROOT,
+    EndToEnd,
+    Throughput,
+    log,
+    measure_end_to_end,
+    measure_throughput,
+)
+from tests.bench.report import render, targets
+from tests.bench.system import machine_facts
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (-t)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (-c)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of wrk warm-up")
+    parser.add_argument("--rate", type=float, default=100.0, help="(b) referrals per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="(b) seconds of sending")
+    parser.add_argument(
+        "--warmup-referrals", type=int, default=40, help="(b) referrals sent before measuring"
+    )
+    parser.add_argument("--only", choices=("a", "b"), help="run one part only")
+    parser.add_argument(
+        "--no-context-run",
+        action="store_true",
+        help="(a) skip the extra run of the bare `def` endpoint that parses the body",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO_ROOT / "docs" / "benchmarks.md",
+        help="where to write the report (default docs/benchmarks.md)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (databases, logs)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    require_wrk()
+    facts = machine_facts()
+    log(
+        f"{facts['nproc']} CPUs ({facts['cpu']}), {facts['python']}, "
+        f"load average {facts['load_average']}"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="earlyhelp-bench-"))
+    example = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
+    body = json.dumps(example).encode()
+    body_file = workdir / "referral.json"
+    body_file.write_bytes(body)
+    settings: dict[str, object] = {
+        "threads": args.threads,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "body_bytes": len(body),
+        "warmup_referrals": args.warmup_referrals,
+    }
+    throughput: Throughput | None = None
+    end_to_end: EndToEnd | None = None
+    try:
+        if args.only in (None, "a"):
+            throughput = measure_throughput(
+                workdir / "a",
+                body_file,
+                threads=args.threads,
+                connections=args.connections,
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+                with_sync_bare=not args.no_context_run,
+            )
+        if args.only in (None, "b"):
+            end_to_end = measure_end_to_end(
+                workdir / "b",
+                body,
+                rate=args.rate,
+                duration_s=args.seconds,
+                warmup=args.warmup_referrals,
+            )
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        print(f"work directory kept: {workdir}", file=sys.stderr)
+        return 2
+    finally:
+        if args.keep:
+            log(f"work directory kept: {workdir}")
+
+    report = render(facts, throughput, end_to_end, settings=settings)
+    print()
+    print(report)
+    if not args.no_write:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(report)
+        log(f"written to {args.output}")
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    problems = [
+        *(throughput.problems if throughput else []),
+        *(end_to_end.problems if end_to_end else []),
+    ]
+    for problem in problems:
+        print(f"[bench] INVALID: {problem}", file=sys.stderr)
+    # A missed target is a finding, not a failure; an invalid run is a failure.
+    for name, _wanted, measured, met in targets(throughput, end_to_end):
+        log(f"{name}: {measured} -> {'met' if met else 'NOT met'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

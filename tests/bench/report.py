@@ -1,0 +1,285 @@
+"""docs/benchmarks.md: the figures of one run, with the machine, the method and the targets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from tests.bench.measure import EndToEnd, Throughput
+from tests.bench.system import CpuUsage
+
+RATIO_TARGET = 0.5
+E2E_P99_TARGET_MS = 250.0
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (the value below which `pct`% of the sample lies)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _yes(met: bool | None) -> str:
+    return "n/a" if met is None else ("**met**" if met else "**not met**")
+
+
+def _ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.1f} ms"
+
+
+def _opt_s(value: float | None) -> str:
+    return "not within the wait" if value is None else f"{value:.1f} s"
+
+
+def targets(a: Throughput | None, b: EndToEnd | None) -> list[tuple[str, str, str, bool | None]]:
+    rows: list[tuple[str, str, str, bool | None]] = []
+    if a is not None:
+        valid = not a.problems
+        rows.append(
+            (
+                "(a) intake req/s ÷ bare req/s",
+                f">= {RATIO_TARGET}",
+                f"{a.ratio:.2f}" + ("" if valid else " (run invalid)"),
+                a.ratio >= RATIO_TARGET if valid else False,
+            )
+        )
+    if b is not None:
+        p99 = percentile(list(b.latencies_ms.values()), 99)
+        complete = not b.problems
+        rows.append(
+            (
+                "(b) end-to-end p99, POST to chronology",
+                f"< {E2E_P99_TARGET_MS:.0f} ms",
+                _ms(p99) + ("" if complete else " (incomplete)"),
+                (p99 < E2E_P99_TARGET_MS) if complete and not math.isnan(p99) else False,
+            )
+        )
+    return rows
+
+
+def _cpu_table(columns: Sequence[tuple[str, CpuUsage | None]]) -> list[str]:
+    present = [(name, usage) for name, usage in columns if usage is not None]
+    if not present:
+        return []
+    labels = sorted({label for _n, usage in present for label in usage.cores})
+    lines = [
+        "| process | " + " | ".join(name for name, _u in present) + " |",
+        "|---|" + "---:|" * len(present),
+    ]
+    for label in labels:
+        cells = [f"{usage.cores.get(label, 0.0):.2f}" for _n, usage in present]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| everything else (bench driver, other users) | "
+        + " | ".join(f"{usage.other_cores:.2f}" for _n, usage in present)
+        + " |"
+    )
+    lines.append(
+        "| **machine busy** | "
+        + " | ".join(
+            f"**{usage.machine_busy_cores:.2f} of {usage.nproc}**" for _n, usage in present
+        )
+        + " |"
+    )
+    return lines
+
+
+def render(
+    facts: dict[str, str],
+    a: Throughput | None,
+    b: EndToEnd | None,
+    *,
+    settings: dict[str, object],
+) -> str:
+    out: list[str] = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m tests.bench`, code in `tests/bench/`); "
+        "rerun it rather than editing this page. Figures come from one run on the "
+        "machine below; they are not asserted anywhere.",
+        "",
+        "## Run",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Date | {facts['date']} |",
+        f"| CPUs (`nproc`) | {facts['nproc']} |",
+        f"| CPU model | {facts['cpu']} |",
+        f"| Python | {facts['python']} |",
+        f"| Kernel, memory | {facts['kernel']}, {facts['memory']} |",
+        f"| Load average at start | {facts['load_average']} |",
+        "",
+        "## Targets",
+        "",
+        "| Target | Wanted | Measured | Met |",
+        "|---|---|---|---|",
+    ]
+    for name, wanted, measured, met in targets(a, b):
+        out.append(f"| {name} | {wanted} | {measured} | {_yes(met)} |")
+    if a is not None:
+        out += _throughput_section(a, settings)
+    if b is not None:
+        out += _latency_section(b, settings)
+    out += _method(settings)
+    out += _notes(facts, a, b)
+    return "\n".join(out) + "\n"
+
+
+def _throughput_section(a: Throughput, settings: dict[str, object]) -> list[str]:
+    runs = [a.bare, a.intake] + ([a.bare_sync] if a.bare_sync is not None else [])
+
+    def row(name: str, cell) -> str:
+        return f"| {name} | " + " | ".join(cell(run) for run in runs) + " |"
+
+    def errors(run) -> str:
+        return "/".join(str(run.socket_errors[k]) for k in ("connect", "read", "write", "timeout"))
+
+    header = "| | bare endpoint (async, no work) | intake `POST /v1/referrals` |"
+    if a.bare_sync is not None:
+        header += " context: bare `def` endpoint, body parsed |"
+    out = [
+        "",
+        "## (a) Intake accept throughput",
+        "",
+        f"`wrk -t{settings['threads']} -c{settings['connections']} "
+        f"-d{settings['duration_s']}s`, POST of the example referral "
+        f"({settings['body_bytes']} bytes of JSON), all servers in the same run.",
+        "",
+        header,
+        "|---|" + "---:|" * len(runs),
+        row("Requests/s", lambda r: f"{r.rps:,.0f}"),
+        row("Latency p50", lambda r: _ms(r.p50_ms)),
+        row("Latency p90", lambda r: _ms(r.p90_ms)),
+        row("Latency p99", lambda r: _ms(r.p99_ms)),
+        row("Latency max", lambda r: _ms(r.max_ms)),
+        row("Requests completed", lambda r: f"{r.requests:,}"),
+        row("Non-2xx responses", lambda r: f"{r.non2xx}"),
+        row("Socket errors (connect/read/write/timeout)", errors),
+        "",
+        f"**Ratio intake ÷ bare: {a.ratio:.2f}** (target >= {RATIO_TARGET}).",
+    ]
+    if a.bare_sync is not None and a.bare_sync.rps:
+        out += [
+            "",
+            f"For context only, not the target: intake ÷ the `def` endpoint that parses "
+            f"the body = {a.intake.rps / a.bare_sync.rps:.2f}. That endpoint pays for the "
+            "threadpool hop and JSON parsing that intake also pays for; the architecture "
+            "brief's ceiling of about 4,600 req/s resembles it rather than the async one.",
+        ]
+    out += [
+        "",
+        f"- Outbox backlog right after the intake run: {a.backlog_rows:,} rows "
+        f"(`earlyhelp_outbox_backlog` on intake's /metrics said {a.backlog_metric:,.0f}; "
+        "the relay refreshes it about once a second).",
+        f"- Intake's outbox was empty {_opt_s(a.drain.outbox_empty_after_s)} after the run; "
+        f"the whole hub was idle (every outbox empty, every consumer caught up) "
+        f"{_opt_s(a.drain.idle_after_s)} after it.",
+        f"- Referrals stored by intake in (a), warm-up included: {a.stored_referrals:,}; "
+        f"reached caseplan's chronology: {a.drain.final.chronology_referrals:,}.",
+    ]
+    if a.problems:
+        out += ["", "**The run is invalid:** " + "; ".join(a.problems) + "."]
+    cpu = _cpu_table(
+        [("bare run", a.bare.cpu), ("intake run", a.intake.cpu)]
+        + ([("`def` bare run", a.bare_sync.cpu)] if a.bare_sync is not None else [])
+    )
+    if cpu:
+        out += ["", "CPU used during each measured run, in cores (CPU seconds ÷ wall seconds):", ""]
+        out += cpu
+    return out
+
+
+def _latency_section(b: EndToEnd, settings: dict[str, object]) -> list[str]:
+    values = list(b.latencies_ms.values())
+    accept = [
+        (s.answered_at - s.sent_at) * 1000 for s in b.run.accepted if s.answered_at is not None
+    ]
+    slip = [(s.sent_at - s.scheduled_at) * 1000 for s in b.run.sent]
+    out = [
+        "",
+        "## (b) End-to-end latency, POST to caseplan's chronology",
+        "",
+        f"Open loop at {b.run.rate:g} referrals/s for {b.run.duration_s:g} s on a fresh hub; "
+        "latency = the chronology entry's `recorded_at` minus the moment the POST was sent.",
+        "",
+        "| | |",
+        "|---|---:|",
+        f"| Referrals sent | {len(b.run.sent):,} |",
+        f"| Accepted (202) | {len(b.run.accepted):,} |",
+        f"| Reached the chronology | {len(values):,} |",
+        f"| Missing | {len(b.missing):,} |",
+        f"| End-to-end p50 | {_ms(percentile(values, 50))} |",
+        f"| End-to-end p95 | {_ms(percentile(values, 95))} |",
+        f"| End-to-end p99 | {_ms(percentile(values, 99))} |",
+        f"| End-to-end max | {_ms(max(values) if values else math.nan)} |",
+        f"| HTTP accept p50 / p99 | {_ms(percentile(accept, 50))} / "
+        f"{_ms(percentile(accept, 99))} |",
+        f"| Send schedule slip p99 / max | {_ms(percentile(slip, 99))} / "
+        f"{_ms(max(slip) if slip else math.nan)} |",
+        f"| Hub idle after the last send | {_opt_s(b.drain.idle_after_s)} |",
+    ]
+    if b.missing:
+        out += ["", "Missing families (first 10): " + ", ".join(b.missing[:10])]
+    if b.problems:
+        out += ["", "**The run is incomplete:** " + "; ".join(b.problems) + "."]
+    cpu = _cpu_table([("open-loop run", b.run.cpu)])
+    if cpu:
+        out += ["", "CPU used while sending, in cores:", ""]
+        out += cpu
+    return out
+
+
+def _method(settings: dict[str, object]) -> list[str]:
+    return [
+        "",
+        "## Method",
+        "",
+        "- Each part starts its own hub with `tests.harness.Hub`: the embedded broker "
+        "(Tansu), the four services as separate `earlyhelp serve` processes (uvicorn, "
+        "uvloop + httptools, one worker each), SQLite files, the `HubSettings` defaults "
+        "of `make run` (JSON logs at INFO, uvicorn access log on).",
+        "- (a) The bare app (`tests/bench/bare_app.py`) is an async FastAPI POST that reads "
+        "the body and answers 202 with a small JSON body, served by uvicorn with the same "
+        "loop and HTTP settings, without access log. `wrk` (Debian 4.1.0) runs "
+        "`tests/bench/post_json.lua`, which POSTs the referral with "
+        "`Content-Type: application/json`, counts responses by status and prints "
+        "wrk's latency percentiles. A warm-up of "
+        f"{settings['warmup_s']} s on each target comes first, then the hub is left to "
+        "drain, then the bare app and intake are measured one after the other while the "
+        "whole hub is up. Any non-2xx from intake makes the run invalid.",
+        "- Drain: intake's `outbox` table is counted in its SQLite file every 100 ms, and "
+        "the hub counts as idle when every service's outbox is empty and every consumer "
+        "has handled as many records of each topic it follows as the producing service "
+        "stored (`earlyhelp_consumer_events_total`, lag gauges at 0).",
+        "- (b) A fresh broker and hub. "
+        f"{settings['warmup_referrals']} warm-up referrals join the consumer groups; then "
+        "asyncio + httpx schedules each POST at a fixed time (open loop: a send never "
+        "waits for an earlier response) and records the wall-clock send time. After the "
+        "hub is idle, every family's chronology is read from caseplan's API. Percentiles "
+        "are nearest-rank.",
+    ]
+
+
+def _notes(facts: dict[str, str], a: Throughput | None, b: EndToEnd | None) -> list[str]:
+    out = [
+        "",
+        "## Notes",
+        "",
+        f"- CPU context: this machine has {facts['nproc']} cores, and during (a) `wrk`, "
+        "the broker, the four services and the bare app all share them; the load "
+        "generator alone takes a sizeable share (see the CPU tables). A figure here is "
+        "what one intake worker gets on a shared 2-core box, not a per-core capacity.",
+    ]
+    if a is not None and a.intake.cpu is not None:
+        out.append(f"- During the intake run: {a.intake.cpu.describe()}.")
+    if a is not None and a.bare.cpu is not None:
+        out.append(f"- During the bare run: {a.bare.cpu.describe()}.")
+    if b is not None and b.run.cpu is not None:
+        out.append(f"- During (b): {b.run.cpu.describe()}.")
+    out.append(
+        f"- Load average when the bench started: {facts['load_average']}; anything else "
+        "running on the machine shows up as 'everything else' above and lowers the figures."
+    )
+    return out

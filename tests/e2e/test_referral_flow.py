@@ -1,0 +1,284 @@
+"""A referral's way through the whole hub, on one hub per backend shared by the module.
+
+Four service processes, their own databases and the broker: a partner posts a
+referral to intake and it reaches allocation, caseplan and notifications through
+Kafka only, exactly once, however the request or the record is repeated.
+"""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import httpx
+import pytest
+from kafka import KafkaProducer
+
+from tests.e2e.support import (
+    CONSUMERS,
+    INTAKE_DLQ,
+    INTAKE_TOPIC,
+    ONE_REFERRAL,
+    accepted,
+    assert_exactly_once,
+    ce_id,
+    chronology,
+    consumed,
+    growth,
+    intake_event_ids,
+    post_referral,
+    read_topic,
+    referral_body,
+    totals,
+    wait_everywhere,
+    wait_settled,
+)
+from tests.harness import Hub, query, read_table, wait_for
+
+pytestmark = pytest.mark.e2e
+
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def test_a_referral_reaches_every_service(hub: Hub, client: httpx.Client) -> None:
+    body = referral_body()
+    referral = accepted(post_referral(client, hub, body), hub)
+    assert referral.location == f"/v1/referrals/{referral.referral_id}"
+
+    view = client.get(hub.url("intake") + referral.location)
+    assert view.status_code == 200, view.text
+    assert view.json() | {"received_at": None} == {
+        "referral_id": referral.referral_id,
+        "family_id": referral.family_id,
+        "status": "received",
+        "received_at": None,
+        "urgency": body["urgency"],
+        "referral_source": body["referral_source"],
+        "partner_reference": body["partner_reference"],
+    }
+
+    wait_everywhere(hub, [referral])
+    wait_settled(hub)
+    (event_id,) = intake_event_ids(hub, [referral])[referral.referral_id]
+
+    (incoming,) = read_table(
+        hub.database_url("allocation"), "incoming_referrals", referral_id=referral.referral_id
+    )
+    assert incoming["family_id"] == referral.family_id
+    assert incoming["urgency"] == body["urgency"]
+    assert incoming["children_count"] == len(body["children"])
+    assert incoming["postcode_district"] == "NW10"
+
+    (feedback,) = read_table(
+        hub.database_url("notifications"), "referral_feedback", referral_id=referral.referral_id
+    )
+    assert feedback["family_id"] == referral.family_id
+    assert feedback["referrer_organisation_id"] == body["referrer"]["organisation_id"]
+    assert feedback["last_event_type"] == "earlyhelp.referral.received.v1"
+
+    (entry,) = chronology(client, hub, referral.family_id)
+    assert entry["event_id"] == event_id  # the id intake stored, carried through Kafka
+    assert entry["event_type"] == "earlyhelp.referral.received.v1"
+    assert entry["service"] == "intake"
+    assert entry["subject"] == referral.referral_id
+    assert entry["occurred_at"] and entry["recorded_at"]
+
+    for service, projection in (
+        ("allocation", "incoming_referrals"),
+        ("caseplan", "chronology"),
+        ("notifications", "referral_feedback"),
+    ):
+        (handled,) = read_table(hub.database_url(service), "inbox", event_id=event_id)
+        assert handled["projection"] == projection
+
+    assert_exactly_once(client, hub, [referral])
+
+
+def test_idempotency_key_replays_the_first_response_and_refuses_another_body(
+    hub: Hub, client: httpx.Client
+) -> None:
+    wait_settled(hub)
+    before = totals(hub)
+    key = f"e2e-{uuid4()}"
+    body = referral_body()
+
+    first = post_referral(client, hub, body, key=key)
+    second = post_referral(client, hub, body, key=key)
+    referral = accepted(first, hub)
+    assert second.status_code == 202
+    assert second.content == first.content
+    assert second.headers["location"] == first.headers["location"] == referral.location
+    assert second.headers.get("idempotent-replayed") == "true"
+    assert "idempotent-replayed" not in first.headers
+
+    wait_everywhere(hub, [referral])
+    wait_settled(hub)
+    assert_exactly_once(client, hub, [referral])
+    after_first = totals(hub)
+    assert growth(before, after_first) == ONE_REFERRAL | {"intake.idempotency_keys": 1}
+
+    other = post_referral(client, hub, referral_body(), key=key)
+    assert other.status_code == 422, other.text
+    assert other.headers["content-type"].startswith(PROBLEM_JSON)
+    problem = other.json()
+    assert problem["status"] == 422
+    assert problem["type"].endswith("/idempotency-key-reused")
+    assert totals(hub) == after_first
+
+    # A referral posted after the refused one is a barrier: once it is everywhere and
+    # every record is committed, anything the refused request had published would be too.
+    marker = accepted(post_referral(client, hub), hub)
+    wait_everywhere(hub, [marker])
+    wait_settled(hub)
+    assert growth(after_first, totals(hub)) == ONE_REFERRAL
+
+
+@sqlite_only
+def test_an_invalid_referral_is_refused_naming_every_field_and_stores_nothing(
+    hub: Hub, client: httpx.Client
+) -> None:
+    wait_settled(hub)
+    before = totals(hub)
+
+    body = referral_body(urgency="whenever")
+    body["children"][0]["nhs_number"] = "9990000019"  # fails the modulus 11 check digit
+    body["children"][1]["address"]["postcode"] = "NOT A POSTCODE"
+    body["household_members"][0]["date_of_birth"] = "yesterday"
+    response = post_referral(client, hub, body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    problem = response.json()
+    assert problem["status"] == 422
+    fields = {error["field"] for error in problem["errors"]}
+    assert fields == {
+        "urgency",
+        "children[0].nhs_number",
+        "children[1].address.postcode",
+        "household_members[0].date_of_birth",
+    }, problem
+    for value in ("9990000019", "NOT A POSTCODE", "yesterday", "whenever"):
+        assert value not in response.text, "a problem must not quote what was submitted"
+
+    no_children = referral_body()
+    del no_children["children"]
+    response = post_referral(client, hub, no_children, key=f"e2e-{uuid4()}")
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    assert [error["field"] for error in response.json()["errors"]] == ["children"]
+
+    assert totals(hub) == before, "a refused referral left something behind"
+
+    marker = accepted(post_referral(client, hub), hub)
+    wait_everywhere(hub, [marker])
+    wait_settled(hub)
+    assert growth(before, totals(hub)) == ONE_REFERRAL
+
+
+@sqlite_only
+def test_a_record_delivered_again_has_no_second_effect(hub: Hub, client: httpx.Client) -> None:
+    referral = accepted(post_referral(client, hub), hub)
+    wait_everywhere(hub, [referral])
+    wait_settled(hub)
+    (event_id,) = intake_event_ids(hub, [referral])[referral.referral_id]
+
+    def snapshot() -> dict:
+        return {
+            "incoming": read_table(
+                hub.database_url("allocation"),
+                "incoming_referrals",
+                referral_id=referral.referral_id,
+            ),
+            "feedback": read_table(
+                hub.database_url("notifications"),
+                "referral_feedback",
+                referral_id=referral.referral_id,
+            ),
+            "chronology": chronology(client, hub, referral.family_id),
+            **{
+                f"{s}.inbox": query(
+                    hub.database_url(s), "SELECT * FROM inbox WHERE event_id = :e", e=event_id
+                )
+                for s in CONSUMERS
+            },
+            "totals": totals(hub),
+        }
+
+    before = snapshot()
+    duplicates_before = {s: consumed(hub, s, "duplicate") for s in CONSUMERS}
+    dead_before = {s: consumed(hub, s, "dead_lettered") for s in CONSUMERS}
+
+    (original,) = [
+        r for r in read_topic(hub.bootstrap_servers, INTAKE_TOPIC) if ce_id(r) == event_id
+    ]
+    producer = KafkaProducer(bootstrap_servers=hub.bootstrap_servers, acks="all")
+    try:
+        copy = producer.send(
+            INTAKE_TOPIC,
+            key=original.key,
+            value=original.value,
+            headers=list(original.headers),
+        ).get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+    assert copy.partition == original.partition  # same key, same partition: a redelivery
+    assert copy.offset > original.offset
+
+    for service in CONSUMERS:
+        wait_for(
+            lambda service=service: (
+                consumed(hub, service, "duplicate") == duplicates_before[service] + 1
+            ),
+            30,
+            lambda service=service: f"{service} never saw the copy\n" + hub.logs_tail([service]),
+        )
+    wait_settled(hub)
+    assert snapshot() == before
+    assert {s: consumed(hub, s, "dead_lettered") for s in CONSUMERS} == dead_before
+    assert_exactly_once(client, hub, [referral])
+
+
+@sqlite_only
+def test_a_poison_record_is_dead_lettered_by_every_consumer_and_the_flow_goes_on(
+    hub: Hub, client: httpx.Client
+) -> None:
+    key = f"poison-{uuid4()}".encode()
+    producer = KafkaProducer(bootstrap_servers=hub.bootstrap_servers, acks="all")
+    try:
+        poison = producer.send(
+            INTAKE_TOPIC, key=key, value=b"\x00\xffnot json", headers=[("ce_id", b"nonsense")]
+        ).get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+    groups = {f"earlyhelp-{s}" for s in CONSUMERS}
+
+    def parked() -> list[dict[str, bytes]]:
+        return [
+            dict(record.headers)
+            for record in read_topic(hub.bootstrap_servers, INTAKE_DLQ)
+            if record.key == key
+        ]
+
+    wait_for(
+        lambda: {h["dlq_consumer"].decode() for h in parked()} == groups,
+        30,
+        lambda: (
+            f"dead-lettered by {[h['dlq_consumer'] for h in parked()]}, expected {groups}\n"
+            + hub.logs_tail(list(CONSUMERS))
+        ),
+    )
+    wait_settled(hub)  # each group committed past the poison record
+    copies = parked()
+    assert sorted(h["dlq_consumer"].decode() for h in copies) == sorted(groups)  # once each
+    for headers in copies:
+        assert headers["dlq_reason"].decode().startswith("undecodable"), headers
+        assert headers["dlq_original_topic"].decode() == INTAKE_TOPIC
+        assert headers["dlq_original_partition"].decode() == str(poison.partition)
+        assert headers["dlq_original_offset"].decode() == str(poison.offset)
+        assert headers["dlq_attempts"] == b"1"
+
+    referral = accepted(post_referral(client, hub), hub)
+    wait_everywhere(hub, [referral])
+    wait_settled(hub)
+    assert_exactly_once(client, hub, [referral])
