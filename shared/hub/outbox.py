@@ -22,7 +22,7 @@ from hub.db import Database
 from hub.envelopes import envelope_of
 from hub.kafka import ensure_topics, new_producer
 from hub.settings import HubSettings
-from hub.store import _COLUMNS, _recorded
+from hub.store import RECORDED_COLUMNS, recorded_from_row
 from hub.tables import event_store, outbox
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class OutboxRelay:
         """Publish the oldest queued events; returns how many the broker acknowledged."""
         with self._db.read() as conn:
             rows = conn.execute(
-                select(outbox.c.topic, *_COLUMNS)
+                select(outbox.c.topic, *RECORDED_COLUMNS)
                 .join(event_store, event_store.c.position == outbox.c.position)
                 .order_by(outbox.c.position)
                 .limit(self._settings.relay_batch_size)
@@ -108,7 +108,7 @@ class OutboxRelay:
         producer = self._ensure_producer({row.topic for row in rows})
         futures = []
         for row in rows:
-            record = to_kafka(envelope_of(_recorded(row), self._service))
+            record = to_kafka(envelope_of(recorded_from_row(row), self._service))
             futures.append(
                 producer.send(row.topic, key=record.key, value=record.value, headers=record.headers)
             )

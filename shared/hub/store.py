@@ -71,7 +71,7 @@ class RecordedEvent:
         return json.loads(self.data_json)
 
 
-_COLUMNS = (
+RECORDED_COLUMNS = (
     event_store.c.position,
     event_store.c.stream_id,
     event_store.c.stream_version,
@@ -96,7 +96,7 @@ _STREAM_VERSION = select(func.coalesce(func.max(event_store.c.stream_version), 0
 )
 
 
-def _recorded(row: Any) -> RecordedEvent:
+def recorded_from_row(row: Any) -> RecordedEvent:
     return RecordedEvent(
         position=row.position,
         stream_id=row.stream_id,
@@ -185,11 +185,11 @@ class EventStore:
     @staticmethod
     def read_stream(conn: Connection, stream_id: str) -> list[RecordedEvent]:
         rows = conn.execute(
-            select(*_COLUMNS)
+            select(*RECORDED_COLUMNS)
             .where(event_store.c.stream_id == stream_id)
             .order_by(event_store.c.stream_version)
         )
-        return [_recorded(row) for row in rows]
+        return [recorded_from_row(row) for row in rows]
 
     @staticmethod
     def read_all(
@@ -197,12 +197,12 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """Events after `after_position` in commit order; never skips one (see module doc)."""
         rows = conn.execute(
-            select(*_COLUMNS)
+            select(*RECORDED_COLUMNS)
             .where(event_store.c.position > after_position)
             .order_by(event_store.c.position)
             .limit(limit)
         )
-        return [_recorded(row) for row in rows]
+        return [recorded_from_row(row) for row in rows]
 
     @staticmethod
     def last_position(conn: Connection) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,18 +69,25 @@ def _containers() -> Iterator[dict[str, str]]:
         }
 
 
+@contextmanager
+def running_broker(log_dir: Path) -> Iterator[EmbeddedBroker]:
+    """An embedded broker on a free port, logging to `log_dir`, stopped afterwards."""
+    broker = EmbeddedBroker(free_port(), log_path=log_dir / "broker.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(request, tmp_path_factory) -> Iterator[str]:
     """Bootstrap servers of a broker shared by the whole test session."""
     if BACKEND == "testcontainers":
         yield request.getfixturevalue("_containers")["kafka"]
         return
-    broker = EmbeddedBroker(free_port(), log_path=tmp_path_factory.mktemp("broker") / "broker.log")
-    broker.start()
-    try:
+    with running_broker(tmp_path_factory.mktemp("broker")) as broker:
         yield broker.bootstrap_servers
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
@@ -87,12 +95,8 @@ def own_broker(tmp_path) -> Iterator[EmbeddedBroker]:
     """A broker for one test alone, which the test may stop, kill and start again."""
     if BACKEND == "testcontainers":
         pytest.skip("stopping and restarting the broker is exercised on the embedded broker")
-    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log")
-    broker.start()
-    try:
+    with running_broker(tmp_path) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 def new_postgres_database(admin_url: str = POSTGRES_URL) -> str:

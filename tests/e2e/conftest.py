@@ -13,8 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hub.broker import EmbeddedBroker, free_port
-from hub.testing import _POSTGRES_UNAVAILABLE, BACKEND
+from hub.testing import _POSTGRES_UNAVAILABLE, BACKEND, running_broker
 
 from tests.harness import Hub
 
@@ -50,12 +49,8 @@ def module_bootstrap(request, tmp_path_factory) -> Iterator[str]:
     if BACKEND == "testcontainers":
         yield request.getfixturevalue("kafka_bootstrap")
         return
-    broker = EmbeddedBroker(free_port(), log_path=tmp_path_factory.mktemp("broker") / "broker.log")
-    broker.start()
-    try:
+    with running_broker(tmp_path_factory.mktemp("broker")) as broker:
         yield broker.bootstrap_servers
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="module")
