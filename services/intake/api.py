@@ -38,7 +38,7 @@ IdempotencyKey = Annotated[
     responses=problem_responses(409, 413, 422),
     summary="Refer a child or family to early help",
 )
-def submit_referral(
+async def submit_referral(
     submission: ReferralSubmission,
     request: Request,
     runtime: Annotated[Runtime, Depends(runtime_of)],
@@ -60,7 +60,7 @@ def submit_referral(
         )
         return CommandResult(202, accepted, {"Location": f"/v1/referrals/{command.referral_id}"})
 
-    return run_command(
+    return await run_command(
         runtime,
         request,
         principal=principal,

@@ -34,7 +34,7 @@ class CommandResult:
         self.headers = dict(headers or {})
 
 
-def run_command(
+async def run_command(
     runtime: Runtime,
     request: Request,
     *,
@@ -43,8 +43,25 @@ def run_command(
     payload: BaseModel,
     command: Callable[[UnitOfWork], CommandResult],
 ) -> Response:
-    """Run `command` in one transaction; a repeated key returns the first response unchanged."""
+    """Run `command` in one transaction; a repeated key returns the first response unchanged.
+
+    The transaction runs on the service's writer threads (see `Runtime.write`),
+    so requests queue on the event loop rather than as threads fighting for
+    the database's write lock.
+    """
     request_fingerprint = fingerprint(request.method, request.url.path, payload.model_dump_json())
+    return await runtime.write(
+        lambda: _transact(runtime, principal, idempotency_key, request_fingerprint, command)
+    )
+
+
+def _transact(
+    runtime: Runtime,
+    principal: str,
+    idempotency_key: str | None,
+    request_fingerprint: str,
+    command: Callable[[UnitOfWork], CommandResult],
+) -> Response:
     try:
         with runtime.unit_of_work() as uow:
             if idempotency_key is not None:

@@ -38,6 +38,10 @@ OUTBOX_FAILURES = Counter(
 )
 
 _BACKLOG_REFRESH_S = 1.0
+# Acknowledged rows are removed in bulk, at most this often or this many at a time:
+# one delete per tiny batch would cost the service's single SQLite writer dearly.
+_PURGE_INTERVAL_S = 0.1
+_PURGE_ROWS = 1000
 
 
 class OutboxRelay:
@@ -48,6 +52,9 @@ class OutboxRelay:
         self._wake = threading.Event()
         self._producer: KafkaProducer | None = None
         self._backlog_measured_at = 0.0
+        # Positions the broker acknowledged whose outbox rows are not yet removed.
+        self._acknowledged: list[int] = []
+        self._purged_at = 0.0
 
     def notify(self) -> None:
         """Tell the relay that a transaction just committed new events."""
@@ -58,6 +65,7 @@ class OutboxRelay:
         backoff_s = 0.1
         max_backoff_s = self._settings.relay_retry_backoff_max_ms / 1000
         idle_s = self._settings.relay_idle_poll_ms / 1000
+        linger_s = self._settings.relay_linger_ms / 1000
         while not stop.is_set():
             self._wake.clear()
             self._refresh_backlog()
@@ -76,8 +84,9 @@ class OutboxRelay:
                 stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, max_backoff_s)
                 continue
-            if published < self._settings.relay_batch_size:
-                self._wake.wait(idle_s)
+            if published < self._settings.relay_batch_size and self._wake.wait(idle_s):
+                # Let the commits of concurrent requests gather into one batch.
+                stop.wait(linger_s)
 
     def drain(self, timeout_s: float) -> bool:
         """Publish what is queued, for a clean shutdown; True when the outbox is empty."""
@@ -85,6 +94,7 @@ class OutboxRelay:
         while time.monotonic() < deadline:
             try:
                 if self.publish_batch() == 0:
+                    self._purge(force=True)
                     return True
             except Exception as exc:
                 log.warning("outbox drain stopped: %s", exc)
@@ -92,18 +102,26 @@ class OutboxRelay:
         return False
 
     def close(self) -> None:
+        try:
+            self._purge(force=True)
+        except Exception as exc:  # the rows stay and are sent again: harmless
+            log.warning("could not remove acknowledged outbox rows: %s", exc)
         self._discard_producer()
 
     def publish_batch(self) -> int:
         """Publish the oldest queued events; returns how many the broker acknowledged."""
+        query = (
+            select(outbox.c.topic, *RECORDED_COLUMNS)
+            .join(event_store, event_store.c.position == outbox.c.position)
+            .order_by(outbox.c.position)
+            .limit(self._settings.relay_batch_size)
+        )
+        if self._acknowledged:
+            query = query.where(outbox.c.position.not_in(self._acknowledged))
         with self._db.read() as conn:
-            rows = conn.execute(
-                select(outbox.c.topic, *RECORDED_COLUMNS)
-                .join(event_store, event_store.c.position == outbox.c.position)
-                .order_by(outbox.c.position)
-                .limit(self._settings.relay_batch_size)
-            ).all()
+            rows = conn.execute(query).all()
         if not rows:
+            self._purge()
             return 0
         producer = self._ensure_producer({row.topic for row in rows})
         futures = []
@@ -115,15 +133,27 @@ class OutboxRelay:
         producer.flush(timeout=self._settings.kafka_request_timeout_ms / 1000)
         for future in futures:
             future.get(timeout=0)  # raises the send's error, if any
-        positions = [row.position for row in rows]
-        with self._db.write() as conn:
-            conn.execute(delete(outbox).where(outbox.c.position.in_(positions)))
+        self._acknowledged.extend(row.position for row in rows)
         OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
+        self._purge()
         return len(rows)
 
+    def _purge(self, *, force: bool = False) -> None:
+        """Remove the rows of acknowledged events (a crash before this only resends them)."""
+        now = time.monotonic()
+        due = len(self._acknowledged) >= _PURGE_ROWS or now - self._purged_at >= _PURGE_INTERVAL_S
+        if not self._acknowledged or not (due or force):
+            return
+        with self._db.write() as conn:
+            conn.execute(delete(outbox).where(outbox.c.position.in_(self._acknowledged)))
+        self._acknowledged.clear()
+        self._purged_at = now
+
     def backlog(self) -> int:
+        """Queued events the broker has not acknowledged yet."""
         with self._db.read() as conn:
-            return conn.execute(select(func.count()).select_from(outbox)).scalar_one()
+            queued = conn.execute(select(func.count()).select_from(outbox)).scalar_one()
+        return queued - len(self._acknowledged)
 
     def _refresh_backlog(self) -> None:
         now = time.monotonic()

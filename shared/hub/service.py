@@ -7,13 +7,16 @@ lifespan starts and drains the background workers.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import Connection
@@ -33,6 +36,8 @@ from hub.settings import HubSettings
 from hub.store import EventStore, PendingEvent, RecordedEvent
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,24 @@ class Runtime:
             if definition.consumes
             else None
         )
+        # SQLite takes one writer at a time, so one writer thread; PostgreSQL
+        # writers run side by side, up to the connection pool.
+        self._writers = ThreadPoolExecutor(
+            max_workers=1 if self.db.is_sqlite else settings.database_pool_size,
+            thread_name_prefix=f"{definition.name}-writer",
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    async def write(self, transaction: Callable[[], T]) -> T:
+        """Run a blocking write transaction on the writer threads, in the caller's context.
+
+        The context (trace, logging) travels with it, so the events it stores
+        carry the request's traceparent.
+        """
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writers, context.run, transaction)
 
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
@@ -162,6 +183,7 @@ class Runtime:
         for thread in self._threads:
             thread.join(drain_timeout_s)
         self._threads.clear()
+        self._writers.shutdown(wait=True)
         if self.relay is not None:
             if not self.relay.drain(drain_timeout_s):
                 log.warning("stopping with events still in the outbox; they are sent at next start")

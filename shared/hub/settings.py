@@ -53,6 +53,9 @@ class HubSettings(BaseSettings):
     relay_idle_poll_ms: int = Field(
         default=250, ge=1, description="How often the relay looks for work nobody signalled."
     )
+    relay_linger_ms: int = Field(
+        default=5, ge=0, description="How long the relay lets new commits gather into a batch."
+    )
     relay_retry_backoff_max_ms: int = Field(default=5_000, ge=1)
 
     http_max_body_bytes: int = Field(default=1_000_000, ge=1024)

@@ -119,3 +119,16 @@ def test_the_openapi_shows_partners_a_body_that_works(intake):
     assert intake.post("/v1/referrals", json=example).status_code == 202
     assert any(p["name"] == "Idempotency-Key" for p in operation["parameters"])
     assert "422" in operation["responses"]
+
+
+def test_the_partners_trace_continues_into_the_stored_event(intake, database_url):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+
+    assert intake.post("/v1/referrals", json=EXAMPLE, headers=headers).status_code == 202
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        stored = conn.execute(select(event_store.c.traceparent)).scalar_one()
+    engine.dispose()
+    assert stored.split("-")[1] == trace_id
