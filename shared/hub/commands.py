@@ -45,46 +45,34 @@ async def run_command(
 ) -> Response:
     """Run `command` in one transaction; a repeated key returns the first response unchanged.
 
-    The transaction runs on the service's writer threads (see `Runtime.write`),
-    so requests queue on the event loop rather than as threads fighting for
-    the database's write lock.
+    The transaction is group-committed with concurrent ones (see `Runtime.write`).
     """
     request_fingerprint = fingerprint(request.method, request.url.path, payload.model_dump_json())
-    return await runtime.write(
-        lambda: _transact(runtime, principal, idempotency_key, request_fingerprint, command)
-    )
 
+    def transact(uow: UnitOfWork) -> Response:
+        if idempotency_key is not None:
+            earlier = previous_response(uow.conn, principal, idempotency_key, request_fingerprint)
+            if earlier is not None:
+                return Response(
+                    earlier.body,
+                    earlier.status_code,
+                    headers={**earlier.headers, REPLAYED_HEADER: "true"},
+                    media_type=JSON,
+                )
+        result = command(uow)
+        body = result.body.model_dump_json()
+        if idempotency_key is not None:
+            remember_response(
+                uow.conn,
+                principal,
+                idempotency_key,
+                request_fingerprint,
+                StoredResponse(result.status_code, body, result.headers),
+            )
+        return Response(body, result.status_code, headers=result.headers, media_type=JSON)
 
-def _transact(
-    runtime: Runtime,
-    principal: str,
-    idempotency_key: str | None,
-    request_fingerprint: str,
-    command: Callable[[UnitOfWork], CommandResult],
-) -> Response:
     try:
-        with runtime.unit_of_work() as uow:
-            if idempotency_key is not None:
-                earlier = previous_response(
-                    uow.conn, principal, idempotency_key, request_fingerprint
-                )
-                if earlier is not None:
-                    return Response(
-                        earlier.body,
-                        earlier.status_code,
-                        headers={**earlier.headers, REPLAYED_HEADER: "true"},
-                        media_type=JSON,
-                    )
-            result = command(uow)
-            body = result.body.model_dump_json()
-            if idempotency_key is not None:
-                remember_response(
-                    uow.conn,
-                    principal,
-                    idempotency_key,
-                    request_fingerprint,
-                    StoredResponse(result.status_code, body, result.headers),
-                )
+        return await runtime.write(transact)
     except ConcurrencyConflict as exc:
         raise Problem(
             409,
@@ -107,4 +95,3 @@ def _transact(
             "retry to receive its response.",
             type=problem_type("idempotency-key-in-use"),
         ) from exc
-    return Response(body, result.status_code, headers=result.headers, media_type=JSON)

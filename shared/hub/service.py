@@ -7,13 +7,10 @@ lifespan starts and drains the background workers.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +31,7 @@ from hub.outbox import OutboxRelay
 from hub.projections import Projection
 from hub.settings import HubSettings
 from hub.store import EventStore, PendingEvent, RecordedEvent
+from hub.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +73,6 @@ class UnitOfWork:
     def __init__(self, runtime: Runtime, conn: Connection) -> None:
         self.conn = conn
         self._runtime = runtime
-        self.appended: list[RecordedEvent] = []
 
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:
         return self._runtime.store.read_stream(self.conn, stream_id)
@@ -101,7 +98,6 @@ class UnitOfWork:
         )
         for event, source in zip(recorded, pending, strict=True):
             self._runtime.project_own(self.conn, event, source.data)
-        self.appended.extend(recorded)
         return recorded
 
 
@@ -118,32 +114,24 @@ class Runtime:
             if definition.consumes
             else None
         )
-        # SQLite takes one writer at a time, so one writer thread; PostgreSQL
-        # writers run side by side, up to the connection pool.
-        self._writers = ThreadPoolExecutor(
-            max_workers=1 if self.db.is_sqlite else settings.database_pool_size,
-            thread_name_prefix=f"{definition.name}-writer",
-        )
+        self._writer: GroupCommitWriter | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    async def write(self, transaction: Callable[[], T]) -> T:
-        """Run a blocking write transaction on the writer threads, in the caller's context.
+    async def write(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Run `work` in a write transaction (group-committed with concurrent ones).
 
-        The context (trace, logging) travels with it, so the events it stores
-        carry the request's traceparent.
+        It runs on the writer thread in the caller's context, so the events it
+        stores carry the request's traceparent; the relay is woken after commit.
         """
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writers, context.run, transaction)
+        if self._writer is None:
+            self._writer = GroupCommitWriter(
+                self.db, self.definition.name, after_commit=self._wake_relay
+            )
+        return await self._writer.run(lambda conn: work(UnitOfWork(self, conn)))
 
-    @contextmanager
-    def unit_of_work(self) -> Iterator[UnitOfWork]:
-        """Commit on success, roll back on any error; wake the relay after a commit."""
-        with self.db.write() as conn:
-            uow = UnitOfWork(self, conn)
-            yield uow
-        if uow.appended and self.relay is not None:
+    def _wake_relay(self) -> None:
+        if self.relay is not None:
             self.relay.notify()
 
     def project_own(self, conn: Connection, event: RecordedEvent, data: EventData) -> None:
@@ -183,7 +171,8 @@ class Runtime:
         for thread in self._threads:
             thread.join(drain_timeout_s)
         self._threads.clear()
-        self._writers.shutdown(wait=True)
+        if self._writer is not None:
+            self._writer.close()
         if self.relay is not None:
             if not self.relay.drain(drain_timeout_s):
                 log.warning("stopping with events still in the outbox; they are sent at next start")
