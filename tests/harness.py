@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
 from hub.broker import free_port
 from hub.cli import load_definition
 from hub.contracts.topics import hub_topics
@@ -33,7 +35,6 @@ from hub.kafka import ensure_topics, wait_for_broker
 from hub.migrations import upgrade
 from hub.settings import HubSettings
 from hub.testing import POSTGRES_URL, drop_postgres_database, new_postgres_database
-from sqlalchemy.pool import NullPool
 
 SERVICES = ("intake", "allocation", "caseplan", "notifications")
 BACKENDS = ("sqlite", "postgresql")

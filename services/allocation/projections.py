@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+
 from hub.contracts.identifiers import postcode_district
 from hub.contracts.intake import ReferralReceived
 from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 
 metadata = MetaData()
 

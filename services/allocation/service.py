@@ -3,10 +3,10 @@
 from pathlib import Path
 
 from fastapi import FastAPI
-from hub.contracts.topics import service_topic
-from hub.service import ServiceDefinition, create_service_app
 
 from allocation.projections import PROJECTIONS
+from hub.contracts.topics import service_topic
+from hub.service import ServiceDefinition, create_service_app
 
 definition = ServiceDefinition(
     name="allocation",

@@ -9,12 +9,12 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from hub.http.problems import FieldError, Problem, problem_responses
-from hub.service import Runtime, runtime_of
 from sqlalchemy import and_, or_, select
 
 from caseplan.projections import chronology_entries
 from caseplan.schemas import Chronology, ChronologyEntry
+from hub.http.problems import FieldError, Problem, problem_responses
+from hub.service import Runtime, runtime_of
 
 router = APIRouter(prefix="/v1", tags=["families"])
 

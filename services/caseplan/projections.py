@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import Column, Index, MetaData, String, Table, Text, insert
+
 from hub.contracts.intake import ReferralReceived
 from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime
-from sqlalchemy import Column, Index, MetaData, String, Table, Text, insert
 
 metadata = MetaData()
 

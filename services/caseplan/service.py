@@ -3,11 +3,11 @@
 from pathlib import Path
 
 from fastapi import FastAPI
-from hub.contracts.topics import service_topic
-from hub.service import ServiceDefinition, create_service_app
 
 from caseplan.api import router
 from caseplan.projections import PROJECTIONS
+from hub.contracts.topics import service_topic
+from hub.service import ServiceDefinition, create_service_app
 
 definition = ServiceDefinition(
     name="caseplan",

@@ -7,13 +7,13 @@ from typing import Annotated
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Header, Request, Response
+from sqlalchemy import select
+
 from hub.commands import CommandResult, run_command
 from hub.contracts.common import Child, HouseholdMember
 from hub.http.problems import Problem, problem_responses
 from hub.idempotency import IDEMPOTENCY_HEADER
 from hub.service import Runtime, runtime_of
-from sqlalchemy import select
-
 from intake import domain
 from intake.projections import referrals
 from intake.schemas import ReferralAccepted, ReferralSubmission, ReferralView

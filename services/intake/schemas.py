@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Self
 from uuid import UUID
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
 from hub.contracts.codes import ReferralSource, Urgency
 from hub.contracts.common import (
     ChildDetails,
@@ -17,8 +19,6 @@ from hub.contracts.common import (
     ShortText,
 )
 from hub.contracts.intake import ReferralReceived
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
-
 from intake.domain import ReferralStatus
 
 

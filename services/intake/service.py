@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from fastapi import FastAPI
-from hub.service import ServiceDefinition, create_service_app
 
+from hub.service import ServiceDefinition, create_service_app
 from intake.api import router
 from intake.projections import PROJECTIONS
 

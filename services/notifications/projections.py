@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Column, MetaData, String, Table, insert
+
 from hub.contracts.intake import ReferralReceived
 from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime
-from sqlalchemy import Column, MetaData, String, Table, insert
 
 metadata = MetaData()
 

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from fastapi import FastAPI
+
 from hub.contracts.topics import SERVICE_TOPICS
 from hub.service import ServiceDefinition, create_service_app
-
 from notifications.projections import PROJECTIONS
 
 definition = ServiceDefinition(

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from intake.schemas import ReferralSubmission
-
 from tests.bench.load import BenchError, require_wrk
 from tests.bench.measure import (
     REPO_ROOT,

@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 from hub.broker import EmbeddedBroker, free_port
-
 from tests.bench.load import (
     BenchError,
     OpenLoopRun,

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-from hub.cli import load_definition
 from prometheus_client.parser import text_string_to_metric_families
 
+from hub.cli import load_definition
 from tests.harness import Hub, count_rows
 
 REFERRAL_RECEIVED = "earlyhelp.referral.received.v1"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hub.testing import _POSTGRES_UNAVAILABLE, BACKEND, running_broker
 
+from hub.testing import _POSTGRES_UNAVAILABLE, BACKEND, running_broker
 from tests.harness import Hub
 
 

@@ -16,12 +16,12 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
-from hub.contracts.topics import dlq_topic, service_topic
-from intake.schemas import ReferralSubmission
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
+from hub.contracts.topics import dlq_topic, service_topic
+from intake.schemas import ReferralSubmission
 from tests.harness import Hub, count_by, count_rows, query, read_table, wait_for
 
 INTAKE_TOPIC = service_topic("intake")

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from hub.broker import EmbeddedBroker
 
+from hub.broker import EmbeddedBroker
 from tests.e2e.support import (
     CONSUMERS,
     Poster,

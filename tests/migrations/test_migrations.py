@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+
 from hub import migrations
 from hub.tables import metadata as hub_metadata
 

@@ -5,6 +5,9 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
+from kafka import KafkaProducer
+from sqlalchemy import create_engine, delete
+
 from caseplan.projections import chronology_entries
 from caseplan.service import definition
 from hub.contracts.envelope import envelope_for, to_kafka
@@ -12,8 +15,6 @@ from hub.contracts.intake import ReferralReceived
 from hub.contracts.topics import service_topic
 from hub.replay import rebuild_projections
 from hub.testing import settings_for
-from kafka import KafkaProducer
-from sqlalchemy import create_engine, delete
 
 
 @pytest.fixture

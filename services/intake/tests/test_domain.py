@@ -2,6 +2,7 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
+
 from hub.contracts.codes import ReferralSource, Urgency
 from hub.contracts.intake import ReferralReceived
 from intake import domain

@@ -3,11 +3,12 @@
 import copy
 
 import pytest
+from sqlalchemy import create_engine, func, select
+
 from hub.tables import event_store, outbox
 from intake.projections import referrals
 from intake.schemas import ReferralSubmission
 from intake.service import definition
-from sqlalchemy import create_engine, func, select
 
 EXAMPLE = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
 

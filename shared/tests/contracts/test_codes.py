@@ -1,3 +1,5 @@
+from pydantic import TypeAdapter
+
 from hub.contracts.codes import (
     CinFactor,
     ClosureReason,
@@ -7,7 +9,6 @@ from hub.contracts.codes import (
     SupportingFamiliesOutcome,
     TriageRoute,
 )
-from pydantic import TypeAdapter
 
 
 def test_referral_sources_are_the_cin_census_codes():

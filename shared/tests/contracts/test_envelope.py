@@ -3,6 +3,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from hub.contracts.caseplan import CaseClosed
 from hub.contracts.codes import DataClassification
 from hub.contracts.envelope import (

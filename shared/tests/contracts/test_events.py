@@ -2,6 +2,8 @@ import copy
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.base import EventData
 from hub.contracts.caseplan import (
@@ -13,7 +15,6 @@ from hub.contracts.caseplan import (
 )
 from hub.contracts.intake import ReferralReceived, ReferralTriaged
 from hub.contracts.registry import EVENT_TYPES, UnknownEventType, event_model
-from pydantic import ValidationError
 
 V1_EVENT_TYPES = {
     "earlyhelp.referral.received.v1": "intake",

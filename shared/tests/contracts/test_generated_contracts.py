@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
+
 from hub.contracts import generate
 from hub.contracts.envelope import envelope_for, schema_uri, to_kafka
 from hub.contracts.registry import EVENT_TYPES
-from jsonschema import Draft202012Validator
 
 COMMITTED = generate.DEFAULT_OUT
 

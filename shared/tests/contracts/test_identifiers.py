@@ -1,4 +1,6 @@
 import pytest
+from pydantic import TypeAdapter, ValidationError
+
 from hub.contracts.identifiers import (
     NhsNumber,
     Slug,
@@ -10,7 +12,6 @@ from hub.contracts.identifiers import (
     postcode_sector,
     upn_check_letter,
 )
-from pydantic import TypeAdapter, ValidationError
 
 nhs_number = TypeAdapter(NhsNumber)
 upn = TypeAdapter(Upn)

@@ -1,4 +1,5 @@
 import pytest
+
 from hub.contracts.registry import EVENT_TYPES, UnknownEventType
 from hub.contracts.topics import (
     SERVICE_TOPICS,

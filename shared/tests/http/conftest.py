@@ -9,11 +9,12 @@ from typing import Annotated, Literal
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Header, Query
-from hub.http import Problem, ReadinessCheck, create_app, problem_responses
-from hub.observability import UVICORN_LOGGERS, configure_tracing, current_traceparent
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
+
+from hub.http import Problem, ReadinessCheck, create_app, problem_responses
+from hub.observability import UVICORN_LOGGERS, configure_tracing, current_traceparent
 
 
 class Child(BaseModel):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 from fastapi import FastAPI
+
 from hub.http import ReadinessCheck
 
 pytestmark = pytest.mark.anyio

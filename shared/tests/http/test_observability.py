@@ -10,6 +10,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
 from hub.observability import (
     configure_logging,
     context_from_traceparent,
@@ -17,8 +20,6 @@ from hub.observability import (
     otlp_trace_export_requested,
     tracer,
 )
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
 
 pytestmark = pytest.mark.anyio
 

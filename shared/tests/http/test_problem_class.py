@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hub.http import FieldError, Problem
 from hub.http.problems import field_errors, field_path
 

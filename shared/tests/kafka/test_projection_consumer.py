@@ -3,6 +3,9 @@ import time
 from uuid import uuid4
 
 import pytest
+from kafka import KafkaProducer
+from sqlalchemy import Column, MetaData, String, Table, func, insert, select
+
 from hub.consumer import ProjectionConsumer
 from hub.contracts.envelope import envelope_for, to_kafka
 from hub.contracts.intake import ReferralReceived
@@ -10,8 +13,6 @@ from hub.contracts.topics import dlq_topic
 from hub.projections import Projection
 from hub.tables import inbox
 from hub.testing import settings_for
-from kafka import KafkaProducer
-from sqlalchemy import Column, MetaData, String, Table, func, insert, select
 
 from ..events import referral_received
 from .reading import read_topic

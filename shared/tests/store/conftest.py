@@ -1,6 +1,7 @@
 from collections.abc import Iterator
 
 import pytest
+
 from hub.db import Database
 from hub.tables import metadata
 

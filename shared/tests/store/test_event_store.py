@@ -3,9 +3,10 @@ import time
 from uuid import uuid4
 
 import pytest
+from sqlalchemy import func, select
+
 from hub.store import ConcurrencyConflict, EventStore, PendingEvent
 from hub.tables import event_store, outbox
-from sqlalchemy import func, select
 
 from ..events import referral_received
 

@@ -7,6 +7,7 @@ Create Date: 2026-11-24
 
 import sqlalchemy as sa
 from alembic import op
+
 from hub.migrations import create_hub_tables_v1, drop_hub_tables_v1
 
 revision = "0001"
