@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     definition = load_definition(args.service)
+    settings = _settings(args.service)
     uvicorn.run(
         f"{args.service}.service:create_app",
         factory=True,
@@ -44,6 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         loop="uvloop",
         http="httptools",
         log_config=None,
+        access_log=settings.http_access_log,
         timeout_graceful_shutdown=10,
     )
 

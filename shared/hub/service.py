@@ -214,6 +214,9 @@ def create_service_app(
     return app
 
 
-def runtime_of(request: Request) -> Runtime:
-    """FastAPI dependency: the runtime of the app serving this request."""
+async def runtime_of(request: Request) -> Runtime:
+    """FastAPI dependency: the runtime of the app serving this request.
+
+    Async so that FastAPI does not send it to the threadpool on every request.
+    """
     return request.app.state.runtime
