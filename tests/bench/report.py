@@ -239,7 +239,7 @@ def _method(settings: dict[str, object]) -> list[str]:
         "- Each part starts its own hub with `tests.harness.Hub`: the embedded broker "
         "(Tansu), the four services as separate `earlyhelp serve` processes (uvicorn, "
         "uvloop + httptools, one worker each), SQLite files, the `HubSettings` defaults "
-        "of `make run` (JSON logs at INFO, uvicorn access log on).",
+        "of `make run` (JSON logs at INFO, no per-request access log).",
         "- (a) The bare app (`tests/bench/bare_app.py`) is an async FastAPI POST that reads "
         "the body and answers 202 with a small JSON body, served by uvicorn with the same "
         "loop and HTTP settings, without access log. `wrk` (Debian 4.1.0) runs "
