@@ -7,7 +7,7 @@ way an operator would, with fast settings for tests. Nothing is mocked: the
 services talk to each other only through the broker they are given.
 
     with Hub(tmp_path, broker.bootstrap_servers) as hub:
-        httpx.post(hub.url("intake") + "/v1/referrals", json=body)
+        httpx.post(hub.url("intake") + "/v1/referrals", json=body, headers=hub.auth())
         wait_for(lambda: count_rows(hub.database_url("allocation"), "incoming_referrals"), 30,
                  "the referral never reached allocation")
 """
@@ -34,7 +34,13 @@ from hub.contracts.topics import hub_topics
 from hub.kafka import ensure_topics, wait_for_broker
 from hub.migrations import upgrade
 from hub.settings import HubSettings
-from hub.testing import POSTGRES_URL, drop_postgres_database, new_postgres_database
+from hub.testing import (
+    POSTGRES_URL,
+    TEST_SIGNING_KEY,
+    bearer,
+    drop_postgres_database,
+    new_postgres_database,
+)
 
 SERVICES = ("intake", "allocation", "caseplan", "notifications")
 BACKENDS = ("sqlite", "postgresql")
@@ -46,7 +52,12 @@ FAST_ENV = {
     "EARLYHELP_LOG_JSON": "true",
     "EARLYHELP_KAFKA_REQUEST_TIMEOUT_MS": "3000",
     "EARLYHELP_RELAY_RETRY_BACKOFF_MAX_MS": "500",
+    "EARLYHELP_JWT_SIGNING_KEY": TEST_SIGNING_KEY,
 }
+
+# Clients of config/identities.yaml that tests act as.
+PARTNER = "harlesden-primary-school"
+STAFF = "front-door-demo"
 
 _STOP_TIMEOUT_S = 20.0
 _LOG_TAIL_CHARS = 6000
@@ -192,6 +203,10 @@ class Hub:
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
+
+    def auth(self, client_id: str = PARTNER) -> dict[str, str]:
+        """An Authorization header for a client of the identities file."""
+        return bearer(self.settings(), client_id)
 
     def settings(self, service: str | None = None) -> HubSettings:
         """HubSettings as the service reads them (or, without a service, for admin work)."""

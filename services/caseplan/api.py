@@ -13,6 +13,8 @@ from sqlalchemy import and_, or_, select
 
 from caseplan.projections import chronology_entries
 from caseplan.schemas import Chronology, ChronologyEntry
+from hub.audit import record_read
+from hub.auth import Principal, require_scopes
 from hub.http.problems import FieldError, Problem, problem_responses
 from hub.service import Runtime, runtime_of
 
@@ -22,12 +24,13 @@ router = APIRouter(prefix="/v1", tags=["families"])
 @router.get(
     "/families/{family_id}/chronology",
     response_model=Chronology,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Everything that happened with a family, in order",
 )
-def family_chronology(
+async def family_chronology(
     family_id: UUID,
     runtime: Annotated[Runtime, Depends(runtime_of)],
+    caller: Annotated[Principal, Depends(require_scopes("chronology:read"))],
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Chronology:
@@ -43,10 +46,10 @@ def family_chronology(
             )
         )
     query = query.order_by(table.c.occurred_at, table.c.event_id).limit(limit + 1)
-    with runtime.db.read() as conn:
-        rows = conn.execute(query).all()
+    rows = await runtime.read(lambda conn: conn.execute(query).all())
     if not rows and cursor is None:
         raise Problem.not_found(f"No chronology for family {family_id}.")
+    await record_read(runtime, caller, "family_chronology", str(family_id))
     page = rows[:limit]
     next_cursor = (
         _encode_cursor(page[-1].occurred_at, page[-1].event_id) if len(rows) > limit else None

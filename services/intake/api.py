@@ -9,9 +9,12 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy import select
 
+from hub.audit import record_read
+from hub.auth import Principal, require_scopes
 from hub.commands import CommandResult, run_command
-from hub.contracts.common import Child, HouseholdMember
-from hub.http.problems import Problem, problem_responses
+from hub.contracts.codes import PartnerOrganisationType
+from hub.contracts.common import Child, HouseholdMember, Referrer
+from hub.http.problems import FieldError, Problem, problem_responses
 from hub.idempotency import IDEMPOTENCY_HEADER
 from hub.service import Runtime, runtime_of
 from intake import domain
@@ -35,23 +38,27 @@ IdempotencyKey = Annotated[
     "/referrals",
     status_code=202,
     response_model=ReferralAccepted,
-    responses=problem_responses(409, 413, 422),
+    responses=problem_responses(401, 403, 409, 413, 422),
     summary="Refer a child or family to early help",
 )
 async def submit_referral(
     submission: ReferralSubmission,
     request: Request,
     runtime: Annotated[Runtime, Depends(runtime_of)],
+    caller: Annotated[Principal, Depends(require_scopes("referrals:write"))],
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Accepts the referral for triage; the front door decides the level of need and route."""
-    principal = (submission.referrer and submission.referrer.organisation_id) or "anonymous"
+    """Accepts the referral for triage; the front door decides the level of need and route.
+
+    The referring organisation is the one the bearer token belongs to.
+    """
+    referrer = _referrer_of(submission, caller)
 
     def receive(uow) -> CommandResult:
-        command = _command_from(submission)
+        command = _command_from(submission, referrer)
         stream = domain.stream_id(command.referral_id)
         events = domain.receive(None, command)
-        uow.append(stream, 0, events, actor=principal)
+        uow.append(stream, 0, events, actor=caller.subject)
         accepted = ReferralAccepted(
             referral_id=command.referral_id,
             family_id=command.family_id,
@@ -63,7 +70,7 @@ async def submit_referral(
     return await run_command(
         runtime,
         request,
-        principal=principal,
+        principal=caller.subject,
         idempotency_key=idempotency_key,
         payload=submission,
         command=receive,
@@ -73,28 +80,64 @@ async def submit_referral(
 @router.get(
     "/referrals/{referral_id}",
     response_model=ReferralView,
-    responses=problem_responses(404),
+    responses=problem_responses(401, 403, 404),
     summary="What happened to a referral",
 )
-def get_referral(
-    referral_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)]
+async def get_referral(
+    referral_id: UUID,
+    runtime: Annotated[Runtime, Depends(runtime_of)],
+    caller: Annotated[Principal, Depends(require_scopes("referrals:read"))],
 ) -> ReferralView:
-    with runtime.db.read() as conn:
-        row = conn.execute(
+    """A partner sees its own referrals only; front-door staff see every referral."""
+    row = await runtime.read(
+        lambda conn: conn.execute(
             select(referrals).where(referrals.c.referral_id == str(referral_id))
         ).first()
-    if row is None:
+    )
+    # Another partner's referral is as unknown to the caller as one that does not exist.
+    if row is None or (
+        caller.kind == "partner" and row.referrer_organisation_id != caller.organisation_id
+    ):
         raise Problem.not_found(f"No referral {referral_id}.")
+    await record_read(runtime, caller, "referral", str(referral_id))
     return ReferralView.model_validate(row, from_attributes=True)
 
 
-def _command_from(submission: ReferralSubmission) -> domain.ReceiveReferral:
+def _referrer_of(submission: ReferralSubmission, caller: Principal) -> Referrer | None:
+    """The referrer as submitted, with the organisation taken from the token."""
+    referrer = submission.referrer
+    if referrer is None or caller.kind != "partner":
+        return referrer
+    claimed = referrer.organisation_id
+    if claimed is not None and claimed != caller.organisation_id:
+        raise Problem.unprocessable(
+            "The referring organisation is the one the bearer token belongs to.",
+            errors=[
+                FieldError(
+                    field="referrer.organisation_id",
+                    message=f"must be {caller.organisation_id} (or left out)",
+                    code="organisation_mismatch",
+                )
+            ],
+        )
+    return referrer.model_copy(
+        update={
+            "organisation_id": caller.organisation_id,
+            "organisation_type": PartnerOrganisationType(caller.organisation_type),
+            "organisation_name": caller.name,
+        }
+    )
+
+
+def _command_from(
+    submission: ReferralSubmission, referrer: Referrer | None
+) -> domain.ReceiveReferral:
     return domain.ReceiveReferral(
         referral_id=uuid4(),
         family_id=uuid4(),
         received_at=datetime.now(UTC),
         referral_source=submission.referral_source,
-        referrer=submission.referrer,
+        referrer=referrer,
         partner_reference=submission.partner_reference,
         urgency=submission.urgency,
         children=tuple(

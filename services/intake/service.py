@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from hub.auth import token_router
 from hub.service import ServiceDefinition, create_service_app
 from intake.api import router
 from intake.projections import PROJECTIONS
@@ -17,7 +18,7 @@ definition = ServiceDefinition(
     ),
     port=8001,
     migrations=Path(__file__).parent / "migrations",
-    routers=[router],
+    routers=[token_router, router],
     projections=PROJECTIONS,
 )
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import httpx
 
+from hub.auth import token_service
 from hub.broker import EmbeddedBroker
 from hub.contracts.topics import hub_topics
 from hub.kafka import ensure_topics, wait_for_broker
@@ -56,10 +57,17 @@ def run_hub(services: Sequence[str], *, embedded_broker: bool = True) -> int:
             )
         _wait_ready(definitions, processes, stop)
         if not stop.is_set():
+            _write_demo_tokens(settings)
             print("\nEarly Help Hub is running:", flush=True)
             for definition in definitions:
                 base = f"http://127.0.0.1:{definition.port}"
                 print(f"  {definition.name:<14} {base}  (docs {base}/docs)", flush=True)
+            print(
+                f"Demo bearer tokens (valid {DEMO_TOKEN_TTL_S // 60} minutes): "
+                f"{settings.var_dir / 'demo-token'} (a partner school), "
+                f"{settings.var_dir / 'demo-staff-token'} (front-door staff)",
+                flush=True,
+            )
             print("Ctrl-C stops everything.", flush=True)
         while not stop.is_set():
             exited = [n for n, p in processes.items() if p.poll() is not None]
@@ -73,6 +81,23 @@ def run_hub(services: Sequence[str], *, embedded_broker: bool = True) -> int:
         if broker is not None:
             broker.stop()
         print("stopped", flush=True)
+
+
+DEMO_TOKEN_TTL_S = 3600
+DEMO_CLIENTS = {"demo-token": "harlesden-primary-school", "demo-staff-token": "front-door-demo"}
+
+
+def _write_demo_tokens(settings: HubSettings) -> None:
+    """Ready-made tokens so that a newcomer can curl at once (embedded default only)."""
+    tokens = token_service(settings)
+    for file_name, client_id in DEMO_CLIENTS.items():
+        client = tokens.identities.client(client_id)
+        if client is None:
+            continue  # the identities file was changed and no longer has the demo client
+        token, _ = tokens.issue(client, ttl_seconds=DEMO_TOKEN_TTL_S)
+        path = settings.var_dir / file_name
+        path.write_text(token + "\n")
+        path.chmod(0o600)
 
 
 def _wait_ready(definitions, processes, stop: threading.Event, timeout_s: float = 60) -> None:

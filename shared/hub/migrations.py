@@ -115,3 +115,21 @@ def drop_hub_tables_v1(op: Operations) -> None:
         op.drop_table(table)
     op.drop_index("ix_event_store_family", table_name="event_store")
     op.drop_table("event_store")
+
+
+def create_audit_log_v1(op: Operations) -> None:
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(200), nullable=False),
+        sa.Column("actor_kind", sa.String(20), nullable=False),
+        sa.Column("action", sa.String(50), nullable=False),
+        sa.Column("resource_type", sa.String(50), nullable=False),
+        sa.Column("resource_id", sa.String(200), nullable=False),
+        sa.Column("trace_id", sa.String(32), nullable=True),
+    )
+
+
+def drop_audit_log_v1(op: Operations) -> None:
+    op.drop_table("audit_log")

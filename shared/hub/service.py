@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
 
+from hub.auth import token_service
 from hub.consumer import ProjectionConsumer
 from hub.contracts.base import EventData
 from hub.contracts.registry import EVENT_TYPES
@@ -114,6 +116,7 @@ class Runtime:
             if definition.consumes
             else None
         )
+        self.tokens = token_service(settings)
         self._writer: GroupCommitWriter | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -129,6 +132,14 @@ class Runtime:
                 self.db, self.definition.name, after_commit=self._wake_relay
             )
         return await self._writer.run(lambda conn: work(UnitOfWork(self, conn)))
+
+    async def read(self, query: Callable[[Connection], T]) -> T:
+        """Run a read off the event loop, so a slow database never stalls other requests."""
+        return await run_in_threadpool(self._read_now, query)
+
+    def _read_now(self, query: Callable[[Connection], T]) -> T:
+        with self.db.read() as conn:
+            return query(conn)
 
     def _wake_relay(self) -> None:
         if self.relay is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +58,18 @@ class HubSettings(BaseSettings):
     )
     relay_retry_backoff_max_ms: int = Field(default=5_000, ge=1)
 
+    identities_file: Path = Field(
+        default=REPO_ROOT / "config" / "identities.yaml",
+        description="Partner systems and staff: client ids, hashed secrets, scopes and roles.",
+    )
+    jwt_signing_key: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Key that signs and verifies bearer tokens, shared by every service; empty means "
+            "one generated in var_dir (embedded default only)."
+        ),
+    )
+    token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     http_access_log: bool = Field(
         default=False,
         description=(

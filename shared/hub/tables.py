@@ -82,4 +82,16 @@ idempotency_keys = Table(
     Column("created_at", UtcDateTime(), nullable=False),
 )
 
-HUB_TABLES = (event_store, outbox, inbox, projection_checkpoints, idempotency_keys)
+# Reads of children's records: who, what, when (a child's data is only ever read on record).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("actor_kind", String(20), nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("resource_type", String(50), nullable=False),
+    Column("resource_id", String(200), nullable=False),
+    Column("trace_id", String(32), nullable=True),
+)

@@ -136,6 +136,21 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
         drop_postgres_database(url, admin_url)
 
 
+TEST_SIGNING_KEY = "test-signing-key-for-the-hub-test-suite-only"
+
+
+def bearer(settings: HubSettings, client_id: str, scopes: list[str] | None = None) -> dict:
+    """An Authorization header for a client of the identities file, as its token would give."""
+    from hub.auth import token_service
+
+    tokens = token_service(settings)
+    client = tokens.identities.client(client_id)
+    if client is None:
+        raise LookupError(f"{client_id} is not in {settings.identities_file}")
+    token, _ = tokens.issue(client, scopes)
+    return {"Authorization": f"Bearer {token}"}
+
+
 def settings_for(
     service_name: str, database_url: str, bootstrap: str, var_dir: Path, **overrides
 ) -> HubSettings:
@@ -146,6 +161,7 @@ def settings_for(
             "kafka_session_timeout_ms": 6000,
             "kafka_heartbeat_interval_ms": 1000,
         } | overrides
+    overrides.setdefault("jwt_signing_key", TEST_SIGNING_KEY)
     return HubSettings(
         service_name=service_name,
         database_url=database_url,
@@ -186,6 +202,7 @@ def service_client(database_url, kafka_bootstrap, tmp_path):
             definition.name, database_url, kafka_bootstrap, tmp_path, **overrides
         )
         client = TestClient(create_service_app(definition, settings))
+        client.settings = settings  # for bearer(client.settings, ...)
         client.__enter__()
         running.append(client)
         return client

@@ -65,6 +65,7 @@ def run_wrk(
     connections: int = 32,
     duration_s: int = 10,
     timeout_s: int = 10,
+    authorization: str = "",
 ) -> WrkResult:
     """One wrk run POSTing `body_file` to `url`, with the CPU every bench process used."""
     command = [
@@ -77,7 +78,7 @@ def run_wrk(
         str(LUA_SCRIPT),
         url,
     ]
-    env = {**os.environ, "BENCH_BODY_FILE": str(body_file)}
+    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_AUTHORIZATION": authorization}
     before = sample_cpu()
     completed = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=duration_s + 60, check=False
@@ -138,10 +139,12 @@ class OpenLoopRun:
         return [s for s in self.sent if not (s.status == 202 and s.family_id)]
 
 
-async def _open_loop(url: str, body: bytes, rate: float, duration_s: float) -> OpenLoopRun:
+async def _open_loop(
+    url: str, body: bytes, rate: float, duration_s: float, auth: dict[str, str]
+) -> OpenLoopRun:
     run = OpenLoopRun(rate=rate, duration_s=duration_s)
     count = round(rate * duration_s)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **auth}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
 
@@ -175,18 +178,22 @@ async def _open_loop(url: str, body: bytes, rate: float, duration_s: float) -> O
     return run
 
 
-def open_loop(url: str, body: bytes, *, rate: float, duration_s: float) -> OpenLoopRun:
+def open_loop(
+    url: str, body: bytes, *, rate: float, duration_s: float, auth: dict[str, str]
+) -> OpenLoopRun:
     """POST `body` at a fixed arrival rate, whatever the responses do (open loop)."""
     before = sample_cpu()
-    run = asyncio.run(_open_loop(url, body, rate, duration_s))
+    run = asyncio.run(_open_loop(url, body, rate, duration_s, auth))
     run.cpu = cpu_between(before, sample_cpu(), reaped_label=None)
     return run
 
 
-async def _fetch_all(urls: dict[str, str], concurrency: int) -> dict[str, tuple[int, dict]]:
+async def _fetch_all(
+    urls: dict[str, str], concurrency: int, auth: dict[str, str]
+) -> dict[str, tuple[int, dict]]:
     results: dict[str, tuple[int, dict]] = {}
     gate = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=auth) as client:
 
         async def fetch(key: str, url: str) -> None:
             async with gate:
@@ -201,6 +208,8 @@ async def _fetch_all(urls: dict[str, str], concurrency: int) -> dict[str, tuple[
     return results
 
 
-def fetch_all(urls: dict[str, str], concurrency: int = 16) -> dict[str, tuple[int, dict]]:
+def fetch_all(
+    urls: dict[str, str], *, auth: dict[str, str], concurrency: int = 16
+) -> dict[str, tuple[int, dict]]:
     """GET every url; {key: (status, json body)}."""
-    return asyncio.run(_fetch_all(urls, concurrency))
+    return asyncio.run(_fetch_all(urls, concurrency, auth))

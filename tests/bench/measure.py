@@ -29,7 +29,7 @@ from tests.bench.observe import (
     outbox_backlog_metric,
     wait_until_idle,
 )
-from tests.harness import Hub, count_rows
+from tests.harness import STAFF, Hub, count_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,7 +161,13 @@ def measure_throughput(
         intake_url = hub.url("intake") + "/v1/referrals"
         bare_url = bare_base + "/v1/referrals"
         sync_url = bare_base + "/v1/referrals-sync"
-        wrk = {"threads": threads, "connections": connections, "body_file": body_file}
+        # The bare app gets the same request, bearer token included, and ignores it.
+        wrk = {
+            "threads": threads,
+            "connections": connections,
+            "body_file": body_file,
+            "authorization": hub.auth()["Authorization"],
+        }
         if warmup_s:
             log(f"(a) warm-up: {warmup_s}s each on the bare app and intake")
             run_wrk(bare_url, target="bare", duration_s=warmup_s, **wrk)
@@ -231,7 +237,13 @@ def measure_end_to_end(
         if warmup:
             # Joins the consumer groups and warms every path before the clock starts.
             log(f"(b) warm-up: {warmup} referrals, then wait for the hub to settle")
-            warm = open_loop(url, body, rate=min(rate, 20.0), duration_s=warmup / min(rate, 20.0))
+            warm = open_loop(
+                url,
+                body,
+                rate=min(rate, 20.0),
+                duration_s=warmup / min(rate, 20.0),
+                auth=hub.auth(),
+            )
             if warm.failed:
                 raise BenchError(f"warm-up referrals failed: {warm.failed[0]}")
         settled = wait_until_idle(hub, since=time.monotonic(), timeout_s=120)
@@ -239,14 +251,14 @@ def measure_end_to_end(
             raise BenchError("the hub never settled before (b):\n" + hub.logs_tail())
         before = hub_state(hub)
         log(f"(b) open loop: {rate:g} referrals/s for {duration_s:g}s")
-        run = open_loop(url, body, rate=rate, duration_s=duration_s)
+        run = open_loop(url, body, rate=rate, duration_s=duration_s, auth=hub.auth())
         ended = time.monotonic()
         log(f"    sent {len(run.sent)}, accepted {len(run.accepted)}; waiting for caseplan")
         drain = wait_until_idle(hub, since=ended, timeout_s=120)
         log(f"    hub idle after {_s(drain.idle_after_s)}; reading the chronologies")
         sent_by_family = {s.family_id: s for s in run.accepted if s.family_id}
         base = hub.url("caseplan") + "/v1/families/{}/chronology"
-        pages = fetch_all({fid: base.format(fid) for fid in sent_by_family})
+        pages = fetch_all({fid: base.format(fid) for fid in sent_by_family}, auth=hub.auth(STAFF))
         latencies: dict[str, float] = {}
         missing: list[str] = []
         for family_id, sent in sent_by_family.items():

@@ -10,6 +10,10 @@ wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = "application/json"
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization and authorization ~= "" then
+   wrk.headers["Authorization"] = authorization
+end
 
 local threads = {}
 

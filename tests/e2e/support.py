@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hub.contracts.topics import dlq_topic, service_topic
 from intake.schemas import ReferralSubmission
-from tests.harness import Hub, count_by, count_rows, query, read_table, wait_for
+from tests.harness import STAFF, Hub, count_by, count_rows, query, read_table, wait_for
 
 INTAKE_TOPIC = service_topic("intake")
 INTAKE_DLQ = dlq_topic(INTAKE_TOPIC)
@@ -66,7 +66,7 @@ def accepted(response: httpx.Response, hub: Hub | None = None) -> Accepted:
 def post_referral(
     client: httpx.Client, hub: Hub, body: dict | None = None, key: str | None = None
 ) -> httpx.Response:
-    headers = {"Idempotency-Key": key} if key else {}
+    headers = hub.auth() | ({"Idempotency-Key": key} if key else {})
     return client.post(
         hub.url("intake") + "/v1/referrals", json=body or referral_body(), headers=headers
     )
@@ -189,7 +189,9 @@ def chronology(client: httpx.Client, hub: Hub, family_id: str) -> list[dict[str,
     params: dict[str, Any] = {"limit": 200}
     while True:
         response = client.get(
-            f"{hub.url('caseplan')}/v1/families/{family_id}/chronology", params=params
+            f"{hub.url('caseplan')}/v1/families/{family_id}/chronology",
+            params=params,
+            headers=hub.auth(STAFF),
         )
         if response.status_code == 404 and not entries:
             return []

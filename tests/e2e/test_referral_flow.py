@@ -46,7 +46,7 @@ def test_a_referral_reaches_every_service(hub: Hub, client: httpx.Client) -> Non
     referral = accepted(post_referral(client, hub, body), hub)
     assert referral.location == f"/v1/referrals/{referral.referral_id}"
 
-    view = client.get(hub.url("intake") + referral.location)
+    view = client.get(hub.url("intake") + referral.location, headers=hub.auth())
     assert view.status_code == 200, view.text
     assert view.json() | {"received_at": None} == {
         "referral_id": referral.referral_id,

@@ -14,7 +14,7 @@ from hub.contracts.envelope import envelope_for, to_kafka
 from hub.contracts.intake import ReferralReceived
 from hub.contracts.topics import service_topic
 from hub.replay import rebuild_projections
-from hub.testing import settings_for
+from hub.testing import bearer, settings_for
 
 
 @pytest.fixture
@@ -42,6 +42,13 @@ def publish(kafka_bootstrap):
     producer.close()
 
 
+def _started(service_client):
+    """Caseplan, called as a front-door staff member (the chronology is staff-only)."""
+    client = service_client(definition)
+    client.headers.update(bearer(client.settings, "front-door-demo"))
+    return client
+
+
 def _referral(family_id):
     return ReferralReceived.example().model_copy(
         update={"family_id": family_id, "referral_id": uuid4()}
@@ -59,7 +66,7 @@ def _chronology(client, family_id, timeout_s=20, expect=1):
 
 
 def test_the_chronology_shows_a_familys_events_in_order_a_page_at_a_time(service_client, publish):
-    caseplan = service_client(definition)
+    caseplan = _started(service_client)
     family = uuid4()
     referrals = [_referral(family) for _ in range(3)]
     for referral in referrals:
@@ -79,8 +86,17 @@ def test_the_chronology_shows_a_familys_events_in_order_a_page_at_a_time(service
     assert "Amira" not in str(entries)  # the chronology summary carries no child's name
 
 
-def test_a_bad_cursor_is_a_clear_422(service_client):
+def test_partners_cannot_read_a_familys_chronology(service_client):
     caseplan = service_client(definition)
+    partner = bearer(caseplan.settings, "harlesden-primary-school")
+
+    response = caseplan.get(f"/v1/families/{uuid4()}/chronology", headers=partner)
+    assert response.status_code == 403
+    assert caseplan.get(f"/v1/families/{uuid4()}/chronology").status_code == 401
+
+
+def test_a_bad_cursor_is_a_clear_422(service_client):
+    caseplan = _started(service_client)
     response = caseplan.get(f"/v1/families/{uuid4()}/chronology", params={"cursor": "nonsense"})
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "query.cursor"
@@ -89,7 +105,7 @@ def test_a_bad_cursor_is_a_clear_422(service_client):
 def test_the_chronology_is_rebuilt_by_replaying_the_topics(
     service_client, publish, database_url, kafka_bootstrap, tmp_path
 ):
-    caseplan = service_client(definition)
+    caseplan = _started(service_client)
     family = uuid4()
     for _ in range(2):
         publish(_referral(family))
@@ -105,7 +121,7 @@ def test_the_chronology_is_rebuilt_by_replaying_the_topics(
     applied = rebuild_projections(definition, settings, ["chronology"])
 
     assert applied["chronology"] >= 2
-    restarted = service_client(definition)
+    restarted = _started(service_client)
     after = _chronology(restarted, family, expect=2)["entries"]
     strip = [{k: v for k, v in e.items() if k != "recorded_at"} for e in before]
     assert [{k: v for k, v in e.items() if k != "recorded_at"} for e in after] == strip

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from hub.tables import event_store, outbox
+from hub.testing import bearer
 from intake.projections import referrals
 from intake.schemas import ReferralSubmission
 from intake.service import definition
@@ -13,9 +14,14 @@ from intake.service import definition
 EXAMPLE = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
 
 
+SCHOOL = "harlesden-primary-school"
+
+
 @pytest.fixture
 def intake(service_client):
-    return service_client(definition)
+    client = service_client(definition)
+    client.headers.update(bearer(client.settings, SCHOOL))
+    return client
 
 
 @pytest.fixture

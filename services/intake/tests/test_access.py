@@ -1,0 +1,158 @@
+"""Who may do what at the front door: tokens, scopes, other partners' referrals, the audit log."""
+
+import base64
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from hub.tables import audit_log
+from hub.testing import bearer
+from intake.schemas import ReferralSubmission
+from intake.service import definition
+
+EXAMPLE = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
+SCHOOL, HEALTH, STAFF = "harlesden-primary-school", "brent-health-visiting", "front-door-demo"
+
+
+@pytest.fixture
+def intake(service_client):
+    return service_client(definition)
+
+
+def _as(client, who, scopes=None):
+    return bearer(client.settings, who, scopes)
+
+
+def _referral_by_school(intake):
+    response = intake.post("/v1/referrals", json=EXAMPLE, headers=_as(intake, SCHOOL))
+    assert response.status_code == 202, response.text
+    return response.json()["referral_id"]
+
+
+def test_a_partner_gets_a_token_for_its_client_credentials(intake):
+    response = intake.post(
+        "/v1/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": SCHOOL,
+            "client_secret": "demo-school-secret",
+            "scope": "referrals:write",
+        },
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "referrals:write"
+    assert response.headers["cache-control"] == "no-store"
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    assert intake.post("/v1/referrals", json=EXAMPLE, headers=headers).status_code == 202
+
+
+def test_http_basic_client_authentication_works_too(intake):
+    basic = base64.b64encode(f"{STAFF}:demo-staff-secret".encode()).decode()
+    response = intake.post(
+        "/v1/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert response.status_code == 200
+    assert "referrals:triage" in response.json()["scope"].split()
+
+
+@pytest.mark.parametrize(
+    ("form", "status", "error"),
+    [
+        (
+            {"grant_type": "client_credentials", "client_id": SCHOOL, "client_secret": "nope"},
+            401,
+            "invalid_client",
+        ),
+        (
+            {"grant_type": "client_credentials", "client_id": "nobody", "client_secret": "x"},
+            401,
+            "invalid_client",
+        ),
+        (
+            {"grant_type": "password", "client_id": SCHOOL, "client_secret": "demo-school-secret"},
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            {
+                "grant_type": "client_credentials",
+                "client_id": SCHOOL,
+                "client_secret": "demo-school-secret",
+                "scope": "referrals:triage",
+            },
+            400,
+            "invalid_scope",
+        ),
+    ],
+)
+def test_the_token_endpoint_refuses_with_rfc6749_errors(intake, form, status, error):
+    response = intake.post("/v1/oauth/token", data=form)
+    assert response.status_code == status
+    assert response.json()["error"] == error
+    assert "access_token" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("post", "/v1/referrals"), ("get", "/v1/referrals/6f1c9a1e-0000-4000-8000-000000000000")],
+)
+def test_no_token_or_a_forged_one_is_a_401(intake, method, path):
+    kwargs = {"json": EXAMPLE} if method == "post" else {}
+    missing = getattr(intake, method)(path, **kwargs)
+    forged = getattr(intake, method)(
+        path, headers={"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.x"}, **kwargs
+    )
+
+    for response in (missing, forged):
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_token_without_the_scope_is_a_403_and_stores_nothing(intake):
+    read_only = _as(intake, SCHOOL, ["referrals:read"])
+    assert intake.post("/v1/referrals", json=EXAMPLE, headers=read_only).status_code == 403
+    staff = _as(intake, STAFF)
+    assert intake.post("/v1/referrals", json=EXAMPLE, headers=staff).status_code == 403
+
+
+def test_the_referrer_organisation_comes_from_the_token(intake):
+    claimed = EXAMPLE | {"referrer": EXAMPLE["referrer"] | {"organisation_id": HEALTH}}
+    response = intake.post("/v1/referrals", json=claimed, headers=_as(intake, SCHOOL))
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "referrer.organisation_id"
+
+
+def test_a_partner_sees_its_own_referrals_and_not_anothers(intake):
+    referral_id = _referral_by_school(intake)
+
+    own = intake.get(f"/v1/referrals/{referral_id}", headers=_as(intake, SCHOOL))
+    other = intake.get(f"/v1/referrals/{referral_id}", headers=_as(intake, HEALTH))
+    staff = intake.get(f"/v1/referrals/{referral_id}", headers=_as(intake, STAFF))
+
+    assert own.status_code == 200
+    assert other.status_code == 404  # not 403: another partner's referrals are not disclosed
+    assert staff.status_code == 200
+
+
+def test_every_read_of_a_referral_is_in_the_audit_log(intake, database_url):
+    referral_id = _referral_by_school(intake)
+    intake.get(f"/v1/referrals/{referral_id}", headers=_as(intake, SCHOOL))
+    intake.get(f"/v1/referrals/{referral_id}", headers=_as(intake, STAFF))
+    intake.get(f"/v1/referrals/{referral_id}", headers=_as(intake, HEALTH))  # refused: no read
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(audit_log.c.actor, audit_log.c.action, audit_log.c.resource_id).order_by(
+                audit_log.c.id
+            )
+        ).all()
+    engine.dispose()
+    assert rows == [(SCHOOL, "read", referral_id), (STAFF, "read", referral_id)]
