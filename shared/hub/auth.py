@@ -233,13 +233,20 @@ def signing_key(settings: HubSettings) -> str:
     key_file = settings.var_dir / "jwt-signing-key"
     if not key_file.exists():
         key_file.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written to a private temporary file and linked into place, so that services
+        # starting together agree on one key and none reads a half-written file.
+        candidate = key_file.with_name(f".{key_file.name}.{os.getpid()}")
+        descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(descriptor, secrets.token_urlsafe(48).encode())
-        except FileExistsError:
-            pass  # another service created it first
         finally:
             os.close(descriptor)
+        try:
+            os.link(candidate, key_file)
+        except FileExistsError:
+            pass  # another service linked its key first: use that one
+        finally:
+            candidate.unlink()
     return key_file.read_text().strip()
 
 

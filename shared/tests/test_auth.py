@@ -1,0 +1,83 @@
+"""Tokens and secrets, without HTTP: what every service relies on."""
+
+import threading
+from pathlib import Path
+
+import jwt
+import pytest
+
+from hub.auth import Identities, InvalidToken, hash_secret, signing_key, verify_secret
+from hub.settings import REPO_ROOT, HubSettings
+from hub.testing import TEST_SIGNING_KEY
+
+IDENTITIES = Identities.load(REPO_ROOT / "config" / "identities.yaml")
+
+
+def _tokens(key=TEST_SIGNING_KEY, ttl=900):
+    from hub.auth import TokenService
+
+    return TokenService(key, IDENTITIES, ttl)
+
+
+def test_a_secret_verifies_only_against_its_own_hash():
+    stored = hash_secret("correct horse")
+    assert stored.startswith("scrypt$")
+    assert verify_secret("correct horse", stored)
+    assert not verify_secret("correct horsE", stored)
+    assert not verify_secret("correct horse", "scrypt$broken")
+
+
+def test_a_partner_token_carries_its_organisation_and_only_granted_scopes():
+    tokens = _tokens()
+    school = IDENTITIES.client("harlesden-primary-school")
+
+    token, scopes = tokens.issue(school, ["referrals:read"])
+    principal = tokens.verify(token)
+
+    assert scopes == {"referrals:read"}
+    assert principal.kind == "partner"
+    assert principal.organisation_id == "harlesden-primary-school"
+    assert principal.organisation_type == "school"
+    with pytest.raises(PermissionError):
+        tokens.issue(school, ["referrals:triage"])
+
+
+def test_staff_scopes_come_from_their_roles():
+    staff = IDENTITIES.client("front-door-demo")
+    principal = _tokens().verify(_tokens().issue(staff)[0])
+    assert principal.organisation_id is None
+    assert {"referrals:triage", "referrals:read"} <= principal.scopes
+
+
+def test_tokens_signed_with_another_key_expired_or_tampered_are_refused():
+    school = IDENTITIES.client("harlesden-primary-school")
+    other_key = _tokens(key="another-key-that-is-long-enough-to-be-used")
+    expired = _tokens(ttl=60).issue(school, ttl_seconds=-1)[0]
+    token = _tokens().issue(school)[0]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    widened = jwt.encode(
+        claims | {"scope": "referrals:triage"},
+        "a-guessed-key-of-a-plausible-length!",
+        algorithm="HS256",
+    )
+
+    for bad in (other_key.issue(school)[0], expired, widened, "not-a-jwt"):
+        with pytest.raises(InvalidToken):
+            _tokens().verify(bad)
+
+
+def test_services_starting_together_share_one_generated_key(tmp_path: Path):
+    settings = HubSettings(service_name="intake", var_dir=tmp_path)
+    keys: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: keys.append(signing_key(settings))) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(set(keys)) == 1 and len(keys[0]) >= 32
+    assert (tmp_path / "jwt-signing-key").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jwt-signing-key"]
+    assert signing_key(settings) == keys[0]
