@@ -15,7 +15,7 @@ import time
 
 from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select, text
 
 from hub.contracts.envelope import to_kafka
 from hub.db import Database
@@ -38,6 +38,8 @@ OUTBOX_FAILURES = Counter(
 )
 
 _BACKLOG_REFRESH_S = 1.0
+# Any constant will do, as long as every replica of a service uses the same one.
+_RELAY_LOCK_KEY = 0x52454C4159  # "RELAY"
 # Acknowledged rows are removed in bulk, at most this often or this many at a time:
 # one delete per tiny batch would cost the service's single SQLite writer dearly.
 _PURGE_INTERVAL_S = 0.1
@@ -55,6 +57,8 @@ class OutboxRelay:
         # Positions the broker acknowledged whose outbox rows are not yet removed.
         self._acknowledged: list[int] = []
         self._purged_at = 0.0
+        # PostgreSQL: the connection holding this relay's leadership lock, if it leads.
+        self._leadership: Connection | None = None
 
     def notify(self) -> None:
         """Tell the relay that a transaction just committed new events."""
@@ -70,6 +74,9 @@ class OutboxRelay:
             self._wake.clear()
             self._refresh_backlog()
             try:
+                if not self._leads():
+                    stop.wait(idle_s)
+                    continue
                 published = self.publish_batch()
                 backoff_s = 0.1
             except Exception as exc:  # broker away, fenced producer, database busy
@@ -81,6 +88,7 @@ class OutboxRelay:
                     extra={"error_type": type(exc).__name__},
                 )
                 self._discard_producer()
+                self._resign()
                 stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, max_backoff_s)
                 continue
@@ -93,6 +101,8 @@ class OutboxRelay:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
+                if not self._leads():
+                    return True  # the relay that leads sends them
                 if self.publish_batch() == 0:
                     self._purge(force=True)
                     return True
@@ -107,6 +117,45 @@ class OutboxRelay:
         except Exception as exc:  # the rows stay and are sent again: harmless
             log.warning("could not remove acknowledged outbox rows: %s", exc)
         self._discard_producer()
+        self._resign()
+
+    def _leads(self) -> bool:
+        """Whether this relay publishes for its database.
+
+        Replicas of a service share one PostgreSQL database; only the holder of a
+        session advisory lock publishes, so events go out once and in order. The
+        lock goes with its connection, so a crashed leader hands over at once.
+        SQLite is one process's database: its relay always leads.
+        """
+        if self._db.is_sqlite:
+            return True
+        if self._leadership is not None:
+            return True
+        conn = self._db.engine.connect()
+        try:
+            won = conn.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": _RELAY_LOCK_KEY}
+            ).scalar_one()
+            conn.commit()
+        except Exception:
+            conn.close()
+            raise
+        if not won:
+            conn.close()
+            return False
+        log.info("this relay now publishes for %s", self._service)
+        self._leadership = conn
+        return True
+
+    def _resign(self) -> None:
+        if self._leadership is not None:
+            try:
+                # Invalidate rather than close: a closed connection goes back to the
+                # pool with its session, and the lock, still alive.
+                self._leadership.invalidate()
+            except Exception as exc:
+                log.debug("closing the leadership connection: %s", exc)
+            self._leadership = None
 
     def publish_batch(self) -> int:
         """Publish the oldest queued events; returns how many the broker acknowledged."""

@@ -123,6 +123,16 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hub.db'}"
         return
+    yield from _postgres_database(request)
+
+
+@pytest.fixture
+def postgres_database_url(request) -> Iterator[str]:
+    """An empty PostgreSQL database, for what only PostgreSQL does (replicas sharing it)."""
+    yield from _postgres_database(request)
+
+
+def _postgres_database(request) -> Iterator[str]:
     if BACKEND == "testcontainers":
         admin_url = request.getfixturevalue("_containers")["postgres"]
     elif _POSTGRES_UNAVAILABLE:
