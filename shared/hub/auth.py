@@ -235,7 +235,7 @@ def signing_key(settings: HubSettings) -> str:
         key_file.parent.mkdir(parents=True, exist_ok=True)
         # Written to a private temporary file and linked into place, so that services
         # starting together agree on one key and none reads a half-written file.
-        candidate = key_file.with_name(f".{key_file.name}.{os.getpid()}")
+        candidate = key_file.with_name(f".{key_file.name}.{secrets.token_hex(8)}")
         descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(descriptor, secrets.token_urlsafe(48).encode())
