@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Column, Index, MetaData, String, Table, Text, insert
 
-from hub.contracts.intake import ReferralReceived
+from hub.contracts.codes import TriageRoute
+from hub.contracts.intake import ReferralReceived, ReferralTriaged, ReferralWithdrawn
 from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime
 
@@ -73,6 +74,34 @@ def _referral_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
             f"{'child' if children == 1 else 'children'}; concerns: "
             f"{', '.join(f.value for f in event.concerns.factors)}"
         ),
+    )
+
+
+# Free text (rationale, reasons) stays out of the summaries, as the concerns'
+# description does above: the chronology lists codes, who and when.
+
+
+@chronology.on(ReferralTriaged)
+def _referral_triaged(conn, event: ReferralTriaged, meta: EventMeta) -> None:
+    route = event.route.value
+    if event.route is TriageRoute.EARLY_HELP:
+        opened = "joined open case" if event.joins_open_case else "opened case"
+        route = f"{route} in {event.locality}, {opened} {event.case_id}"
+    _record(
+        conn,
+        meta,
+        actor=event.decided_by,
+        summary=f"Referral triaged: level of need {event.level_of_need.value}; route {route}",
+    )
+
+
+@chronology.on(ReferralWithdrawn)
+def _referral_withdrawn(conn, event: ReferralWithdrawn, meta: EventMeta) -> None:
+    _record(
+        conn,
+        meta,
+        actor=event.withdrawn_by,
+        summary="Referral withdrawn by the referrer before triage",
     )
 
 

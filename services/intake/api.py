@@ -2,26 +2,57 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, Header, Request, Response
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sqlalchemy import and_, or_, select
 
 from hub.audit import record_read
 from hub.auth import Principal, require_scopes
 from hub.commands import CommandResult, run_command
-from hub.contracts.codes import PartnerOrganisationType
+from hub.contracts.base import EventData
+from hub.contracts.codes import PartnerOrganisationType, Urgency
 from hub.contracts.common import Child, HouseholdMember, Referrer
-from hub.http.problems import FieldError, Problem, problem_responses
+from hub.http.problems import FieldError, Problem, problem_responses, problem_type
 from hub.idempotency import IDEMPOTENCY_HEADER
-from hub.service import Runtime, runtime_of
+from hub.service import Runtime, UnitOfWork, runtime_of
 from intake import domain
-from intake.projections import referrals
-from intake.schemas import ReferralAccepted, ReferralSubmission, ReferralView
+from intake.projections import URGENCY_RANK, referrals
+from intake.schemas import (
+    AllocationOutcome,
+    LeadProfessional,
+    QueueItem,
+    QueueStatus,
+    ReferralAccepted,
+    ReferralProgress,
+    ReferralQueue,
+    ReferralSubmission,
+    ReferralView,
+    TriageDecision,
+    TriageOutcome,
+    TriageRecorded,
+    WithdrawalOutcome,
+    WithdrawalRecorded,
+    WithdrawalRequest,
+)
+from intake.settings import IntakeSettings, current_settings
 
 router = APIRouter(prefix="/v1", tags=["referrals"])
+
+
+async def clock() -> datetime:
+    """FastAPI dependency: the time now, in UTC; tests override it to control deadlines."""
+    return datetime.now(UTC)
+
+
+Now = Annotated[datetime, Depends(clock)]
+Settings = Annotated[IntakeSettings, Depends(current_settings)]
 
 IdempotencyKey = Annotated[
     str | None,
@@ -88,7 +119,11 @@ async def get_referral(
     runtime: Annotated[Runtime, Depends(runtime_of)],
     caller: Annotated[Principal, Depends(require_scopes("referrals:read"))],
 ) -> ReferralView:
-    """A partner sees its own referrals only; front-door staff see every referral."""
+    """Where the referral is: received; triaged, with the level of need, route, locality
+    and case; allocated, with the lead professional's contact; or withdrawn.
+
+    A partner sees its own referrals only; front-door staff see every referral.
+    """
     row = await runtime.read(
         lambda conn: conn.execute(
             select(referrals).where(referrals.c.referral_id == str(referral_id))
@@ -100,7 +135,356 @@ async def get_referral(
     ):
         raise Problem.not_found(f"No referral {referral_id}.")
     await record_read(runtime, caller, "referral", str(referral_id))
-    return ReferralView.model_validate(row, from_attributes=True)
+    return _view_of(row)
+
+
+@router.get(
+    "/referrals",
+    response_model=ReferralQueue,
+    responses=problem_responses(401, 403),
+    summary="The triage queue, and referrals by status",
+)
+async def list_referrals(
+    runtime: Annotated[Runtime, Depends(runtime_of)],
+    caller: Annotated[Principal, Depends(require_scopes("referrals:read"))],
+    settings: Settings,
+    now: Now,
+    status: Annotated[
+        QueueStatus, Query(description="Which referrals: the queue is `awaiting_triage`.")
+    ] = QueueStatus.AWAITING_TRIAGE,
+    limit: Annotated[int, Query(ge=1, le=200, description="Referrals per page.")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=300, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> ReferralQueue:
+    """Most urgent first (immediate, urgent, routine), then oldest first, a page at a time.
+
+    Each referral shows its decision deadline (received_at plus the deadline configured
+    for its urgency) and whether it is overdue. Front-door staff see every referral;
+    a partner sees only the referrals it made.
+    """
+    table = referrals
+    query = select(
+        table.c.referral_id,
+        table.c.family_id,
+        table.c.status,
+        table.c.urgency,
+        table.c.urgency_rank,
+        table.c.partner_reference,
+        table.c.received_at,
+        table.c.decided_at,
+        table.c.withdrawn_at,
+        table.c.allocated_at,
+    ).where(table.c.status == _STORED_STATUS[status])
+    if caller.kind == "partner":
+        query = query.where(table.c.referrer_organisation_id == caller.organisation_id)
+    if cursor is not None:
+        rank, received_at, after_id = _decode_cursor(cursor, status)
+        query = query.where(
+            or_(
+                table.c.urgency_rank > rank,
+                and_(
+                    table.c.urgency_rank == rank,
+                    or_(
+                        table.c.received_at > received_at,
+                        and_(table.c.received_at == received_at, table.c.referral_id > after_id),
+                    ),
+                ),
+            )
+        )
+    query = query.order_by(table.c.urgency_rank, table.c.received_at, table.c.referral_id)
+    rows = await runtime.read(lambda conn: conn.execute(query.limit(limit + 1)).all())
+    await record_read(runtime, caller, "referral_list", status.value)
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
+    return ReferralQueue(
+        status=status,
+        items=[_queue_item(row, settings, now) for row in page],
+        next_cursor=_encode_cursor(status, last) if last is not None else None,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/triage",
+    response_model=TriageRecorded,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    summary="Record the front door's decision on a referral",
+)
+async def triage_referral(
+    referral_id: UUID,
+    decision: TriageDecision,
+    request: Request,
+    runtime: Annotated[Runtime, Depends(runtime_of)],
+    caller: Annotated[Principal, Depends(require_scopes("referrals:triage"))],
+    settings: Settings,
+    now: Now,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Front-door staff decide the level of need and the route, and say why.
+
+    The early_help route opens a case in the given locality: `triage.case_id` is
+    its id. A referral is triaged once: a second decision, or one on a withdrawn
+    referral, is a 409.
+    """
+    if decision.level_of_need not in settings.levels_of_need:
+        allowed = ", ".join(level.value for level in settings.levels_of_need)
+        raise Problem.unprocessable(
+            "This level of need is not on the authority's framework.",
+            title="Invalid request",
+            errors=[
+                FieldError(
+                    field="level_of_need",
+                    message=f"must be one of the levels this authority uses: {allowed}",
+                    code="level_of_need_not_in_framework",
+                )
+            ],
+        )
+    command = domain.TriageReferral(
+        referral_id=referral_id,
+        level_of_need=decision.level_of_need,
+        route=decision.route,
+        locality=decision.locality,
+        rationale=decision.rationale,
+        decided_by=caller.subject,
+        decided_at=now,
+        new_case_id=uuid4(),
+    )
+
+    def triage(uow: UnitOfWork) -> CommandResult:
+        [event] = _decide(uow, referral_id, caller, lambda current: domain.triage(current, command))
+        recorded = TriageRecorded(
+            referral_id=event.referral_id,
+            family_id=event.family_id,
+            status=domain.ReferralStatus.TRIAGED,
+            triage=TriageOutcome(
+                level_of_need=event.level_of_need,
+                route=event.route,
+                locality=event.locality,
+                case_id=event.case_id,
+                decided_at=event.decided_at,
+            ),
+        )
+        return CommandResult(200, recorded, {"Location": f"/v1/referrals/{referral_id}"})
+
+    return await run_command(
+        runtime,
+        request,
+        principal=caller.subject,
+        idempotency_key=idempotency_key,
+        payload=decision,
+        command=triage,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/withdrawal",
+    response_model=WithdrawalRecorded,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    summary="Withdraw a referral before it is triaged",
+)
+async def withdraw_referral(
+    referral_id: UUID,
+    withdrawal: WithdrawalRequest,
+    request: Request,
+    runtime: Annotated[Runtime, Depends(runtime_of)],
+    caller: Annotated[Principal, Depends(require_scopes("referrals:write"))],
+    now: Now,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Only the organisation that made the referral may withdraw it, and only until the
+    front door has triaged it (then it is a 409: the decision stands).
+    """
+    if caller.kind != "partner" or caller.organisation_id is None:
+        raise Problem.forbidden("Only the referring partner can withdraw a referral.")
+    command = domain.WithdrawReferral(
+        referral_id=referral_id,
+        organisation_id=caller.organisation_id,
+        withdrawn_by=caller.subject,
+        reason=withdrawal.reason,
+        withdrawn_at=now,
+    )
+
+    def withdraw(uow: UnitOfWork) -> CommandResult:
+        [event] = _decide(
+            uow, referral_id, caller, lambda current: domain.withdraw(current, command)
+        )
+        recorded = WithdrawalRecorded(
+            referral_id=event.referral_id,
+            family_id=event.family_id,
+            status=domain.ReferralStatus.WITHDRAWN,
+            withdrawal=WithdrawalOutcome(withdrawn_at=event.withdrawn_at, reason=event.reason),
+        )
+        return CommandResult(200, recorded, {"Location": f"/v1/referrals/{referral_id}"})
+
+    return await run_command(
+        runtime,
+        request,
+        principal=caller.subject,
+        idempotency_key=idempotency_key,
+        payload=withdrawal,
+        command=withdraw,
+    )
+
+
+def _decide(
+    uow: UnitOfWork,
+    referral_id: UUID,
+    caller: Principal,
+    decide: Callable[[domain.Referral | None], list[EventData]],
+) -> list[Any]:
+    """Load the referral's stream, decide, and append after the version decided on.
+
+    A concurrent decision on the same referral moves the stream on first: the
+    append then fails with ConcurrencyConflict, which run_command answers 409.
+    """
+    stream = domain.stream_id(referral_id)
+    current = domain.replay(recorded.decode() for recorded in uow.read_stream(stream))
+    try:
+        events = decide(current)
+    except domain.ReferralNotFound as exc:
+        raise Problem.not_found(f"No referral {referral_id}.") from exc
+    except domain.InvalidTriage as exc:
+        raise Problem.unprocessable(
+            "The decision is not consistent.",
+            title="Invalid request",
+            errors=[FieldError(field=exc.field, message=exc.message, code="triage_rule")],
+        ) from exc
+    except domain.AlreadyTriaged as exc:
+        raise Problem.conflict(
+            str(exc), title="Already triaged", type=problem_type("referral-already-triaged")
+        ) from exc
+    except domain.AlreadyWithdrawn as exc:
+        raise Problem.conflict(
+            str(exc), title="Withdrawn", type=problem_type("referral-withdrawn")
+        ) from exc
+    assert current is not None  # a decision on nothing raised ReferralNotFound
+    uow.append(stream, current.version, events, actor=caller.subject)
+    return events
+
+
+# The read model keeps the referral's own status; the queue's name for "received" differs.
+_STORED_STATUS = {
+    QueueStatus.AWAITING_TRIAGE: domain.ReferralStatus.RECEIVED.value,
+    QueueStatus.TRIAGED: domain.ReferralStatus.TRIAGED.value,
+    QueueStatus.WITHDRAWN: domain.ReferralStatus.WITHDRAWN.value,
+}
+
+
+def _progress(row: Any) -> ReferralProgress:
+    if row.status == domain.ReferralStatus.TRIAGED and row.allocated_at is not None:
+        return ReferralProgress.ALLOCATED
+    return ReferralProgress(row.status)
+
+
+def _queue_item(row: Any, settings: IntakeSettings, now: datetime) -> QueueItem:
+    deadline = row.received_at + settings.decision_deadline(Urgency(row.urgency))
+    # Still awaiting a decision: overdue once the deadline is past; otherwise,
+    # whether the decision (or the withdrawal) came after it.
+    ended = row.decided_at or row.withdrawn_at or now
+    return QueueItem(
+        referral_id=row.referral_id,
+        family_id=row.family_id,
+        status=_progress(row),
+        urgency=row.urgency,
+        partner_reference=row.partner_reference,
+        received_at=row.received_at,
+        age_seconds=max(0, int((now - row.received_at).total_seconds())),
+        decision_deadline=deadline,
+        overdue=ended > deadline,
+    )
+
+
+def _encode_cursor(status: QueueStatus, row: Any) -> str:
+    position = {
+        "status": status.value,
+        "rank": row.urgency_rank,
+        "received_at": row.received_at.isoformat(),
+        "referral_id": row.referral_id,
+    }
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, status: QueueStatus) -> tuple[int, datetime, str]:
+    invalid = Problem.unprocessable(
+        "The cursor is not one this API gave out.",
+        errors=[FieldError(field="query.cursor", message="not a valid cursor", code="cursor")],
+    )
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        listed, rank = position["status"], position["rank"]
+        received_at, referral_id = position["received_at"], position["referral_id"]
+        if not (
+            isinstance(listed, str)
+            and type(rank) is int
+            and rank in URGENCY_RANK.values()
+            and isinstance(received_at, str)
+            and isinstance(referral_id, str)
+        ):
+            raise invalid
+        received = datetime.fromisoformat(received_at)
+        after_id = str(UUID(referral_id))
+    except (binascii.Error, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise invalid from exc
+    if received.tzinfo is None:
+        raise invalid
+    if listed != status.value:
+        raise Problem.unprocessable(
+            "The cursor belongs to another status.",
+            errors=[
+                FieldError(
+                    field="query.cursor",
+                    message="this cursor continues another status's list",
+                    code="cursor_mismatch",
+                )
+            ],
+        )
+    return rank, received, after_id
+
+
+def _view_of(row: Any) -> ReferralView:
+    triage = (
+        TriageOutcome(
+            level_of_need=row.level_of_need,
+            route=row.route,
+            locality=row.locality,
+            case_id=row.case_id,
+            decided_at=row.decided_at,
+        )
+        if row.decided_at is not None
+        else None
+    )
+    allocation = (
+        AllocationOutcome(
+            allocated_at=row.allocated_at,
+            lead_professional=LeadProfessional(
+                name=row.lead_professional_name,
+                role=row.lead_professional_role,
+                team=row.lead_professional_team,
+                email=row.lead_professional_email,
+                phone=row.lead_professional_phone,
+            ),
+        )
+        if row.allocated_at is not None
+        else None
+    )
+    withdrawal = (
+        WithdrawalOutcome(withdrawn_at=row.withdrawn_at, reason=row.withdrawal_reason)
+        if row.withdrawn_at is not None
+        else None
+    )
+    return ReferralView(
+        referral_id=row.referral_id,
+        family_id=row.family_id,
+        status=_progress(row),
+        received_at=row.received_at,
+        urgency=row.urgency,
+        referral_source=row.referral_source,
+        partner_reference=row.partner_reference,
+        triage=triage,
+        allocation=allocation,
+        withdrawal=withdrawal,
+    )
 
 
 def _referrer_of(submission: ReferralSubmission, caller: Principal) -> Referrer | None:

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from hub.contracts.codes import ReferralSource, Urgency
+from hub.contracts.codes import LevelOfNeed, ReferralSource, TriageRoute, Urgency
 from hub.contracts.common import (
     ChildDetails,
     Concerns,
     Consent,
     HouseholdMemberDetails,
+    Narrative,
     Referrer,
     SafeguardingOverride,
     ShortText,
 )
-from hub.contracts.intake import ReferralReceived
+from hub.contracts.identifiers import Slug
+from hub.contracts.intake import ReferralReceived, ReferralTriaged, ReferralWithdrawn
 from intake.domain import ReferralStatus
 
 
@@ -88,13 +99,165 @@ class ReferralAccepted(BaseModel):
     received_at: AwareDatetime
 
 
+class ReferralProgress(StrEnum):
+    """Where a referral has got to, as its referrer is told."""
+
+    RECEIVED = "received"
+    TRIAGED = "triaged"
+    ALLOCATED = "allocated"
+    WITHDRAWN = "withdrawn"
+
+
+class TriageOutcome(BaseModel):
+    """What the front door decided."""
+
+    level_of_need: LevelOfNeed
+    route: TriageRoute
+    locality: str | None = Field(description="The locality holding the case (early_help only).")
+    case_id: UUID | None = Field(description="The early help case opened (early_help only).")
+    decided_at: datetime
+
+
+class LeadProfessional(BaseModel):
+    """The family's single point of contact in early help."""
+
+    name: str
+    role: str
+    team: str
+    email: str | None
+    phone: str | None
+
+
+class AllocationOutcome(BaseModel):
+    allocated_at: datetime
+    lead_professional: LeadProfessional
+
+
+class WithdrawalOutcome(BaseModel):
+    withdrawn_at: datetime
+    reason: str
+
+
 class ReferralView(BaseModel):
-    """What the hub tells a referrer about one referral."""
+    """What the hub tells a referrer about one referral: where it is and what was decided."""
 
     referral_id: UUID
     family_id: UUID
-    status: ReferralStatus
+    status: ReferralProgress = Field(
+        description="received, then triaged (allocated once a lead professional took the case), "
+        "or withdrawn by the referrer before triage."
+    )
     received_at: datetime
     urgency: Urgency
     referral_source: ReferralSource
     partner_reference: str | None
+    triage: TriageOutcome | None = Field(
+        default=None, description="The front door's decision, once made."
+    )
+    allocation: AllocationOutcome | None = Field(
+        default=None, description="Who leads the case, once allocation reports it."
+    )
+    withdrawal: WithdrawalOutcome | None = Field(
+        default=None, description="When and why the referrer withdrew it."
+    )
+
+
+_TRIAGE_EXAMPLE = ReferralTriaged.examples()[0]
+
+
+class TriageDecision(BaseModel):
+    """The front door's decision on a referral: level of need, route and why."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    key: _TRIAGE_EXAMPLE[key]
+                    for key in ("level_of_need", "route", "locality", "rationale")
+                }
+            ]
+        },
+    )
+
+    level_of_need: LevelOfNeed = Field(
+        description="On this authority's threshold framework; levels it does not use are refused."
+    )
+    route: TriageRoute
+    locality: Slug | None = Field(
+        default=None,
+        validate_default=True,
+        description="The locality that will hold the case: required for early_help, and only then.",
+    )
+    rationale: Narrative = Field(description="Why: the record of the decision.")
+
+    @field_validator("locality")
+    @classmethod
+    def _locality_for_early_help(cls, value: str | None, info: ValidationInfo) -> str | None:
+        route = info.data.get("route")
+        if route is TriageRoute.EARLY_HELP and value is None:
+            raise ValueError("locality is required when route is early_help")
+        if route is not None and route is not TriageRoute.EARLY_HELP and value is not None:
+            raise ValueError("locality is only given when route is early_help")
+        return value
+
+
+class TriageRecorded(BaseModel):
+    referral_id: UUID
+    family_id: UUID
+    status: ReferralStatus
+    triage: TriageOutcome
+
+
+class WithdrawalRequest(BaseModel):
+    """The referrer takes its referral back before the front door has decided on it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": ReferralWithdrawn.examples()[0]["reason"]}]},
+    )
+
+    reason: Narrative = Field(description="Why the referral is withdrawn.")
+
+
+class WithdrawalRecorded(BaseModel):
+    referral_id: UUID
+    family_id: UUID
+    status: ReferralStatus
+    withdrawal: WithdrawalOutcome
+
+
+class QueueStatus(StrEnum):
+    """Which referrals to list."""
+
+    AWAITING_TRIAGE = "awaiting_triage"
+    TRIAGED = "triaged"
+    WITHDRAWN = "withdrawn"
+
+
+class QueueItem(BaseModel):
+    referral_id: UUID
+    family_id: UUID
+    status: ReferralProgress
+    urgency: Urgency
+    partner_reference: str | None
+    received_at: datetime
+    age_seconds: int = Field(description="Seconds since the referral was received.", ge=0)
+    decision_deadline: datetime = Field(
+        description="When the front door should have decided: received_at plus the deadline "
+        "configured for the urgency."
+    )
+    overdue: bool = Field(
+        description="Awaiting triage past the deadline; for a triaged or withdrawn referral, "
+        "whether that happened after the deadline."
+    )
+
+
+class ReferralQueue(BaseModel):
+    """One page of referrals: most urgent first, then oldest first."""
+
+    status: QueueStatus
+    items: list[QueueItem]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` (with the same status) for the next page; null on the last."
+    )

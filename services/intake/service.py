@@ -5,23 +5,28 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from hub.auth import token_router
+from hub.contracts.topics import service_topic
 from hub.service import ServiceDefinition, create_service_app
 from intake.api import router
 from intake.projections import PROJECTIONS
+from intake.settings import intake_settings
 
 definition = ServiceDefinition(
     name="intake",
     title="Early Help Hub: intake",
     description=(
         "The single front door for partner referrals to early help: partners post referrals "
-        "here and ask what happened to them."
+        "here and ask what happened to them; front-door staff triage them from the queue."
     ),
     port=8001,
     migrations=Path(__file__).parent / "migrations",
     routers=[token_router, router],
     projections=PROJECTIONS,
+    # Allocation's CaseAllocated tells a referrer who the lead professional is.
+    consumes=[service_topic("allocation")],
 )
 
 
 def create_app() -> FastAPI:
+    intake_settings()  # a misconfigured EARLYHELP_INTAKE_* stops the service at start
     return create_service_app(definition)

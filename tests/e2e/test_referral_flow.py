@@ -56,6 +56,10 @@ def test_a_referral_reaches_every_service(hub: Hub, client: httpx.Client) -> Non
         "urgency": body["urgency"],
         "referral_source": body["referral_source"],
         "partner_reference": body["partner_reference"],
+        # Nothing decided yet: no triage outcome, allocation or withdrawal to report.
+        "triage": None,
+        "allocation": None,
+        "withdrawal": None,
     }
 
     wait_everywhere(hub, [referral])

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, delete
 from caseplan.projections import chronology_entries
 from caseplan.service import definition
 from hub.contracts.envelope import envelope_for, to_kafka
-from hub.contracts.intake import ReferralReceived
+from hub.contracts.intake import ReferralReceived, ReferralTriaged, ReferralWithdrawn
 from hub.contracts.topics import service_topic
 from hub.replay import rebuild_projections
 from hub.testing import bearer, settings_for
@@ -84,6 +84,37 @@ def test_the_chronology_shows_a_familys_events_in_order_a_page_at_a_time(service
     assert entries[0]["actor"] == "Jo Adeyemi, Harlesden Primary School"
     assert entries[0]["service"] == "intake"
     assert "Amira" not in str(entries)  # the chronology summary carries no child's name
+
+
+def test_triage_and_withdrawal_appear_in_the_chronology_without_free_text(service_client, publish):
+    caseplan = _started(service_client)
+    family = uuid4()
+    triaged_referral, withdrawn_referral = _referral(family), _referral(family)
+    triaged = ReferralTriaged.example().model_copy(
+        update={"family_id": family, "referral_id": triaged_referral.referral_id}
+    )
+    withdrawn = ReferralWithdrawn.example().model_copy(
+        update={"family_id": family, "referral_id": withdrawn_referral.referral_id}
+    )
+    for event in (triaged_referral, withdrawn_referral, triaged, withdrawn):
+        publish(event)
+
+    entries = _chronology(caseplan, family, expect=4)["entries"]
+
+    by_type = {entry["event_type"]: entry for entry in entries}
+    decision = by_type["earlyhelp.referral.triaged.v1"]
+    assert decision["subject"] == str(triaged.referral_id)
+    assert decision["actor"] == triaged.decided_by
+    assert decision["summary"] == (
+        "Referral triaged: level of need early_help; route early_help in brent-harlesden, "
+        f"opened case {triaged.case_id}"
+    )
+    withdrawal = by_type["earlyhelp.referral.withdrawn.v1"]
+    assert withdrawal["actor"] == "harlesden-primary-school"
+    assert withdrawal["summary"] == "Referral withdrawn by the referrer before triage"
+    # Neither the rationale nor the reason (free text about the family) is copied.
+    assert "Mum consents" not in str(entries)
+    assert "health visitor" not in str(entries)
 
 
 def test_partners_cannot_read_a_familys_chronology(service_client):

@@ -7,10 +7,11 @@ from sqlalchemy import create_engine, select
 
 from hub.tables import audit_log
 from hub.testing import bearer
-from intake.schemas import ReferralSubmission
+from intake.schemas import ReferralSubmission, TriageDecision
 from intake.service import definition
 
 EXAMPLE = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
+DECISION = TriageDecision.model_config["json_schema_extra"]["examples"][0]
 SCHOOL, HEALTH, STAFF = "harlesden-primary-school", "brent-health-visiting", "front-door-demo"
 
 
@@ -156,3 +157,69 @@ def test_every_read_of_a_referral_is_in_the_audit_log(intake, database_url):
         ).all()
     engine.dispose()
     assert rows == [(SCHOOL, "read", referral_id), (STAFF, "read", referral_id)]
+
+
+def test_who_may_triage_withdraw_list_and_read(intake):
+    """The authorisation matrix of the front door's endpoints, role by role.
+
+    Refusals run first: the allowed triage and withdrawal at the end succeeding
+    shows that none of them changed anything.
+    """
+    decided = _referral_by_school(intake)
+    withdrawn = _referral_by_school(intake)
+    triage = ("post", f"/v1/referrals/{decided}/triage", DECISION)
+    withdraw = ("post", f"/v1/referrals/{withdrawn}/withdrawal", {"reason": "Sent in error."})
+    queue = ("get", "/v1/referrals", None)
+    view = ("get", f"/v1/referrals/{decided}", None)
+    narrow_staff = (STAFF, ["referrals:read"])
+    read_only_school, write_only_school = (
+        (SCHOOL, ["referrals:read"]),
+        (SCHOOL, ["referrals:write"]),
+    )
+    matrix = [
+        (triage, None, 401),
+        (triage, SCHOOL, 403),
+        (triage, HEALTH, 403),
+        (triage, narrow_staff, 403),
+        (withdraw, None, 401),
+        (withdraw, STAFF, 403),
+        (withdraw, read_only_school, 403),
+        (withdraw, HEALTH, 404),  # not its referral: not disclosed
+        (queue, None, 401),
+        (queue, write_only_school, 403),
+        (queue, SCHOOL, 200),
+        (queue, HEALTH, 200),  # its own referrals only
+        (queue, STAFF, 200),
+        (view, None, 401),
+        (view, write_only_school, 403),
+        (view, HEALTH, 404),
+        (view, SCHOOL, 200),
+        (view, STAFF, 200),
+        (triage, STAFF, 200),
+        (withdraw, SCHOOL, 200),
+    ]
+
+    wrong = []
+    for (method, path, body), who, expected in matrix:
+        if who is None:
+            headers = {}
+        elif isinstance(who, tuple):
+            headers = _as(intake, *who)
+        else:
+            headers = _as(intake, who)
+        kwargs = {"json": body} if body is not None else {}
+        response = getattr(intake, method)(path, headers=headers, **kwargs)
+        if response.status_code != expected:
+            wrong.append((method, path, who, expected, response.status_code))
+        elif expected >= 400:
+            assert response.headers["content-type"] == "application/problem+json"
+    assert wrong == []
+
+    def listed(who, status):
+        response = intake.get("/v1/referrals", params={"status": status}, headers=_as(intake, who))
+        return [item["referral_id"] for item in response.json()["items"]]
+
+    assert listed(SCHOOL, "triaged") == [decided]
+    assert listed(SCHOOL, "withdrawn") == [withdrawn]
+    assert listed(HEALTH, "triaged") == listed(HEALTH, "withdrawn") == []
+    assert listed(STAFF, "triaged") == [decided]

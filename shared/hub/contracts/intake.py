@@ -206,3 +206,31 @@ class ReferralTriaged(IntakeEvent):
             ]
         }
     )
+
+
+class ReferralWithdrawn(IntakeEvent):
+    """The referrer withdrew the referral before the front door decided on it."""
+
+    event_type: ClassVar[str] = "earlyhelp.referral.withdrawn.v1"
+    schema_version: ClassVar[int] = 1
+
+    withdrawn_at: AwareDatetime
+    withdrawn_by: Actor = Field(description="The partner system (client id) that withdrew it.")
+    reason: Narrative
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "referral_id": "0f8e3f52-7c1d-4b6a-8e2f-9d4c5b6a7e81",
+                    "family_id": "5b0c1c8e-2f4a-4d7b-9a51-3c2e8f6d1a90",
+                    "withdrawn_at": "2025-03-03T16:05:00Z",
+                    "withdrawn_by": "harlesden-primary-school",
+                    "reason": (
+                        "Sent in error: the family was already referred by the health visitor"
+                        " last week and mum has asked us not to duplicate it."
+                    ),
+                }
+            ]
+        }
+    )

@@ -13,12 +13,13 @@ from hub.contracts.caseplan import (
     CaseSteppedUp,
     PlanReviewed,
 )
-from hub.contracts.intake import ReferralReceived, ReferralTriaged
+from hub.contracts.intake import ReferralReceived, ReferralTriaged, ReferralWithdrawn
 from hub.contracts.registry import EVENT_TYPES, UnknownEventType, event_model
 
 V1_EVENT_TYPES = {
     "earlyhelp.referral.received.v1": "intake",
     "earlyhelp.referral.triaged.v1": "intake",
+    "earlyhelp.referral.withdrawn.v1": "intake",
     "earlyhelp.case.allocated.v1": "allocation",
     "earlyhelp.panel.decision_recorded.v1": "allocation",
     "earlyhelp.assessment.completed.v1": "caseplan",
@@ -175,6 +176,16 @@ class TestReferralTriaged:
             "joins_open_case": True,
         }
         assert "joins_open_case" in rejection(ReferralTriaged, data)
+
+
+def test_a_withdrawal_gives_a_reason_and_who_withdrew():
+    for missing in ("reason", "withdrawn_by", "withdrawn_at"):
+        data = example(ReferralWithdrawn)
+        del data[missing]
+        assert missing in rejection(ReferralWithdrawn, data)
+    assert "reason" in rejection(ReferralWithdrawn, example(ReferralWithdrawn) | {"reason": "  "})
+    event = ReferralWithdrawn.example()
+    assert event.subject() == str(event.referral_id)
 
 
 def test_a_reallocation_has_a_reason():
