@@ -1,11 +1,21 @@
 """Value objects and constrained strings shared by the event models."""
 
+import re
 from collections.abc import Iterable
 from datetime import date
 from typing import Annotated, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from hub.contracts.codes import (
     CinFactor,
@@ -27,6 +37,31 @@ EmailAddress = Annotated[
 PhoneNumber = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ]{5,18}[0-9]$")
 ]
+
+
+def _iso_8601(pattern: str, what: str):
+    """Refuse anything but an ISO 8601 string (or an already-typed value from Python).
+
+    Pydantic's lax mode would read 0 or "1740756600" as a Unix timestamp, storing a
+    different date from the one a partner's system meant.
+    """
+    shape = re.compile(pattern)
+
+    def check(value: object) -> object:
+        if isinstance(value, date):  # datetime too: built in Python, not parsed
+            return value
+        if isinstance(value, str) and shape.match(value):
+            return value
+        raise ValueError(f"must be an ISO 8601 {what}")
+
+    return BeforeValidator(check)
+
+
+IsoDate = Annotated[date, _iso_8601(r"^\d{4}-\d{2}-\d{2}$", "date (YYYY-MM-DD)")]
+IsoDateTime = Annotated[
+    AwareDatetime, _iso_8601(r"^\d{4}-\d{2}-\d{2}T", "date-time with an offset")
+]
+
 # Practitioner identities (who decided, who recorded): a login name or e-mail address.
 Actor = ShortText
 
@@ -99,8 +134,8 @@ class ChildDetails(ValueObject):
 
     given_name: Name
     family_name: Name
-    date_of_birth: date | None = None
-    expected_date_of_birth: date | None = Field(
+    date_of_birth: IsoDate | None = None
+    expected_date_of_birth: IsoDate | None = Field(
         default=None, description="For an unborn child; then date_of_birth is absent."
     )
     nhs_number: NhsNumber | None = None
@@ -124,8 +159,8 @@ class HouseholdMemberDetails(ValueObject):
     given_name: Name
     family_name: Name
     relationship: HouseholdRelationship = Field(description="Relationship to the children.")
-    date_of_birth: date | None = None
-    parental_responsibility: bool
+    date_of_birth: IsoDate | None = None
+    parental_responsibility: StrictBool
 
 
 class HouseholdMember(HouseholdMemberDetails):
@@ -146,7 +181,7 @@ class Concerns(ValueObject):
 
 class Consent(ValueObject):
     given_by: Name = Field(description="The parent, carer or young person who consented.")
-    given_at: AwareDatetime
+    given_at: IsoDateTime
     covers: tuple[ConsentScope, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -161,7 +196,7 @@ class SafeguardingOverride(ValueObject):
 
     reason: Narrative
     recorded_by: Actor
-    recorded_at: AwareDatetime
+    recorded_at: IsoDateTime
 
 
 class Practitioner(ContactDetails):

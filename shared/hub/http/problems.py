@@ -6,6 +6,7 @@ Submitted values never appear in a problem: they may be a child's personal data.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
@@ -255,8 +256,24 @@ async def _handle_http_exception(request: Request, exc: Exception) -> Response:
         return Response(status_code=exc.status_code, headers=exc.headers)
     # Starlette's default detail is just the status phrase: no need to repeat it.
     detail = exc.detail if exc.detail != _status_title(exc.status_code) else None
-    problem = Problem(exc.status_code, detail=detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route that matched the path only;
+        # RFC 9110 wants every method the resource offers.
+        headers["Allow"] = ", ".join(_methods_of(request))
+    problem = Problem(exc.status_code, detail=detail, headers=headers)
     return problem.to_response(instance=request.url.path)
+
+
+def _methods_of(request: Request) -> list[str]:
+    """The methods the OpenAPI document offers on the requested path."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
 
 
 class UnhandledErrorMiddleware:

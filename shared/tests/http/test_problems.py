@@ -176,3 +176,23 @@ async def test_problem_responses_and_422_are_documented_as_problem_details(
     assert "FieldError" in components
     assert "HTTPValidationError" not in components
     assert "HTTPValidationError" not in json.dumps(schema)
+
+
+async def test_a_405_allows_every_method_the_path_offers_not_just_one_routes() -> None:
+    from fastapi import APIRouter, FastAPI
+
+    from hub.http.problems import install_problem_handlers
+
+    router = APIRouter(prefix="/v1")
+    router.add_api_route("/cases", lambda: {}, methods=["GET"])
+    router.add_api_route("/cases", lambda: {}, methods=["POST"])
+    app = FastAPI()
+    app.include_router(router)
+    install_problem_handlers(app)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.delete("/v1/cases")
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
