@@ -223,3 +223,11 @@ def test_who_may_triage_withdraw_list_and_read(intake):
     assert listed(SCHOOL, "withdrawn") == [withdrawn]
     assert listed(HEALTH, "triaged") == listed(HEALTH, "withdrawn") == []
     assert listed(STAFF, "triaged") == [decided]
+
+
+def test_the_openapi_tells_partners_which_operations_need_a_bearer_token(intake):
+    spec = intake.get("/openapi.json").json()
+
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert spec["paths"]["/v1/referrals"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in spec["paths"]["/v1/oauth/token"]["post"]
