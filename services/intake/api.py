@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -23,10 +24,16 @@ from hub.http.problems import FieldError, Problem, problem_responses, problem_ty
 from hub.idempotency import IDEMPOTENCY_HEADER
 from hub.service import Runtime, UnitOfWork, runtime_of
 from intake import domain
-from intake.projections import URGENCY_RANK, referrals
+from intake.projections import URGENCY_RANK, possible_matches, referrals
+from intake.records import open_case_of, records_for_children, records_for_family
 from intake.schemas import (
     AllocationOutcome,
     LeadProfessional,
+    MatchDecision,
+    Matching,
+    MatchingRecorded,
+    PoliceNotification,
+    PossibleMatch,
     QueueItem,
     QueueStatus,
     ReferralAccepted,
@@ -37,6 +44,7 @@ from intake.schemas import (
     TriageDecision,
     TriageOutcome,
     TriageRecorded,
+    UnlinkRequest,
     WithdrawalOutcome,
     WithdrawalRecorded,
     WithdrawalRequest,
@@ -77,23 +85,37 @@ async def submit_referral(
     request: Request,
     runtime: Annotated[Runtime, Depends(runtime_of)],
     caller: Annotated[Principal, Depends(require_scopes("referrals:write"))],
+    settings: Settings,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Accepts the referral for triage; the front door decides the level of need and route.
 
-    The referring organisation is the one the bearer token belongs to.
+    The referring organisation is the one the bearer token belongs to. Each child is
+    matched to the people the hub already knows (NHS number, then UPN, then name, date
+    of birth and postcode), so `family_id` may be a family the hub knew before. A
+    low-graded police notification is held for information (status
+    `held_for_information`) until enough accumulate for the family to be triaged.
     """
     referrer = _referrer_of(submission, caller)
 
-    def receive(uow) -> CommandResult:
-        command = _command_from(submission, referrer)
+    def receive(uow: UnitOfWork) -> CommandResult:
+        uow.serialise_appends()
+        received_at = datetime.now(UTC)
+        records = records_for_children(
+            uow.conn, submission.children, received_at, settings.escalation_window_months
+        )
+        command = _command_from(submission, referrer, received_at, records, settings)
         stream = domain.stream_id(command.referral_id)
-        events = domain.receive(None, command)
+        received, *_ = events = domain.receive(None, command)
         uow.append(stream, 0, events, actor=caller.subject)
         accepted = ReferralAccepted(
             referral_id=command.referral_id,
-            family_id=command.family_id,
-            status=domain.ReferralStatus.RECEIVED,
+            family_id=received.family_id,
+            status=(
+                domain.ReferralStatus.HELD
+                if received.held_for_information
+                else domain.ReferralStatus.RECEIVED
+            ),
             received_at=command.received_at,
         )
         return CommandResult(202, accepted, {"Location": f"/v1/referrals/{command.referral_id}"})
@@ -134,8 +156,11 @@ async def get_referral(
         caller.kind == "partner" and row.referrer_organisation_id != caller.organisation_id
     ):
         raise Problem.not_found(f"No referral {referral_id}.")
+    matching = None
+    if caller.kind == "staff":
+        matching = await runtime.read(lambda conn: _matching_of(conn, row))
     await record_read(runtime, caller, "referral", str(referral_id))
-    return _view_of(row)
+    return _view_of(row, matching)
 
 
 @router.get(
@@ -175,6 +200,8 @@ async def list_referrals(
         table.c.decided_at,
         table.c.withdrawn_at,
         table.c.allocated_at,
+        table.c.escalated_notices,
+        table.c.pending_matches,
     ).where(table.c.status == _STORED_STATUS[status])
     if caller.kind == "partner":
         query = query.where(table.c.referrer_organisation_id == caller.organisation_id)
@@ -199,7 +226,7 @@ async def list_referrals(
     last = page[-1] if len(rows) > limit else None
     return ReferralQueue(
         status=status,
-        items=[_queue_item(row, settings, now) for row in page],
+        items=[_queue_item(row, settings, now, staff=caller.kind == "staff") for row in page],
         next_cursor=_encode_cursor(status, last) if last is not None else None,
     )
 
@@ -251,7 +278,12 @@ async def triage_referral(
     )
 
     def triage(uow: UnitOfWork) -> CommandResult:
-        [event] = _decide(uow, referral_id, caller, lambda current: domain.triage(current, command))
+        def decide(current: domain.Referral | None) -> list[EventData]:
+            open_case = open_case_of(uow.conn, current.family_id) if current else None
+            return domain.triage(current, replace(command, open_case_id=open_case))
+
+        uow.serialise_appends()
+        [event] = _decide(uow, referral_id, caller, decide)
         recorded = TriageRecorded(
             referral_id=event.referral_id,
             family_id=event.family_id,
@@ -261,6 +293,7 @@ async def triage_referral(
                 route=event.route,
                 locality=event.locality,
                 case_id=event.case_id,
+                joins_open_case=event.joins_open_case,
                 decided_at=event.decided_at,
             ),
         )
@@ -326,6 +359,148 @@ async def withdraw_referral(
     )
 
 
+@router.post(
+    "/referrals/{referral_id}/matches/{match_id}/confirmation",
+    response_model=MatchingRecorded,
+    responses=problem_responses(401, 403, 404, 409, 413),
+    summary="Confirm a possible match: the child is someone the hub knew",
+)
+async def confirm_match(
+    referral_id: UUID,
+    match_id: UUID,
+    request: Request,
+    runtime: Annotated[Runtime, Depends(runtime_of)],
+    caller: Annotated[Principal, Depends(require_scopes("referrals:triage"))],
+    settings: Settings,
+    now: Now,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """The referral joins the known person's family, and that family's open case if it
+    has one (or its case closed within the re-referral window is recorded). Only before
+    triage; a wrong confirmation is undone by unlinking.
+    """
+
+    def confirm(uow: UnitOfWork) -> CommandResult:
+        def decide(current: domain.Referral | None) -> list[EventData]:
+            pending = current.pending_matches.get(match_id) if current else None
+            records = (
+                records_for_family(uow.conn, pending.candidate_family_id)
+                if pending
+                else domain.FrontDoorRecords()
+            )
+            command = domain.ConfirmMatch(
+                referral_id=referral_id,
+                match_id=match_id,
+                confirmed_by=caller.subject,
+                confirmed_at=now,
+                records=records,
+                rules=settings.front_door_rules(),
+            )
+            return domain.confirm_match(current, command)
+
+        _decide(uow, referral_id, caller, decide)
+        return _matching_recorded(uow, referral_id)
+
+    return await run_command(
+        runtime,
+        request,
+        principal=caller.subject,
+        idempotency_key=idempotency_key,
+        payload=None,
+        command=confirm,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/matches/{match_id}/rejection",
+    response_model=MatchingRecorded,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    summary="Reject a possible match: the child is someone else",
+)
+async def reject_match(
+    referral_id: UUID,
+    match_id: UUID,
+    decision: MatchDecision,
+    request: Request,
+    runtime: Annotated[Runtime, Depends(runtime_of)],
+    caller: Annotated[Principal, Depends(require_scopes("referrals:triage"))],
+    now: Now,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """The referral keeps its own family; the rejection and its reason stay on record."""
+    command = domain.RejectMatch(
+        referral_id=referral_id,
+        match_id=match_id,
+        reason=decision.reason,
+        rejected_by=caller.subject,
+        rejected_at=now,
+    )
+
+    def reject(uow: UnitOfWork) -> CommandResult:
+        _decide(uow, referral_id, caller, lambda current: domain.reject_match(current, command))
+        return _matching_recorded(uow, referral_id)
+
+    return await run_command(
+        runtime,
+        request,
+        principal=caller.subject,
+        idempotency_key=idempotency_key,
+        payload=decision,
+        command=reject,
+    )
+
+
+@router.post(
+    "/referrals/{referral_id}/unlinking",
+    response_model=MatchingRecorded,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    summary="Undo a wrong match: take the referral out of the family it was joined to",
+)
+async def unlink_referral(
+    referral_id: UUID,
+    unlinking: UnlinkRequest,
+    request: Request,
+    runtime: Annotated[Runtime, Depends(runtime_of)],
+    caller: Annotated[Principal, Depends(require_scopes("referrals:triage"))],
+    now: Now,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """For a referral matched to a known family, automatically or by confirmation: its
+    people get new ids in a new family, and the family it left keeps everything else.
+    Only before triage (afterwards it is a 409).
+    """
+    command = domain.UnlinkReferral(
+        referral_id=referral_id,
+        new_family_id=uuid4(),
+        reason=unlinking.reason,
+        unlinked_by=caller.subject,
+        unlinked_at=now,
+    )
+
+    def unlink(uow: UnitOfWork) -> CommandResult:
+        _decide(uow, referral_id, caller, lambda current: domain.unlink(current, command))
+        return _matching_recorded(uow, referral_id)
+
+    return await run_command(
+        runtime,
+        request,
+        principal=caller.subject,
+        idempotency_key=idempotency_key,
+        payload=unlinking,
+        command=unlink,
+    )
+
+
+def _matching_recorded(uow: UnitOfWork, referral_id: UUID) -> CommandResult:
+    row = uow.conn.execute(
+        select(referrals).where(referrals.c.referral_id == str(referral_id))
+    ).one()
+    recorded = MatchingRecorded(
+        referral_id=referral_id, family_id=row.family_id, matching=_matching_of(uow.conn, row)
+    )
+    return CommandResult(200, recorded, {"Location": f"/v1/referrals/{referral_id}"})
+
+
 def _decide(
     uow: UnitOfWork,
     referral_id: UUID,
@@ -343,6 +518,18 @@ def _decide(
         events = decide(current)
     except domain.ReferralNotFound as exc:
         raise Problem.not_found(f"No referral {referral_id}.") from exc
+    except domain.MatchNotFound as exc:
+        raise Problem.not_found(
+            f"No possible match {exc} awaiting a decision on referral {referral_id}."
+        ) from exc
+    except domain.MatchesUnresolved as exc:
+        raise Problem.conflict(
+            str(exc), title="Possible matches to resolve", type=problem_type("matches-unresolved")
+        ) from exc
+    except domain.NotMatched as exc:
+        raise Problem.conflict(
+            str(exc), title="Not matched", type=problem_type("referral-not-matched")
+        ) from exc
     except domain.InvalidTriage as exc:
         raise Problem.unprocessable(
             "The decision is not consistent.",
@@ -365,6 +552,7 @@ def _decide(
 # The read model keeps the referral's own status; the queue's name for "received" differs.
 _STORED_STATUS = {
     QueueStatus.AWAITING_TRIAGE: domain.ReferralStatus.RECEIVED.value,
+    QueueStatus.HELD_FOR_INFORMATION: domain.ReferralStatus.HELD.value,
     QueueStatus.TRIAGED: domain.ReferralStatus.TRIAGED.value,
     QueueStatus.WITHDRAWN: domain.ReferralStatus.WITHDRAWN.value,
 }
@@ -376,11 +564,13 @@ def _progress(row: Any) -> ReferralProgress:
     return ReferralProgress(row.status)
 
 
-def _queue_item(row: Any, settings: IntakeSettings, now: datetime) -> QueueItem:
+def _queue_item(row: Any, settings: IntakeSettings, now: datetime, *, staff: bool) -> QueueItem:
     deadline = row.received_at + settings.decision_deadline(Urgency(row.urgency))
     # Still awaiting a decision: overdue once the deadline is past; otherwise,
-    # whether the decision (or the withdrawal) came after it.
-    ended = row.decided_at or row.withdrawn_at or now
+    # whether the decision (or the withdrawal) came after it. A notification held
+    # for information awaits nothing.
+    held = row.status == domain.ReferralStatus.HELD and row.decided_at is None
+    ended = row.decided_at or row.withdrawn_at or (deadline if held else now)
     return QueueItem(
         referral_id=row.referral_id,
         family_id=row.family_id,
@@ -391,6 +581,8 @@ def _queue_item(row: Any, settings: IntakeSettings, now: datetime) -> QueueItem:
         age_seconds=max(0, int((now - row.received_at).total_seconds())),
         decision_deadline=deadline,
         overdue=ended > deadline,
+        escalating_concern=row.escalated_notices > 0,
+        unresolved_matches=row.pending_matches if staff else None,
     )
 
 
@@ -442,13 +634,41 @@ def _decode_cursor(cursor: str, status: QueueStatus) -> tuple[int, datetime, str
     return rank, received, after_id
 
 
-def _view_of(row: Any) -> ReferralView:
+def _matching_of(conn: Any, row: Any) -> Matching:
+    found = conn.execute(
+        select(possible_matches)
+        .where(possible_matches.c.referral_id == row.referral_id)
+        .order_by(possible_matches.c.found_at, possible_matches.c.match_id)
+    )
+    return Matching(
+        matched_existing_family=row.matched_existing_family,
+        re_referral_of_case_id=row.re_referral_of_case_id,
+        possible_matches=[
+            PossibleMatch(
+                match_id=match.match_id,
+                person_id=match.person_id,
+                candidate_person_id=match.candidate_person_id,
+                candidate_family_id=match.candidate_family_id,
+                agrees_on=[f for f in match.agrees_on.split(",") if f],
+                differs_on=[f for f in match.differs_on.split(",") if f],
+                status=match.status,
+                decided_by=match.decided_by,
+                decided_at=match.decided_at,
+                reason=match.reason,
+            )
+            for match in found
+        ],
+    )
+
+
+def _view_of(row: Any, matching: Matching | None) -> ReferralView:
     triage = (
         TriageOutcome(
             level_of_need=row.level_of_need,
             route=row.route,
             locality=row.locality,
             case_id=row.case_id,
+            joins_open_case=row.joins_open_case,
             decided_at=row.decided_at,
         )
         if row.decided_at is not None
@@ -481,6 +701,16 @@ def _view_of(row: Any) -> ReferralView:
         urgency=row.urgency,
         referral_source=row.referral_source,
         partner_reference=row.partner_reference,
+        police_notification=(
+            PoliceNotification(
+                grade=row.police_grade,
+                escalated_in=row.escalated_in,
+                escalates_notices=row.escalated_notices,
+            )
+            if row.police_grade is not None
+            else None
+        ),
+        matching=matching,
         triage=triage,
         allocation=allocation,
         withdrawal=withdrawal,
@@ -514,12 +744,16 @@ def _referrer_of(submission: ReferralSubmission, caller: Principal) -> Referrer 
 
 
 def _command_from(
-    submission: ReferralSubmission, referrer: Referrer | None
+    submission: ReferralSubmission,
+    referrer: Referrer | None,
+    received_at: datetime,
+    records: domain.FrontDoorRecords,
+    settings: IntakeSettings,
 ) -> domain.ReceiveReferral:
     return domain.ReceiveReferral(
         referral_id=uuid4(),
         family_id=uuid4(),
-        received_at=datetime.now(UTC),
+        received_at=received_at,
         referral_source=submission.referral_source,
         referrer=referrer,
         partner_reference=submission.partner_reference,
@@ -534,4 +768,7 @@ def _command_from(
         concerns=submission.concerns,
         consent=submission.consent,
         safeguarding_override=submission.safeguarding_override,
+        police_grade=submission.police_grade,
+        records=records,
+        rules=settings.front_door_rules(),
     )

@@ -1,16 +1,39 @@
 """Intake's read models: fed by its own events in the transaction that stores them,
-and by allocation's `CaseAllocated` from Kafka (who the family's lead professional is).
+by allocation's `CaseAllocated` (who the family's lead professional is) and by case
+plan's step-downs and closures (which families have open or recent cases), from Kafka.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, insert, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    update,
+)
 
 from hub.contracts.allocation import CaseAllocated
+from hub.contracts.caseplan import CaseClosed, CaseSteppedDown
 from hub.contracts.codes import Urgency
-from hub.contracts.intake import ReferralReceived, ReferralTriaged, ReferralWithdrawn
+from hub.contracts.intake import (
+    MatchConfirmed,
+    MatchRejected,
+    PossibleMatchFound,
+    ReferralReceived,
+    ReferralTriaged,
+    ReferralUnlinked,
+    ReferralWithdrawn,
+)
 from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime
+from intake.matching import normalise_name, normalise_postcode
 
 metadata = MetaData()
 
@@ -46,6 +69,14 @@ referrals = Table(
     Column("lead_professional_team", String(200), nullable=True),
     Column("lead_professional_email", String(254), nullable=True),
     Column("lead_professional_phone", String(30), nullable=True),
+    # 0004: matching and cumulative concern.
+    Column("matched_existing_family", Boolean, nullable=False, default=False),
+    Column("re_referral_of_case_id", String(36), nullable=True),
+    Column("pending_matches", Integer, nullable=False, default=0),
+    Column("police_grade", String(10), nullable=True),
+    Column("escalated_notices", Integer, nullable=False, default=0),
+    Column("escalated_in", String(36), nullable=True),
+    Column("joins_open_case", Boolean, nullable=False, default=False),
 )
 Index(
     "ix_referrals_queue",
@@ -55,7 +86,33 @@ Index(
     referrals.c.referral_id,
 )
 
-referral_status = Projection("referral_status", [referrals])
+Index(
+    "ix_referrals_held_notices",
+    referrals.c.family_id,
+    referrals.c.status,
+    referrals.c.police_grade,
+    referrals.c.received_at,
+)
+
+# Possible matches, for staff to confirm or reject; decided ones stay as a record.
+possible_matches = Table(
+    "possible_matches",
+    metadata,
+    Column("match_id", String(36), primary_key=True),
+    Column("referral_id", String(36), nullable=False, index=True),
+    Column("person_id", String(36), nullable=False),
+    Column("candidate_person_id", String(36), nullable=False),
+    Column("candidate_family_id", String(36), nullable=False),
+    Column("agrees_on", String(200), nullable=False),
+    Column("differs_on", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("found_at", UtcDateTime(), nullable=False),
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", UtcDateTime(), nullable=True),
+    Column("reason", Text, nullable=True),
+)
+
+referral_status = Projection("referral_status", [referrals, possible_matches])
 _INSERT_REFERRAL = insert(referrals)
 
 
@@ -70,7 +127,6 @@ def _received(conn, event: ReferralReceived, meta: EventMeta) -> None:
         {
             "referral_id": str(event.referral_id),
             "family_id": str(event.family_id),
-            "status": "received",
             "referral_source": event.referral_source.value,
             "referrer_organisation_id": (
                 event.referrer.organisation_id if event.referrer else None
@@ -81,7 +137,93 @@ def _received(conn, event: ReferralReceived, meta: EventMeta) -> None:
             "children_count": len(event.children),
             "received_at": event.received_at,
             "updated_at": meta.occurred_at,
+            "status": "held_for_information" if event.held_for_information else "received",
+            "matched_existing_family": event.matched_existing_family,
+            "re_referral_of_case_id": _str_or_none(event.re_referral_of_case_id),
+            "pending_matches": 0,
+            "joins_open_case": False,
+            "police_grade": event.police_grade.value if event.police_grade else None,
+            "escalated_notices": len(event.escalates_notices),
         },
+    )
+    if event.escalates_notices:
+        conn.execute(
+            update(referrals)
+            .where(referrals.c.referral_id.in_([str(r) for r in event.escalates_notices]))
+            .values(escalated_in=str(event.referral_id), updated_at=meta.occurred_at)
+        )
+
+
+@referral_status.on(PossibleMatchFound)
+def _possible_match(conn, event: PossibleMatchFound, meta: EventMeta) -> None:
+    conn.execute(
+        insert(possible_matches),
+        {
+            "match_id": str(event.match_id),
+            "referral_id": str(event.referral_id),
+            "person_id": str(event.person_id),
+            "candidate_person_id": str(event.candidate_person_id),
+            "candidate_family_id": str(event.candidate_family_id),
+            "agrees_on": ",".join(event.agrees_on),
+            "differs_on": ",".join(event.differs_on),
+            "status": "pending",
+            "found_at": meta.occurred_at,
+        },
+    )
+    conn.execute(
+        _update(str(event.referral_id)).values(pending_matches=referrals.c.pending_matches + 1)
+    )
+
+
+def _match_decided(conn, match_id: str, referral_id: str, **values) -> None:
+    conn.execute(
+        update(possible_matches).where(possible_matches.c.match_id == match_id).values(**values)
+    )
+    conn.execute(_update(referral_id).values(pending_matches=referrals.c.pending_matches - 1))
+
+
+@referral_status.on(MatchConfirmed)
+def _match_confirmed(conn, event: MatchConfirmed, meta: EventMeta) -> None:
+    _match_decided(
+        conn,
+        str(event.match_id),
+        str(event.referral_id),
+        status="confirmed",
+        decided_by=event.confirmed_by,
+        decided_at=event.confirmed_at,
+    )
+    conn.execute(
+        _update(str(event.referral_id)).values(
+            family_id=str(event.family_id),
+            matched_existing_family=True,
+            re_referral_of_case_id=_str_or_none(event.re_referral_of_case_id),
+            updated_at=meta.occurred_at,
+        )
+    )
+
+
+@referral_status.on(MatchRejected)
+def _match_rejected(conn, event: MatchRejected, meta: EventMeta) -> None:
+    _match_decided(
+        conn,
+        str(event.match_id),
+        str(event.referral_id),
+        status="rejected",
+        decided_by=event.rejected_by,
+        decided_at=event.rejected_at,
+        reason=event.reason,
+    )
+
+
+@referral_status.on(ReferralUnlinked)
+def _unlinked(conn, event: ReferralUnlinked, meta: EventMeta) -> None:
+    conn.execute(
+        _update(str(event.referral_id)).values(
+            family_id=str(event.family_id),
+            matched_existing_family=False,
+            re_referral_of_case_id=None,
+            updated_at=meta.occurred_at,
+        )
     )
 
 
@@ -94,6 +236,7 @@ def _triaged(conn, event: ReferralTriaged, meta: EventMeta) -> None:
             route=event.route.value,
             locality=event.locality,
             case_id=str(event.case_id) if event.case_id else None,
+            joins_open_case=event.joins_open_case,
             decided_at=event.decided_at,
             updated_at=meta.occurred_at,
         )
@@ -135,4 +278,137 @@ def _allocated(conn, event: CaseAllocated, meta: EventMeta) -> None:
     )
 
 
-PROJECTIONS = (referral_status,)
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+# --- what a new referral is matched against -----------------------------------------
+
+# Every child the front door has recorded, one row per referral (or step-down) they
+# were in: an earlier referral may hold an address or a UPN a later one lacks.
+known_people = Table(
+    "known_people",
+    metadata,
+    Column("record_id", String(36), primary_key=True),
+    Column("person_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False, index=True),
+    Column("given_name", String(100), nullable=False),
+    Column("family_name", String(100), nullable=False),
+    Column("date_of_birth", Date, nullable=True),
+    Column("postcode", String(8), nullable=False),
+    Column("nhs_number", String(10), nullable=True, index=True),
+    Column("upn", String(13), nullable=True, index=True),
+)
+Index("ix_known_people_born", known_people.c.family_name, known_people.c.date_of_birth)
+
+# Each family's early help cases: opened by triage or by a step-down, closed by case plan.
+family_cases = Table(
+    "family_cases",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False, index=True),
+    Column("opened_at", UtcDateTime(), nullable=False),
+    Column("closed_at", UtcDateTime(), nullable=True),
+)
+
+front_door_records = Projection("front_door_records", [known_people, family_cases])
+
+
+@front_door_records.on(ReferralReceived)
+def _people_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
+    conn.execute(
+        insert(known_people),
+        [
+            {
+                "record_id": str(event.referral_id),
+                "person_id": str(child.person_id),
+                "family_id": str(event.family_id),
+                "given_name": normalise_name(child.given_name),
+                "family_name": normalise_name(child.family_name),
+                "date_of_birth": child.date_of_birth,
+                "postcode": normalise_postcode(child.address.postcode),
+                "nhs_number": child.nhs_number,
+                "upn": child.upn,
+            }
+            for child in event.children
+        ],
+    )
+
+
+@front_door_records.on(MatchConfirmed)
+def _people_matched(conn, event: MatchConfirmed, meta: EventMeta) -> None:
+    record = known_people.c.record_id == str(event.referral_id)
+    conn.execute(
+        update(known_people)
+        .where(record, known_people.c.person_id == str(event.person_id))
+        .values(person_id=str(event.matched_person_id))
+    )
+    conn.execute(update(known_people).where(record).values(family_id=str(event.family_id)))
+
+
+@front_door_records.on(ReferralUnlinked)
+def _people_unlinked(conn, event: ReferralUnlinked, meta: EventMeta) -> None:
+    record = known_people.c.record_id == str(event.referral_id)
+    for person in event.people:
+        conn.execute(
+            update(known_people)
+            .where(record, known_people.c.person_id == str(person.previous_person_id))
+            .values(person_id=str(person.person_id))
+        )
+    conn.execute(update(known_people).where(record).values(family_id=str(event.family_id)))
+
+
+@front_door_records.on(ReferralTriaged)
+def _case_opened(conn, event: ReferralTriaged, meta: EventMeta) -> None:
+    if event.case_id is None or event.joins_open_case:
+        return
+    conn.execute(
+        insert(family_cases),
+        {
+            "case_id": str(event.case_id),
+            "family_id": str(event.family_id),
+            "opened_at": event.decided_at,
+        },
+    )
+
+
+@front_door_records.on(CaseSteppedDown)
+def _stepped_down(conn, event: CaseSteppedDown, meta: EventMeta) -> None:
+    """A family social care stepped down is known to the front door from then on."""
+    conn.execute(
+        insert(family_cases),
+        {
+            "case_id": str(event.case_id),
+            "family_id": str(event.family_id),
+            "opened_at": event.stepped_down_at,
+        },
+    )
+    conn.execute(
+        insert(known_people),
+        [
+            {
+                "record_id": str(event.case_id),
+                "person_id": str(child.person_id),
+                "family_id": str(event.family_id),
+                "given_name": normalise_name(child.given_name),
+                "family_name": normalise_name(child.family_name),
+                "date_of_birth": child.date_of_birth,
+                "postcode": normalise_postcode(child.postcode),
+                "nhs_number": child.nhs_number,
+                "upn": None,
+            }
+            for child in event.children
+        ],
+    )
+
+
+@front_door_records.on(CaseClosed)
+def _case_closed(conn, event: CaseClosed, meta: EventMeta) -> None:
+    conn.execute(
+        update(family_cases)
+        .where(family_cases.c.case_id == str(event.case_id))
+        .values(closed_at=event.closed_at)
+    )
+
+
+PROJECTIONS = (referral_status, front_door_records)

@@ -17,7 +17,14 @@ from pydantic import (
     model_validator,
 )
 
-from hub.contracts.codes import LevelOfNeed, ReferralSource, TriageRoute, Urgency
+from hub.contracts.codes import (
+    LevelOfNeed,
+    MatchField,
+    PoliceGrade,
+    ReferralSource,
+    TriageRoute,
+    Urgency,
+)
 from hub.contracts.common import (
     ChildDetails,
     Concerns,
@@ -29,7 +36,13 @@ from hub.contracts.common import (
     ShortText,
 )
 from hub.contracts.identifiers import Slug
-from hub.contracts.intake import ReferralReceived, ReferralTriaged, ReferralWithdrawn
+from hub.contracts.intake import (
+    MatchRejected,
+    ReferralReceived,
+    ReferralTriaged,
+    ReferralUnlinked,
+    ReferralWithdrawn,
+)
 from intake.domain import ReferralStatus
 
 
@@ -80,6 +93,14 @@ class ReferralSubmission(BaseModel):
     concerns: Concerns
     consent: Consent | None = None
     safeguarding_override: SafeguardingOverride | None = None
+    police_grade: PoliceGrade | None = Field(
+        default=None,
+        validate_default=True,
+        description=(
+            "Police notifications (source 6) only, and required for them: high and medium are"
+            " triaged; a low one is held on the family's record until concerns accumulate."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -90,6 +111,16 @@ class ReferralSubmission(BaseModel):
         if self.consent is None and self.safeguarding_override is None:
             raise ValueError("give consent or a safeguarding_override (or both)")
         return self
+
+    @field_validator("police_grade")
+    @classmethod
+    def _graded_if_police(cls, value: PoliceGrade | None, info: ValidationInfo) -> object:
+        source = info.data.get("referral_source")
+        if source is ReferralSource.POLICE and value is None:
+            raise ValueError("is required for a police (6) notification")
+        if source is not None and source is not ReferralSource.POLICE and value is not None:
+            raise ValueError("is only for police (6) notifications")
+        return value
 
 
 class ReferralAccepted(BaseModel):
@@ -103,6 +134,7 @@ class ReferralProgress(StrEnum):
     """Where a referral has got to, as its referrer is told."""
 
     RECEIVED = "received"
+    HELD = "held_for_information"
     TRIAGED = "triaged"
     ALLOCATED = "allocated"
     WITHDRAWN = "withdrawn"
@@ -114,7 +146,13 @@ class TriageOutcome(BaseModel):
     level_of_need: LevelOfNeed
     route: TriageRoute
     locality: str | None = Field(description="The locality holding the case (early_help only).")
-    case_id: UUID | None = Field(description="The early help case opened (early_help only).")
+    case_id: UUID | None = Field(
+        description="The early help case opened, or the family's open case it joined "
+        "(early_help only)."
+    )
+    joins_open_case: bool = Field(
+        default=False, description="True when the referral joined the family's open case."
+    )
     decided_at: datetime
 
 
@@ -138,19 +176,63 @@ class WithdrawalOutcome(BaseModel):
     reason: str
 
 
+class PoliceNotification(BaseModel):
+    """A police notification's grade and what became of it on the family's record."""
+
+    grade: PoliceGrade
+    escalated_in: UUID | None = Field(
+        default=None,
+        description="A held low notification: the later one that raised it for triage with it.",
+    )
+    escalates_notices: int = Field(
+        default=0,
+        description="How many earlier held low notifications this one raised for triage.",
+    )
+
+
+class PossibleMatch(BaseModel):
+    """A child in the referral who may be someone the hub already knows."""
+
+    match_id: UUID
+    person_id: UUID = Field(description="The child in this referral.")
+    candidate_person_id: UUID
+    candidate_family_id: UUID
+    agrees_on: list[MatchField]
+    differs_on: list[MatchField]
+    status: str = Field(description="pending, confirmed or rejected.")
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+
+
+class Matching(BaseModel):
+    """Front-door staff only: how the referral was matched to people the hub knew."""
+
+    matched_existing_family: bool
+    re_referral_of_case_id: UUID | None = Field(
+        description="The family's open case, or its case closed within the re-referral window."
+    )
+    possible_matches: list[PossibleMatch]
+
+
 class ReferralView(BaseModel):
     """What the hub tells a referrer about one referral: where it is and what was decided."""
 
     referral_id: UUID
     family_id: UUID
     status: ReferralProgress = Field(
-        description="received, then triaged (allocated once a lead professional took the case), "
+        description="received (or held_for_information, for a low-graded police notification), "
+        "then triaged (allocated once a lead professional took the case), "
         "or withdrawn by the referrer before triage."
     )
     received_at: datetime
     urgency: Urgency
     referral_source: ReferralSource
     partner_reference: str | None
+    police_notification: PoliceNotification | None = Field(
+        default=None, description="Police notifications only."
+    )
+    matching: Matching | None = Field(default=None, description="Shown to front-door staff only.")
     triage: TriageOutcome | None = Field(
         default=None, description="The front door's decision, once made."
     )
@@ -227,10 +309,41 @@ class WithdrawalRecorded(BaseModel):
     withdrawal: WithdrawalOutcome
 
 
+class MatchDecision(BaseModel):
+    """Why staff rejected a possible match (a confirmation needs no body)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": MatchRejected.examples()[0]["reason"]}]},
+    )
+
+    reason: Narrative
+
+
+class UnlinkRequest(BaseModel):
+    """Why a match was wrong: the referral leaves the family it was joined to."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": ReferralUnlinked.examples()[0]["reason"]}]},
+    )
+
+    reason: Narrative
+
+
+class MatchingRecorded(BaseModel):
+    """The referral after a match was confirmed, rejected or unlinked."""
+
+    referral_id: UUID
+    family_id: UUID = Field(description="The family the referral belongs to now.")
+    matching: Matching
+
+
 class QueueStatus(StrEnum):
     """Which referrals to list."""
 
     AWAITING_TRIAGE = "awaiting_triage"
+    HELD_FOR_INFORMATION = "held_for_information"
     TRIAGED = "triaged"
     WITHDRAWN = "withdrawn"
 
@@ -249,7 +362,15 @@ class QueueItem(BaseModel):
     )
     overdue: bool = Field(
         description="Awaiting triage past the deadline; for a triaged or withdrawn referral, "
-        "whether that happened after the deadline."
+        "whether that happened after the deadline. Never for one held for information."
+    )
+    escalating_concern: bool = Field(
+        default=False,
+        description="A police notification that raised earlier low ones for triage with it.",
+    )
+    unresolved_matches: int | None = Field(
+        default=None,
+        description="Front-door staff only: possible matches still to confirm or reject.",
     )
 
 

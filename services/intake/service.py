@@ -22,8 +22,9 @@ definition = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     routers=[token_router, router],
     projections=PROJECTIONS,
-    # Allocation's CaseAllocated tells a referrer who the lead professional is.
-    consumes=[service_topic("allocation")],
+    # Allocation's CaseAllocated tells a referrer who the lead professional is; case
+    # plan's step-downs and closures tell matching which families have open cases.
+    consumes=[service_topic("allocation"), service_topic("caseplan")],
 )
 
 

@@ -2,7 +2,9 @@
 
 These belong to the front door alone, so they live here and not in the hub's
 `HubSettings`. With nothing set: every level of need, and decisions due 4 hours
-(immediate), 24 hours (urgent) and 72 hours (routine) after a referral arrived.
+(immediate), 24 hours (urgent) and 72 hours (routine) after a referral arrived;
+re-referrals within 12 months of closure; the third low-graded police
+notification within 3 months escalates.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hub.contracts.codes import LevelOfNeed, Urgency
+from intake.domain import FrontDoorRules
 
 
 class IntakeSettings(BaseSettings):
@@ -36,6 +39,31 @@ class IntakeSettings(BaseSettings):
     )
     deadline_routine_hours: float = Field(
         default=72, gt=0, description="Hours the front door has to decide a routine referral."
+    )
+
+    re_referral_months: int = Field(
+        default=12,
+        ge=0,
+        le=120,
+        description=(
+            "A family referred again within this many months of its case closing is a"
+            " re-referral of that case."
+        ),
+    )
+    escalation_notice_count: int = Field(
+        default=3,
+        ge=2,
+        le=20,
+        description=(
+            "The low-graded police notification for a family that raises it for triage as an"
+            " escalating concern (the third, by default); earlier ones are held for information."
+        ),
+    )
+    escalation_window_months: int = Field(
+        default=3,
+        ge=1,
+        le=24,
+        description="How far back, in months, low-graded notifications count towards escalation.",
     )
 
     @field_validator("levels_of_need", mode="before")
@@ -60,6 +88,13 @@ class IntakeSettings(BaseSettings):
             Urgency.ROUTINE: self.deadline_routine_hours,
         }[urgency]
         return timedelta(hours=hours)
+
+    def front_door_rules(self) -> FrontDoorRules:
+        return FrontDoorRules(
+            re_referral_months=self.re_referral_months,
+            escalation_notice_count=self.escalation_notice_count,
+            escalation_window_months=self.escalation_window_months,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -40,14 +40,15 @@ async def run_command(
     *,
     principal: str,
     idempotency_key: str | None,
-    payload: BaseModel,
+    payload: BaseModel | None,
     command: Callable[[UnitOfWork], CommandResult],
 ) -> Response:
     """Run `command` in one transaction; a repeated key returns the first response unchanged.
 
     The transaction is group-committed with concurrent ones (see `Runtime.write`).
     """
-    request_fingerprint = fingerprint(request.method, request.url.path, payload.model_dump_json())
+    body = "" if payload is None else payload.model_dump_json()
+    request_fingerprint = fingerprint(request.method, request.url.path, body)
 
     def transact(uow: UnitOfWork) -> Response:
         if idempotency_key is not None:

@@ -79,6 +79,15 @@ class UnitOfWork:
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:
         return self._runtime.store.read_stream(self.conn, stream_id)
 
+    def serialise_appends(self) -> None:
+        """Wait for, then hold, the store's append lock until this transaction ends.
+
+        For a decision that reads beyond its own stream (is this child already
+        known?): a concurrent decision could otherwise read the same state and
+        both act on it, since neither's stream conflicts with the other's.
+        """
+        self._runtime.store.serialise_appends(self.conn)
+
     def append(
         self,
         stream_id: str,

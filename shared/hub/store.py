@@ -134,7 +134,7 @@ class EventStore:
         """Append after `expected_version` (0 for a new stream) or raise ConcurrencyConflict."""
         if not events:
             return []
-        self._serialise_appends(conn)
+        self.serialise_appends(conn)
         actual = self.stream_version(conn, stream_id)
         if actual != expected_version:
             raise ConcurrencyConflict(stream_id, expected_version, actual)
@@ -173,7 +173,7 @@ class EventStore:
         return recorded
 
     @staticmethod
-    def _serialise_appends(conn: Connection) -> None:
+    def serialise_appends(conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
         # SQLite writers already hold the database's single write lock (BEGIN IMMEDIATE).

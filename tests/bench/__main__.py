@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from intake.schemas import ReferralSubmission
 from tests.bench.load import BenchError, require_wrk
 from tests.bench.measure import (
     REPO_ROOT,
@@ -22,6 +20,7 @@ from tests.bench.measure import (
 )
 from tests.bench.report import render, targets
 from tests.bench.system import machine_facts
+from tests.referral_data import distinct_referrals
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,6 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="(b) seconds of sending")
     parser.add_argument(
         "--warmup-referrals", type=int, default=40, help="(b) referrals sent before measuring"
+    )
+    parser.add_argument(
+        "--referrals",
+        type=int,
+        default=40_000,
+        help="(a) distinct referrals wrk cycles through (more than a run sends)",
     )
     parser.add_argument("--only", choices=("a", "b"), help="run one part only")
     parser.add_argument(
@@ -64,16 +69,20 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {facts['load_average']}"
     )
     workdir = Path(tempfile.mkdtemp(prefix="earlyhelp-bench-"))
-    example = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
-    body = json.dumps(example).encode()
-    body_file = workdir / "referral.json"
-    body_file.write_bytes(body)
+    # Each referral is about children no other one mentions; warm-ups get their own, so
+    # that no measured referral is matched to a family a warm-up created.
+    open_loop_count = args.warmup_referrals + round(args.rate * args.seconds)
+    bodies = distinct_referrals(2 * args.referrals + open_loop_count)
+    warmup_file, body_file = workdir / "warmup.jsonl", workdir / "referrals.jsonl"
+    warmup_file.write_bytes(b"\n".join(bodies[: args.referrals]))
+    body_file.write_bytes(b"\n".join(bodies[args.referrals : 2 * args.referrals]))
     settings: dict[str, object] = {
         "threads": args.threads,
         "connections": args.connections,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
-        "body_bytes": len(body),
+        "body_bytes": round(sum(map(len, bodies)) / len(bodies)),
+        "referrals": args.referrals,
         "warmup_referrals": args.warmup_referrals,
     }
     throughput: Throughput | None = None
@@ -83,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             throughput = measure_throughput(
                 workdir / "a",
                 body_file,
+                warmup_file,
                 threads=args.threads,
                 connections=args.connections,
                 duration_s=args.duration,
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "b"):
             end_to_end = measure_end_to_end(
                 workdir / "b",
-                body,
+                bodies[2 * args.referrals :],
                 rate=args.rate,
                 duration_s=args.seconds,
                 warmup=args.warmup_referrals,

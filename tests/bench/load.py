@@ -67,7 +67,8 @@ def run_wrk(
     timeout_s: int = 10,
     authorization: str = "",
 ) -> WrkResult:
-    """One wrk run POSTing `body_file` to `url`, with the CPU every bench process used."""
+    """One wrk run POSTing the bodies of `body_file` (one per line) to `url`, with the CPU
+    every bench process used."""
     command = [
         require_wrk(),
         f"-t{threads}",
@@ -78,7 +79,12 @@ def run_wrk(
         str(LUA_SCRIPT),
         url,
     ]
-    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_AUTHORIZATION": authorization}
+    env = {
+        **os.environ,
+        "BENCH_BODY_FILE": str(body_file),
+        "BENCH_THREADS": str(threads),
+        "BENCH_AUTHORIZATION": authorization,
+    }
     before = sample_cpu()
     completed = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=duration_s + 60, check=False
@@ -140,7 +146,7 @@ class OpenLoopRun:
 
 
 async def _open_loop(
-    url: str, body: bytes, rate: float, duration_s: float, auth: dict[str, str]
+    url: str, bodies: list[bytes], rate: float, duration_s: float, auth: dict[str, str]
 ) -> OpenLoopRun:
     run = OpenLoopRun(rate=rate, duration_s=duration_s)
     count = round(rate * duration_s)
@@ -151,6 +157,7 @@ async def _open_loop(
         async def send(item: Sent) -> None:
             try:
                 item.sent_at = time.time()
+                body = bodies[item.index % len(bodies)]
                 response = await client.post(url, content=body, headers=headers)
                 item.answered_at = time.time()
                 item.status = response.status_code
@@ -179,11 +186,11 @@ async def _open_loop(
 
 
 def open_loop(
-    url: str, body: bytes, *, rate: float, duration_s: float, auth: dict[str, str]
+    url: str, bodies: list[bytes], *, rate: float, duration_s: float, auth: dict[str, str]
 ) -> OpenLoopRun:
-    """POST `body` at a fixed arrival rate, whatever the responses do (open loop)."""
+    """POST `bodies` in turn at a fixed arrival rate, whatever the responses do (open loop)."""
     before = sample_cpu()
-    run = asyncio.run(_open_loop(url, body, rate, duration_s, auth))
+    run = asyncio.run(_open_loop(url, bodies, rate, duration_s, auth))
     run.cpu = cpu_between(before, sample_cpu(), reaped_label=None)
     return run
 

@@ -150,6 +150,7 @@ class Throughput:
 def measure_throughput(
     workdir: Path,
     body_file: Path,
+    warmup_file: Path,
     *,
     threads: int,
     connections: int,
@@ -168,12 +169,13 @@ def measure_throughput(
             "body_file": body_file,
             "authorization": hub.auth()["Authorization"],
         }
+        warm = wrk | {"body_file": warmup_file, "duration_s": warmup_s}
         if warmup_s:
             log(f"(a) warm-up: {warmup_s}s each on the bare app and intake")
-            run_wrk(bare_url, target="bare", duration_s=warmup_s, **wrk)
-            run_wrk(intake_url, target="intake", duration_s=warmup_s, **wrk)
+            run_wrk(bare_url, target="bare", **warm)
+            run_wrk(intake_url, target="intake", **warm)
             if with_sync_bare:
-                run_wrk(sync_url, target="bare (def, parsed)", duration_s=warmup_s, **wrk)
+                run_wrk(sync_url, target="bare (def, parsed)", **warm)
             settled = wait_until_idle(hub, since=time.monotonic())
             if settled.idle_after_s is None:
                 raise BenchError("the hub did not drain the warm-up: " + hub.logs_tail())
@@ -230,7 +232,7 @@ class EndToEnd:
 
 
 def measure_end_to_end(
-    workdir: Path, body: bytes, *, rate: float, duration_s: float, warmup: int
+    workdir: Path, bodies: list[bytes], *, rate: float, duration_s: float, warmup: int
 ) -> EndToEnd:
     with running_hub(workdir) as hub:
         url = hub.url("intake") + "/v1/referrals"
@@ -239,7 +241,7 @@ def measure_end_to_end(
             log(f"(b) warm-up: {warmup} referrals, then wait for the hub to settle")
             warm = open_loop(
                 url,
-                body,
+                bodies[:warmup],
                 rate=min(rate, 20.0),
                 duration_s=warmup / min(rate, 20.0),
                 auth=hub.auth(),
@@ -251,7 +253,7 @@ def measure_end_to_end(
             raise BenchError("the hub never settled before (b):\n" + hub.logs_tail())
         before = hub_state(hub)
         log(f"(b) open loop: {rate:g} referrals/s for {duration_s:g}s")
-        run = open_loop(url, body, rate=rate, duration_s=duration_s, auth=hub.auth())
+        run = open_loop(url, bodies[warmup:], rate=rate, duration_s=duration_s, auth=hub.auth())
         ended = time.monotonic()
         log(f"    sent {len(run.sent)}, accepted {len(run.accepted)}; waiting for caseplan")
         drain = wait_until_idle(hub, since=ended, timeout_s=120)

@@ -1,14 +1,23 @@
--- wrk script for `python -m tests.bench`: POSTs one JSON body over and over,
--- counts responses by status (non-2xx make an intake run invalid) and prints one
+-- wrk script for `python -m tests.bench`: POSTs JSON bodies in turn, counts
+-- responses by status (non-2xx make an intake run invalid) and prints one
 -- machine-readable line with the figures.
 --
--- The body comes from the file named by the BENCH_BODY_FILE environment variable.
+-- The bodies come from the file named by the BENCH_BODY_FILE environment
+-- variable, one per line; each thread starts at its own place in the list so
+-- that no two threads send the same referral at the same time.
 
 local path = os.getenv("BENCH_BODY_FILE")
 local file = assert(io.open(path, "rb"), "cannot open BENCH_BODY_FILE " .. tostring(path))
-wrk.method = "POST"
-wrk.body = file:read("*a")
+local stride = tonumber(os.getenv("BENCH_THREADS") or "1")
+local bodies = {}
+for line in file:lines() do
+   if line ~= "" then
+      table.insert(bodies, line)
+   end
+end
 file:close()
+assert(#bodies > 0, "BENCH_BODY_FILE holds no bodies")
+wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local authorization = os.getenv("BENCH_AUTHORIZATION")
 if authorization and authorization ~= "" then
@@ -18,11 +27,20 @@ end
 local threads = {}
 
 function setup(thread)
+   thread:set("first", #threads)
    table.insert(threads, thread)
 end
 
 function init(args)
    statuses = {}
+   -- Thread k of n sends bodies k, k + n, k + 2n...: disjoint until the list wraps.
+   next_body = first
+end
+
+function request()
+   local body = bodies[(next_body % #bodies) + 1]
+   next_body = next_body + stride
+   return wrk.format(nil, nil, nil, body)
 end
 
 function response(status, headers, body)

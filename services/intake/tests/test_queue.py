@@ -77,8 +77,12 @@ def test_the_queue_is_most_urgent_first_then_oldest_first(intake):
         "age_seconds",
         "decision_deadline",
         "overdue",
+        "escalating_concern",
+        "unresolved_matches",
     }
     assert first["family_id"] == immediate["family_id"]
+    assert first["escalating_concern"] is False
+    assert first["unresolved_matches"] == 0  # the same children each time: matched for sure
     assert first["status"] == "received"
     assert _queue(intake) == page  # awaiting_triage is the default
 

@@ -191,6 +191,25 @@ class Urgency(LabelledCode):
     IMMEDIATE = "immediate", "Immediate: risk of harm, decide now"
 
 
+class PoliceGrade(LabelledCode):
+    """How serious the police judged the incident a notification reports."""
+
+    HIGH = "high", "High: the front door decides now"
+    MEDIUM = "medium", "Medium: the front door triages it as a referral"
+    LOW = "low", "Low: held for information until concerns accumulate"
+
+
+class MatchField(LabelledCode):
+    """What the front door compared when matching a child to someone it already knew."""
+
+    NHS_NUMBER = "nhs_number", "NHS number"
+    UPN = "upn", "Unique pupil number"
+    GIVEN_NAME = "given_name", "Given name (normalised)"
+    FAMILY_NAME = "family_name", "Family name (normalised)"
+    DATE_OF_BIRTH = "date_of_birth", "Date of birth"
+    POSTCODE = "postcode", "Postcode"
+
+
 class ClosureReason(LabelledCode):
     """Why an early help case closed."""
 

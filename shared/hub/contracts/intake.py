@@ -6,7 +6,14 @@ from uuid import UUID
 from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from hub.contracts.base import EventData
-from hub.contracts.codes import LevelOfNeed, ReferralSource, TriageRoute, Urgency
+from hub.contracts.codes import (
+    LevelOfNeed,
+    MatchField,
+    PoliceGrade,
+    ReferralSource,
+    TriageRoute,
+    Urgency,
+)
 from hub.contracts.common import (
     Actor,
     Child,
@@ -17,6 +24,7 @@ from hub.contracts.common import (
     Referrer,
     SafeguardingOverride,
     ShortText,
+    ValueObject,
     duplicates,
 )
 from hub.contracts.identifiers import Slug
@@ -57,6 +65,23 @@ class ReferralReceived(IntakeEvent):
     matched_existing_family: bool = Field(
         description="True when family_id is a family the hub already knew; false for a new one."
     )
+    police_grade: PoliceGrade | None = Field(
+        default=None, description="The grade of a police notification (source 6 only)."
+    )
+    held_for_information: bool = Field(
+        default=False,
+        description=(
+            "True for a low-graded police notification that the front door holds on the"
+            " family's record instead of triaging, until concerns accumulate."
+        ),
+    )
+    escalates_notices: tuple[UUID, ...] = Field(
+        default=(),
+        description=(
+            "Earlier low-graded notifications for the family, within the window, that this"
+            " one raises for triage together as an escalating concern."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -66,6 +91,13 @@ class ReferralReceived(IntakeEvent):
             )
         if self.consent is None and self.safeguarding_override is None:
             raise ValueError("give consent or a safeguarding_override (or both)")
+        if self.police_grade is not None and self.referral_source is not ReferralSource.POLICE:
+            raise ValueError("police_grade is only for police (6) notifications")
+        low = self.police_grade is PoliceGrade.LOW
+        if self.held_for_information and not low:
+            raise ValueError("only a low-graded police notification is held for information")
+        if self.escalates_notices and (not low or self.held_for_information):
+            raise ValueError("escalates_notices belongs to a low notification raised for triage")
         people = [p.person_id for p in (*self.children, *self.household_members)]
         if repeated := duplicates(people):
             raise ValueError(f"person_id {repeated[0]} appears more than once")
@@ -230,6 +262,149 @@ class ReferralWithdrawn(IntakeEvent):
                         "Sent in error: the family was already referred by the health visitor"
                         " last week and mum has asked us not to duplicate it."
                     ),
+                }
+            ]
+        }
+    )
+
+
+class PossibleMatchFound(IntakeEvent):
+    """A child in the referral may be someone the hub already knows, in another family.
+
+    The front door was not sure enough to join them: staff confirm or reject it.
+    """
+
+    event_type: ClassVar[str] = "earlyhelp.referral.possible_match_found.v1"
+    schema_version: ClassVar[int] = 1
+
+    match_id: UUID
+    person_id: UUID = Field(description="The child in this referral.")
+    candidate_person_id: UUID = Field(description="The person the hub already knew.")
+    candidate_family_id: UUID
+    agrees_on: tuple[MatchField, ...] = Field(min_length=1)
+    differs_on: tuple[MatchField, ...] = Field(
+        default=(), description="Details both records hold that are not the same."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "referral_id": "0f8e3f52-7c1d-4b6a-8e2f-9d4c5b6a7e81",
+                    "family_id": "5b0c1c8e-2f4a-4d7b-9a51-3c2e8f6d1a90",
+                    "match_id": "6d1f0e2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a",
+                    "person_id": "c1a2b3c4-d5e6-4f70-8a91-b2c3d4e5f601",
+                    "candidate_person_id": "e4f5a6b7-c8d9-4e0f-9a1b-2c3d4e5f6a7b",
+                    "candidate_family_id": "8c9d0e1f-2a3b-4c4d-8e5f-6a7b8c9d0e1f",
+                    "agrees_on": ["given_name", "family_name", "date_of_birth"],
+                    "differs_on": ["postcode"],
+                }
+            ]
+        }
+    )
+
+
+class MatchConfirmed(IntakeEvent):
+    """Staff confirmed a possible match: the referral joins the family the hub knew.
+
+    `family_id` is that family; the child's person id becomes the known person's.
+    """
+
+    event_type: ClassVar[str] = "earlyhelp.referral.match_confirmed.v1"
+    schema_version: ClassVar[int] = 1
+
+    match_id: UUID
+    previous_family_id: UUID
+    person_id: UUID = Field(description="The child's id in the referral until now.")
+    matched_person_id: UUID = Field(description="The child's id from now on.")
+    re_referral_of_case_id: UUID | None = Field(
+        default=None, description="The family's open or recently closed case, if it has one."
+    )
+    confirmed_by: Actor
+    confirmed_at: AwareDatetime
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "referral_id": "0f8e3f52-7c1d-4b6a-8e2f-9d4c5b6a7e81",
+                    "family_id": "8c9d0e1f-2a3b-4c4d-8e5f-6a7b8c9d0e1f",
+                    "previous_family_id": "5b0c1c8e-2f4a-4d7b-9a51-3c2e8f6d1a90",
+                    "match_id": "6d1f0e2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a",
+                    "person_id": "c1a2b3c4-d5e6-4f70-8a91-b2c3d4e5f601",
+                    "matched_person_id": "e4f5a6b7-c8d9-4e0f-9a1b-2c3d4e5f6a7b",
+                    "confirmed_by": "front-door-demo",
+                    "confirmed_at": "2025-03-03T11:20:00Z",
+                }
+            ]
+        }
+    )
+
+
+class MatchRejected(IntakeEvent):
+    """Staff decided a possible match is someone else: the referral keeps its own family."""
+
+    event_type: ClassVar[str] = "earlyhelp.referral.match_rejected.v1"
+    schema_version: ClassVar[int] = 1
+
+    match_id: UUID
+    reason: Narrative
+    rejected_by: Actor
+    rejected_at: AwareDatetime
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "referral_id": "0f8e3f52-7c1d-4b6a-8e2f-9d4c5b6a7e81",
+                    "family_id": "5b0c1c8e-2f4a-4d7b-9a51-3c2e8f6d1a90",
+                    "match_id": "6d1f0e2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a",
+                    "reason": "Different child: school confirms a different mother and address.",
+                    "rejected_by": "front-door-demo",
+                    "rejected_at": "2025-03-03T11:20:00Z",
+                }
+            ]
+        }
+    )
+
+
+class PersonReidentified(ValueObject):
+    previous_person_id: UUID
+    person_id: UUID
+
+
+class ReferralUnlinked(IntakeEvent):
+    """A match (automatic or confirmed) was wrong: the referral leaves that family.
+
+    Its people get new ids in a new family (`family_id`); `previous_family_id` is
+    the family it was wrongly joined to, which keeps everything else it holds.
+    """
+
+    event_type: ClassVar[str] = "earlyhelp.referral.unlinked.v1"
+    schema_version: ClassVar[int] = 1
+
+    previous_family_id: UUID
+    people: tuple[PersonReidentified, ...] = Field(min_length=1)
+    reason: Narrative
+    unlinked_by: Actor
+    unlinked_at: AwareDatetime
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "referral_id": "0f8e3f52-7c1d-4b6a-8e2f-9d4c5b6a7e81",
+                    "family_id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+                    "previous_family_id": "8c9d0e1f-2a3b-4c4d-8e5f-6a7b8c9d0e1f",
+                    "people": [
+                        {
+                            "previous_person_id": "e4f5a6b7-c8d9-4e0f-9a1b-2c3d4e5f6a7b",
+                            "person_id": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+                        }
+                    ],
+                    "reason": "Twins with the same name and date of birth in another family.",
+                    "unlinked_by": "front-door-demo",
+                    "unlinked_at": "2025-03-05T09:00:00Z",
                 }
             ]
         }
