@@ -1,11 +1,29 @@
-"""What case plan answers about families."""
+"""What case plan accepts and answers: cases, assessments, plans, reviews, reports."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hub.contracts.caseplan import FamilyViews, NeedProgress, PersonAssessment, SteppedDownChild
+from hub.contracts.codes import (
+    CinFactor,
+    ClosureReason,
+    LevelOfNeed,
+    SupportingFamiliesOutcome,
+)
+from hub.contracts.common import (
+    Narrative,
+    ShortText,
+    SocialCareContact,
+    check_cin_factors,
+    duplicates,
+)
+from hub.contracts.identifiers import Slug
 
 
 class ChronologyEntry(BaseModel):
@@ -19,9 +37,233 @@ class ChronologyEntry(BaseModel):
     summary: str
 
 
+class InvolvedParty(BaseModel):
+    kind: str = Field(
+        description="referrer, lead_professional, team, provider or social_care",
+        examples=["lead_professional"],
+    )
+    party_id: str
+    name: str
+    detail: str | None = Field(description="Role and contact, team locality, or service.")
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
 class Chronology(BaseModel):
     family_id: UUID
     entries: list[ChronologyEntry]
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; absent on the last page."
+    )
+    involved: list[InvolvedParty] = Field(
+        description="Who else is working with this family: every organisation, team and "
+        "professional the events name, most recently seen first."
+    )
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NeedInput(_Request):
+    need_id: UUID | None = Field(
+        default=None, description="Given by the hub when absent; keep it across draft saves."
+    )
+    outcome: SupportingFamiliesOutcome
+    description: Narrative
+    person_id: UUID | None = None
+
+
+class AssessmentSubmission(_Request):
+    """A whole-family assessment: saved as a draft, or completed when `complete` is true.
+
+    A draft may leave anything out; completing it needs every part (each missing
+    one is named in the 422).
+    """
+
+    complete: bool = Field(default=False, description="Complete it (else save as the draft).")
+    factors: list[CinFactor] = Field(default_factory=list)
+    needs: list[NeedInput] = Field(default_factory=list)
+    recommended_level_of_need: LevelOfNeed | None = None
+    people: list[PersonAssessment] = Field(default_factory=list)
+    views: FamilyViews | None = None
+
+    @field_validator("factors")
+    @classmethod
+    def _factors_valid(cls, factors: list[CinFactor]) -> list[CinFactor]:
+        check_cin_factors(factors, "factors")
+        return factors
+
+    @field_validator("needs")
+    @classmethod
+    def _each_need_once(cls, needs: list[NeedInput]) -> list[NeedInput]:
+        if repeated := duplicates(n.need_id for n in needs if n.need_id is not None):
+            raise ValueError(f"need_id {repeated[0]} is given more than once")
+        return needs
+
+
+class AssessmentDraftView(BaseModel):
+    case_id: UUID
+    saved_at: datetime
+    saved_by: str
+    draft: dict[str, Any]
+    missing: list[dict[str, str]] = Field(
+        description="What the draft still lacks before it can be completed."
+    )
+
+
+class AssessmentRecorded(BaseModel):
+    case_id: UUID
+    assessment_id: UUID
+    completed_at: datetime
+    needs: list[dict[str, Any]]
+
+
+class ActionSubmission(_Request):
+    what: Narrative
+    who: ShortText
+    by_when: date
+    need_id: UUID | None = None
+
+
+class OutcomeSubmission(_Request):
+    need_id: UUID
+    statement: Narrative
+    measure: ShortText | None = None
+
+
+class ReviewSubmission(_Request):
+    progress: list[NeedProgress] = Field(min_length=1)
+    next_review_date: date
+
+    @field_validator("progress")
+    @classmethod
+    def _each_need_once(cls, progress: list[NeedProgress]) -> list[NeedProgress]:
+        if repeated := duplicates(item.need_id for item in progress):
+            raise ValueError(f"need_id {repeated[0]} is given more than once")
+        return progress
+
+
+class StepUpSubmission(_Request):
+    reason: Narrative
+    factors: list[CinFactor] = Field(min_length=1)
+    social_care_contact: SocialCareContact
+
+    @field_validator("factors")
+    @classmethod
+    def _factors_valid(cls, factors: list[CinFactor]) -> list[CinFactor]:
+        check_cin_factors(factors, "factors")
+        return factors
+
+
+class StepDownSubmission(_Request):
+    """Children's social care hands a family down to early help."""
+
+    social_care_reference: ShortText
+    children: list[SteppedDownChild] = Field(min_length=1)
+    reason: Narrative
+    social_care_summary: Narrative = Field(description="What social care did with the family.")
+    locality: Slug | None = None
+    early_help_case_id: UUID | None = Field(
+        default=None,
+        description="The early help case the family was stepped up from, if any: the new "
+        "case then belongs to the same family.",
+    )
+
+
+class NeedOutcomeInput(_Request):
+    need_id: UUID
+    achieved: bool
+
+
+class ClosureSubmission(_Request):
+    reason: ClosureReason
+    reason_detail: Narrative | None = None
+    outcomes: list[NeedOutcomeInput] = Field(default_factory=list)
+
+    @field_validator("outcomes")
+    @classmethod
+    def _each_need_once(cls, outcomes: list[NeedOutcomeInput]) -> list[NeedOutcomeInput]:
+        if repeated := duplicates(item.need_id for item in outcomes):
+            raise ValueError(f"need_id {repeated[0]} is given more than once")
+        return outcomes
+
+
+class Recorded(BaseModel):
+    """What a command on a case recorded."""
+
+    case_id: UUID
+    event_type: str
+    event: dict[str, Any]
+
+
+class LeadProfessional(BaseModel):
+    worker_id: str | None
+    name: str | None
+    email: str | None
+
+
+class CaseSummary(BaseModel):
+    case_id: UUID
+    family_id: UUID
+    status: str = Field(examples=["open"])
+    locality: str | None
+    lead_professional: LeadProfessional
+    opened_at: datetime | None
+    review_due: date | None
+    review_overdue: bool
+    re_referral: bool
+
+
+class CaseView(CaseSummary):
+    episode: int = Field(description="1 for the first allocation; more after reopening.")
+    children: list[dict[str, Any]] = Field(description="The children the referrals named.")
+    assessment: dict[str, Any] | None
+    package: list[dict[str, Any]]
+    actions: list[dict[str, Any]]
+    outcomes: list[dict[str, Any]]
+    reviews: list[dict[str, Any]]
+    step_up: dict[str, Any] | None
+    step_down: dict[str, Any] | None
+    closure: dict[str, Any] | None
+    earlier_episodes: list[dict[str, Any]]
+
+
+class CaseList(BaseModel):
+    items: list[CaseSummary]
+
+
+class CaseFilter(StrEnum):
+    OVERDUE = "overdue"
+
+
+class Median(BaseModel):
+    cases: int
+    median_days: float | None
+
+
+class PerformanceReport(BaseModel):
+    locality: str | None
+    period_from: date | None
+    period_to: date | None
+    referrals_by_source: dict[str, int]
+    referrals_by_route: dict[str, int]
+    referral_to_triage: Median
+    triage_to_allocation: Median
+    allocation_to_assessment: Median
+    assessment_to_service_start: Median
+    reviews: int
+    reviews_on_time: int
+    reviews_on_time_percent: float | None
+    reviews_overdue_now: int
+    step_ups: int
+    step_downs: int
+    closures_by_reason: dict[str, int]
+    cases_opened: int
+    re_referrals: int
+    re_referral_percent: float | None
+    supporting_families_claimable: int = Field(
+        description="Families meeting the claim rules: three or more needs, a lead "
+        "practitioner, a whole-family assessment and plan, and every need achieved at a "
+        "closure at least six months ago with no re-referral since."
     )

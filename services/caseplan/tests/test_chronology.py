@@ -1,45 +1,15 @@
 """Case plan's chronology fed from the real broker, and rebuilt from it by replay."""
 
 import time
-from datetime import UTC, datetime
 from uuid import uuid4
 
-import pytest
-from kafka import KafkaProducer
 from sqlalchemy import create_engine, delete
 
 from caseplan.projections import chronology_entries
 from caseplan.service import definition
-from hub.contracts.envelope import envelope_for, to_kafka
 from hub.contracts.intake import ReferralReceived, ReferralTriaged, ReferralWithdrawn
-from hub.contracts.topics import service_topic
 from hub.replay import rebuild_projections
 from hub.testing import bearer, settings_for
-
-
-@pytest.fixture
-def publish(kafka_bootstrap):
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-
-    def send(event, event_id=None):
-        record = to_kafka(
-            envelope_for(
-                event,
-                event_id=event_id or str(uuid4()),
-                source_service=event.producer,
-                time=datetime.now(UTC),
-                sequence=None,
-            )
-        )
-        producer.send(
-            service_topic(event.producer),
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-        ).get(10)
-
-    yield send
-    producer.close()
 
 
 def _started(service_client):

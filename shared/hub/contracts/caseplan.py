@@ -10,6 +10,7 @@ from hub.contracts.base import EventData
 from hub.contracts.codes import (
     CinFactor,
     ClosureReason,
+    LabelledCode,
     LevelOfNeed,
     ProgressRating,
     SupportingFamiliesOutcome,
@@ -58,6 +59,49 @@ class IdentifiedNeed(ValueObject):
     )
 
 
+class AssessmentDomain(LabelledCode):
+    """The three sides of the assessment framework triangle."""
+
+    CHILD_DEVELOPMENT = "child_development", "The child's developmental needs"
+    PARENTING_CAPACITY = "parenting_capacity", "Parenting capacity"
+    FAMILY_AND_ENVIRONMENT = "family_and_environment", "Family and environmental factors"
+
+
+class AssessedRole(LabelledCode):
+    """Who in the family a part of the assessment is about."""
+
+    CHILD = "child", "A child of the family"
+    PARENT_CARER = "parent_carer", "A parent or carer"
+
+
+class DomainFinding(ValueObject):
+    domain: AssessmentDomain
+    strengths: Narrative
+    needs: Narrative
+
+
+class PersonAssessment(ValueObject):
+    """The strengths and needs of one child or parent/carer, domain by domain."""
+
+    person_id: UUID | None = Field(
+        default=None, description="The hub's id of the person, when the referral gave one."
+    )
+    role: AssessedRole
+    name: Name
+    findings: tuple[DomainFinding, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _each_domain_once(self) -> Self:
+        if repeated := duplicates([finding.domain for finding in self.findings]):
+            raise ValueError(f"findings repeat the domain {repeated[0]}")
+        return self
+
+
+class FamilyViews(ValueObject):
+    child: Narrative = Field(description="The views of the child or children, in their words.")
+    family: Narrative = Field(description="The views of the parents or carers.")
+
+
 class AssessmentCompleted(CaseplanEvent):
     """A whole-family early help assessment was completed."""
 
@@ -70,6 +114,10 @@ class AssessmentCompleted(CaseplanEvent):
     factors: tuple[CinFactor, ...] = Field(min_length=1)
     needs: tuple[IdentifiedNeed, ...] = ()
     recommended_level_of_need: LevelOfNeed
+    people: tuple[PersonAssessment, ...] = Field(
+        default=(), description="Each child's and parent/carer's strengths and needs by domain."
+    )
+    views: FamilyViews | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -108,6 +156,100 @@ class AssessmentCompleted(CaseplanEvent):
                         },
                     ],
                     "recommended_level_of_need": "early_help",
+                    "people": [
+                        {
+                            "person_id": "c1a2b3c4-d5e6-4f70-8a91-b2c3d4e5f601",
+                            "role": "child",
+                            "name": "Amira Hassan",
+                            "findings": [
+                                {
+                                    "domain": "child_development",
+                                    "strengths": "Bright, enjoys reading and football.",
+                                    "needs": "Attendance 82%; late most Mondays.",
+                                }
+                            ],
+                        },
+                        {
+                            "person_id": "c1a2b3c4-d5e6-4f70-8a91-b2c3d4e5f603",
+                            "role": "parent_carer",
+                            "name": "Leila Hassan",
+                            "findings": [
+                                {
+                                    "domain": "parenting_capacity",
+                                    "strengths": "Warm and committed to the children.",
+                                    "needs": "Low mood makes mornings hard.",
+                                }
+                            ],
+                        },
+                    ],
+                    "views": {
+                        "child": "Amira wants Mum to be happier and to play for the school team.",
+                        "family": "Leila wants help with routines and someone to talk to.",
+                    },
+                }
+            ]
+        }
+    )
+
+
+class PlanActionAdded(CaseplanEvent):
+    """An action was added to the family plan: what, who, by when."""
+
+    event_type: ClassVar[str] = "earlyhelp.plan.action_added.v1"
+    schema_version: ClassVar[int] = 1
+
+    action_id: UUID
+    need_id: UUID | None = Field(default=None, description="The need the action works on.")
+    what: Narrative
+    who: ShortText = Field(description="The person or agency who will do it.")
+    by_when: date
+    added_at: AwareDatetime
+    added_by: Actor
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "action_id": "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a81",
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "need_id": _NEED_IDS[0],
+                    "what": "Morning routine chart and a weekly attendance check-in.",
+                    "who": "Harlesden Primary School attendance officer",
+                    "by_when": "2025-05-01",
+                    "added_at": "2025-04-03T10:00:00Z",
+                    "added_by": "samira-okafor",
+                }
+            ]
+        }
+    )
+
+
+class PlanOutcomeAgreed(CaseplanEvent):
+    """The outcome the plan aims for on one identified need (a later one replaces it)."""
+
+    event_type: ClassVar[str] = "earlyhelp.plan.outcome_agreed.v1"
+    schema_version: ClassVar[int] = 1
+
+    need_id: UUID
+    outcome: SupportingFamiliesOutcome
+    statement: Narrative = Field(description="What will be different for the family.")
+    measure: ShortText | None = Field(default=None, description="How progress will be seen.")
+    agreed_at: AwareDatetime
+    agreed_by: Actor
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "need_id": _NEED_IDS[0],
+                    "outcome": "good_education",
+                    "statement": "Amira attends school every day and on time.",
+                    "measure": "Attendance above 95% over a half term",
+                    "agreed_at": "2025-04-03T10:05:00Z",
+                    "agreed_by": "samira-okafor",
                 }
             ]
         }

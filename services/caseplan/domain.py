@@ -1,0 +1,498 @@
+"""The early help case aggregate: pure decisions and state, no I/O.
+
+A case's history has two sources. Allocation's events (`CaseAllocated`,
+`PanelDecisionRecorded`) arrive from Kafka and are kept by the `case_inputs`
+projection; case plan's own events are its stream in the event store. The
+command path merges both in time order and folds them with `apply`, so the
+case is opened (and reopened) by allocation's fact itself, not by a copy case
+plan would have to publish and keep in step. Only own events move `version`,
+the optimistic-concurrency guard of the own stream.
+
+Everything a decision needs from outside (ids, clocks, the caller, the
+configured review interval) comes in the command.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from enum import StrEnum
+from uuid import UUID
+
+from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
+from hub.contracts.base import EventData
+from hub.contracts.caseplan import (
+    AssessedRole,
+    AssessmentCompleted,
+    AssessmentDomain,
+    CaseClosed,
+    CaseplanEvent,
+    CaseSteppedDown,
+    CaseSteppedUp,
+    FamilyViews,
+    IdentifiedNeed,
+    NeedOutcome,
+    NeedProgress,
+    PersonAssessment,
+    PlanActionAdded,
+    PlanOutcomeAgreed,
+    PlanReviewed,
+    SteppedDownChild,
+)
+from hub.contracts.codes import CinFactor, ClosureReason, LevelOfNeed
+from hub.contracts.common import SocialCareContact
+
+
+class CaseNotFound(Exception):
+    """No case with this id (allocation has not opened it, nor social care stepped it down)."""
+
+
+class CaseRuleBroken(Exception):
+    """A command the case's current state does not allow; `code` names the rule."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class InvalidField:
+    field: str
+    message: str
+    code: str
+
+
+class InvalidCommand(ValueError):
+    """A command inconsistent with itself or the case; every field at fault is named."""
+
+    def __init__(self, errors: Sequence[InvalidField]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = tuple(errors)
+
+
+class CaseStatus(StrEnum):
+    AWAITING_ALLOCATION = "awaiting_allocation"  # stepped down, not yet allocated
+    OPEN = "open"
+    STEPPED_UP = "stepped_up"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: UUID
+    family_id: UUID
+    status: CaseStatus
+    version: int = 0
+    needs: tuple[IdentifiedNeed, ...] = ()
+    assessed: bool = False
+    plan_active: bool = False
+
+    def need(self, need_id: UUID) -> IdentifiedNeed | None:
+        return next((n for n in self.needs if n.need_id == need_id), None)
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssessmentDraft:
+    """An assessment as far as it is written: any part may still be missing."""
+
+    factors: tuple[CinFactor, ...] = ()
+    needs: tuple[IdentifiedNeed, ...] = ()
+    recommended_level_of_need: LevelOfNeed | None = None
+    people: tuple[PersonAssessment, ...] = ()
+    views: FamilyViews | None = None
+
+
+@dataclass(frozen=True)
+class CompleteAssessment:
+    case_id: UUID
+    assessment_id: UUID
+    draft: AssessmentDraft
+    completed_by: str
+    completed_at: datetime
+
+
+@dataclass(frozen=True)
+class AddAction:
+    case_id: UUID
+    action_id: UUID
+    need_id: UUID | None
+    what: str
+    who: str
+    by_when: date
+    added_by: str
+    added_at: datetime
+
+
+@dataclass(frozen=True)
+class AgreeOutcome:
+    case_id: UUID
+    need_id: UUID
+    statement: str
+    measure: str | None
+    agreed_by: str
+    agreed_at: datetime
+
+
+@dataclass(frozen=True)
+class ReviewPlan:
+    case_id: UUID
+    review_id: UUID
+    progress: tuple[NeedProgress, ...]
+    next_review_date: date
+    reviewed_by: str
+    reviewed_at: datetime
+    max_interval_months: int
+
+
+@dataclass(frozen=True)
+class StepUp:
+    case_id: UUID
+    reason: str
+    factors: tuple[CinFactor, ...]
+    social_care_contact: SocialCareContact
+    decided_by: str
+    stepped_up_at: datetime
+
+
+@dataclass(frozen=True)
+class StepDown:
+    case_id: UUID
+    family_id: UUID
+    social_care_reference: str
+    children: tuple[SteppedDownChild, ...]
+    reason: str
+    social_care_summary: str
+    locality: str | None
+    stepped_down_at: datetime
+
+
+@dataclass(frozen=True)
+class CloseCase:
+    case_id: UUID
+    reason: ClosureReason
+    reason_detail: str | None
+    achieved: tuple[tuple[UUID, bool], ...]
+    closed_by: str
+    closed_at: datetime
+
+
+def stream_id(case_id: UUID) -> str:
+    return f"case-{case_id}"
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day `months` later, or the month's last day when it has no such day."""
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+# --- decisions -----------------------------------------------------------------------
+
+
+def missing_for_completion(draft: AssessmentDraft) -> list[InvalidField]:
+    """Everything a draft still lacks before it can be completed, each field by name."""
+    missing: list[InvalidField] = []
+    if not draft.factors:
+        missing.append(InvalidField("factors", "at least one CIN factor code (or 21)", "missing"))
+    if not draft.needs and CinFactor.NO_FACTORS not in draft.factors:
+        missing.append(InvalidField("needs", "at least one identified need", "missing"))
+    if draft.recommended_level_of_need is None:
+        missing.append(InvalidField("recommended_level_of_need", "is required", "missing"))
+    roles = {person.role for person in draft.people}
+    for role in AssessedRole:
+        if role not in roles:
+            missing.append(
+                InvalidField("people", f"assess at least one {role.value} of the family", "missing")
+            )
+    for index, person in enumerate(draft.people):
+        covered = {finding.domain for finding in person.findings}
+        for domain in AssessmentDomain:
+            if domain not in covered:
+                missing.append(
+                    InvalidField(
+                        f"people[{index}].findings",
+                        f"strengths and needs for {domain.value} are missing",
+                        "missing",
+                    )
+                )
+    if draft.views is None:
+        missing.append(InvalidField("views", "the views of the child and of the family", "missing"))
+    return missing
+
+
+def complete_assessment(case: Case | None, command: CompleteAssessment) -> list[EventData]:
+    current = _workable(case, "completed")
+    if current.assessed:
+        raise CaseRuleBroken(
+            "assessment-already-completed",
+            f"case {current.case_id} already has a completed assessment for this episode",
+        )
+    if missing := missing_for_completion(command.draft):
+        raise InvalidCommand(missing)
+    draft = command.draft
+    return [
+        AssessmentCompleted(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            assessment_id=command.assessment_id,
+            completed_at=command.completed_at,
+            completed_by=command.completed_by,
+            factors=draft.factors,
+            needs=draft.needs,
+            recommended_level_of_need=draft.recommended_level_of_need,
+            people=draft.people,
+            views=draft.views,
+        )
+    ]
+
+
+def add_action(case: Case | None, command: AddAction) -> list[EventData]:
+    current = _planning(case)
+    if command.need_id is not None and current.need(command.need_id) is None:
+        raise InvalidCommand([_unknown_need("need_id", command.need_id)])
+    if command.by_when < command.added_at.date():
+        raise InvalidCommand([InvalidField("by_when", "must not be in the past", "in_past")])
+    return [
+        PlanActionAdded(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            action_id=command.action_id,
+            need_id=command.need_id,
+            what=command.what,
+            who=command.who,
+            by_when=command.by_when,
+            added_at=command.added_at,
+            added_by=command.added_by,
+        )
+    ]
+
+
+def agree_outcome(case: Case | None, command: AgreeOutcome) -> list[EventData]:
+    current = _planning(case)
+    need = current.need(command.need_id)
+    if need is None:
+        raise InvalidCommand([_unknown_need("need_id", command.need_id)])
+    return [
+        PlanOutcomeAgreed(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            need_id=need.need_id,
+            outcome=need.outcome,
+            statement=command.statement,
+            measure=command.measure,
+            agreed_at=command.agreed_at,
+            agreed_by=command.agreed_by,
+        )
+    ]
+
+
+def review(case: Case | None, command: ReviewPlan) -> list[EventData]:
+    current = _workable(case, "reviewed")
+    if not current.plan_active:
+        raise CaseRuleBroken(
+            "no-active-plan", f"case {current.case_id} has no active plan to review yet"
+        )
+    errors: list[InvalidField] = []
+    reviewed = [item.need_id for item in command.progress]
+    for index, need_id in enumerate(reviewed):
+        if current.need(need_id) is None:
+            errors.append(_unknown_need(f"progress[{index}].need_id", need_id))
+    for need in current.needs:
+        if need.need_id not in reviewed:
+            errors.append(
+                InvalidField("progress", f"no progress given for need {need.need_id}", "missing")
+            )
+    today = command.reviewed_at.date()
+    latest = add_months(today, command.max_interval_months)
+    if command.next_review_date <= today:
+        errors.append(InvalidField("next_review_date", "must be after today", "not_after_today"))
+    elif command.next_review_date > latest:
+        errors.append(
+            InvalidField(
+                "next_review_date",
+                f"must be no later than {latest.isoformat()} "
+                f"({command.max_interval_months} months from today)",
+                "beyond_max_interval",
+            )
+        )
+    if errors:
+        raise InvalidCommand(errors)
+    return [
+        PlanReviewed(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            review_id=command.review_id,
+            reviewed_at=command.reviewed_at,
+            reviewed_by=command.reviewed_by,
+            progress=command.progress,
+            next_review_date=command.next_review_date,
+        )
+    ]
+
+
+def step_up(case: Case | None, command: StepUp) -> list[EventData]:
+    current = _workable(case, "stepped up")
+    return [
+        CaseSteppedUp(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            stepped_up_at=command.stepped_up_at,
+            reason=command.reason,
+            factors=command.factors,
+            social_care_contact=command.social_care_contact,
+            decided_by=command.decided_by,
+        )
+    ]
+
+
+def step_down(case: Case | None, command: StepDown) -> list[EventData]:
+    if case is not None:
+        raise CaseRuleBroken(
+            "already-stepped-down",
+            f"social care reference {command.social_care_reference} was stepped down already "
+            f"as case {case.case_id}",
+        )
+    return [
+        CaseSteppedDown(
+            case_id=command.case_id,
+            family_id=command.family_id,
+            social_care_reference=command.social_care_reference,
+            stepped_down_at=command.stepped_down_at,
+            children=command.children,
+            reason=command.reason,
+            social_care_summary=command.social_care_summary,
+            locality=command.locality,
+        )
+    ]
+
+
+def close(case: Case | None, command: CloseCase) -> list[EventData]:
+    if case is None:
+        raise CaseNotFound(str(command.case_id))
+    if case.status is CaseStatus.CLOSED:
+        raise CaseRuleBroken("case-closed", f"case {case.case_id} is closed already")
+    if case.status is CaseStatus.AWAITING_ALLOCATION:
+        raise CaseRuleBroken(
+            "case-not-allocated", f"case {case.case_id} has not been allocated yet"
+        )
+    errors: list[InvalidField] = []
+    if command.reason is ClosureReason.OTHER and command.reason_detail is None:
+        errors.append(InvalidField("reason_detail", "is required when reason is other", "missing"))
+    # As the CIN census refuses RC8/RC9 without an assessment: needs cannot be met
+    # if they were never identified.
+    if command.reason is ClosureReason.NEEDS_MET and not case.assessed:
+        errors.append(
+            InvalidField("reason", "needs_met needs a completed assessment", "not_assessed")
+        )
+    given = [need_id for need_id, _ in command.achieved]
+    for index, need_id in enumerate(given):
+        if case.need(need_id) is None:
+            errors.append(_unknown_need(f"outcomes[{index}].need_id", need_id))
+    for need in case.needs:
+        if need.need_id not in given:
+            errors.append(
+                InvalidField("outcomes", f"no outcome given for need {need.need_id}", "missing")
+            )
+    if errors:
+        raise InvalidCommand(errors)
+    by_id = dict(command.achieved)
+    return [
+        CaseClosed(
+            case_id=case.case_id,
+            family_id=case.family_id,
+            closed_at=command.closed_at,
+            closed_by=command.closed_by,
+            reason=command.reason,
+            reason_detail=command.reason_detail,
+            outcomes=tuple(
+                NeedOutcome(need_id=n.need_id, outcome=n.outcome, achieved=by_id[n.need_id])
+                for n in case.needs
+            ),
+        )
+    ]
+
+
+def _workable(case: Case | None, action: str) -> Case:
+    """The case, if it is open to practitioners' work; otherwise why not."""
+    if case is None:
+        raise CaseNotFound("")
+    if case.status is CaseStatus.CLOSED:
+        raise CaseRuleBroken("case-closed", f"case {case.case_id} is closed and cannot be {action}")
+    if case.status is CaseStatus.STEPPED_UP:
+        raise CaseRuleBroken(
+            "case-stepped-up",
+            f"case {case.case_id} is stepped up to social care and cannot be {action}",
+        )
+    if case.status is CaseStatus.AWAITING_ALLOCATION:
+        raise CaseRuleBroken(
+            "case-not-allocated",
+            f"case {case.case_id} has not been allocated yet and cannot be {action}",
+        )
+    return case
+
+
+def _planning(case: Case | None) -> Case:
+    current = _workable(case, "planned")
+    if not current.assessed:
+        raise CaseRuleBroken(
+            "not-assessed",
+            f"case {current.case_id} needs a completed assessment before its plan is written",
+        )
+    return current
+
+
+def _unknown_need(field_name: str, need_id: UUID) -> InvalidField:
+    return InvalidField(field_name, f"{need_id} is not a need identified on this case", "unknown")
+
+
+# --- state ---------------------------------------------------------------------------
+
+
+def apply(current: Case | None, event: EventData) -> Case:
+    """The case after `event`. Allocation's events are facts and always apply."""
+    if isinstance(event, CaseAllocated):
+        if current is None:
+            return Case(event.case_id, event.family_id, CaseStatus.OPEN)
+        if current.status in (CaseStatus.AWAITING_ALLOCATION, CaseStatus.CLOSED):
+            # After closure this is a re-referral reopening the case: a new episode
+            # that needs its own assessment and plan.
+            return Case(current.case_id, current.family_id, CaseStatus.OPEN, current.version)
+        return current  # a reallocation changes the lead professional, no rule here
+    if isinstance(event, PanelDecisionRecorded):
+        if current is None:
+            raise ValueError(f"panel decision for case {event.case_id} before its allocation")
+        return replace(current, plan_active=True)
+    if not isinstance(event, CaseplanEvent):
+        raise ValueError(f"a case does not follow {event.event_type}")
+    if isinstance(event, CaseSteppedDown):
+        return Case(
+            case_id=event.case_id,
+            family_id=event.family_id,
+            status=CaseStatus.AWAITING_ALLOCATION,
+            version=1,
+        )
+    if current is None:
+        raise ValueError(f"{event.event_type} before case {event.case_id} was opened")
+    current = replace(current, version=current.version + 1)
+    if isinstance(event, AssessmentCompleted):
+        return replace(current, assessed=True, needs=event.needs)
+    if isinstance(event, CaseSteppedUp):
+        return replace(current, status=CaseStatus.STEPPED_UP)
+    if isinstance(event, CaseClosed):
+        return replace(current, status=CaseStatus.CLOSED)
+    if isinstance(event, PlanActionAdded | PlanOutcomeAgreed | PlanReviewed):
+        return current
+    raise ValueError(f"a case does not follow {event.event_type}")
+
+
+def replay(events: Iterable[EventData]) -> Case | None:
+    state = None
+    for event in events:
+        state = apply(state, event)
+    return state

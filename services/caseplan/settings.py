@@ -1,0 +1,40 @@
+"""Case plan's own settings (`EARLYHELP_CASEPLAN_*`): review intervals and re-referral window.
+
+With nothing set: a plan is reviewed at most three months after the last review,
+and a family referred again within twelve months of a closure counts as a
+re-referral.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CaseplanSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EARLYHELP_CASEPLAN_", extra="ignore")
+
+    max_review_interval_months: int = Field(
+        default=3,
+        ge=1,
+        le=12,
+        description="The furthest a review may set the next review date, in calendar months.",
+    )
+    re_referral_window_months: int = Field(
+        default=12,
+        ge=1,
+        description="A case opened this soon after the family's last closure is a re-referral.",
+    )
+
+
+@lru_cache(maxsize=1)
+def caseplan_settings() -> CaseplanSettings:
+    """The settings from the environment, read once."""
+    return CaseplanSettings()
+
+
+async def current_settings() -> CaseplanSettings:
+    """FastAPI dependency: case plan's settings; tests override it on the app."""
+    return caseplan_settings()

@@ -1,0 +1,432 @@
+"""Cases through case plan's HTTP API, opened and planned by allocation's events on the broker."""
+
+import time
+from datetime import UTC, date, datetime, timedelta
+from uuid import uuid4
+
+from sqlalchemy import create_engine, delete, func, select
+
+from caseplan.api import clock
+from caseplan.projections import case_inputs, case_reviews, cases
+from caseplan.service import definition
+from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
+from hub.replay import rebuild_projections
+from hub.tables import event_store, outbox
+from hub.testing import bearer, settings_for
+
+PRACTITIONER, MANAGER = "samira-okafor", "harlesden-team-manager"
+SOCIAL_CARE, SCHOOL = "brent-childrens-social-care", "harlesden-primary-school"
+TODAY = datetime.now(UTC).date()
+DOMAINS = ("child_development", "parenting_capacity", "family_and_environment")
+
+
+def _started(service_client, who=PRACTITIONER):
+    client = service_client(definition)
+    client.headers.update(bearer(client.settings, who))
+    return client
+
+
+def _as(client, who):
+    return bearer(client.settings, who)
+
+
+def _allocate(publish, family=None, case=None, at=None):
+    event = CaseAllocated.example().model_copy(
+        update={
+            "family_id": family or uuid4(),
+            "case_id": case or uuid4(),
+            "allocated_at": at or datetime.now(UTC),
+        }
+    )
+    publish(event)
+    return event
+
+
+def _panel(publish, allocated, review_date, decided_at=None):
+    event = PanelDecisionRecorded.example().model_copy(
+        update={
+            "family_id": allocated.family_id,
+            "case_id": allocated.case_id,
+            "decided_at": decided_at or datetime.now(UTC) - timedelta(days=1),
+            "review_date": review_date,
+        }
+    )
+    publish(event)
+    return event
+
+
+def _wait(client, case_id, until=lambda view: True, timeout_s=20):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = client.get(f"/v1/cases/{case_id}")
+        if response.status_code == 200 and until(response.json()):
+            return response.json()
+        time.sleep(0.05)
+    raise AssertionError(f"case {case_id} never reached the expected state")
+
+
+def _assessment(**changes):
+    body = {
+        "factors": ["3B", "4B"],
+        "needs": [
+            {"outcome": "good_education", "description": "Attendance 82%."},
+            {"outcome": "improved_mental_and_physical_health", "description": "Low mood."},
+            {"outcome": "improved_family_relationships", "description": "Conflict at home."},
+        ],
+        "recommended_level_of_need": "early_help",
+        "people": [
+            {
+                "role": role,
+                "name": name,
+                "findings": [
+                    {"domain": d, "strengths": "Warm", "needs": "Routines"} for d in DOMAINS
+                ],
+            }
+            for role, name in (("child", "Amira Hassan"), ("parent_carer", "Leila Hassan"))
+        ],
+        "views": {"child": "Wants Mum happier.", "family": "Wants help with routines."},
+    }
+    return body | changes
+
+
+def _assessed(client, case_id):
+    response = client.post(f"/v1/cases/{case_id}/assessments", json=_assessment(complete=True))
+    assert response.status_code == 201, response.text
+    return [need["need_id"] for need in response.json()["needs"]]
+
+
+def _count(database_url, table, **where):
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            query = select(func.count()).select_from(table)
+            for column, value in where.items():
+                query = query.where(table.c[column] == value)
+            return conn.execute(query).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_a_case_goes_from_allocation_through_plan_and_reviews_to_closure(service_client, publish):
+    caseplan = _started(service_client)
+    allocated = _allocate(publish)
+    case_id = allocated.case_id
+    opened = _wait(caseplan, case_id)
+    assert opened["status"] == "open"
+    assert opened["lead_professional"]["name"] == "Samira Okafor"
+
+    draft = caseplan.post(f"/v1/cases/{case_id}/assessments", json={"factors": ["3B"], "needs": []})
+    assert draft.status_code == 200, draft.text
+    assert {m["field"] for m in draft.json()["missing"]} == {
+        "needs",
+        "recommended_level_of_need",
+        "people",
+        "views",
+    }
+    assert caseplan.get(f"/v1/cases/{case_id}/assessments/draft").json()["draft"]["factors"] == [
+        "3B"
+    ]
+    need_ids = _assessed(caseplan, case_id)
+    assert caseplan.get(f"/v1/cases/{case_id}/assessments/draft").status_code == 404
+
+    action = caseplan.post(
+        f"/v1/cases/{case_id}/actions",
+        json={
+            "what": "Weekly attendance check-in",
+            "who": "School attendance officer",
+            "by_when": (TODAY + timedelta(days=14)).isoformat(),
+            "need_id": need_ids[0],
+        },
+    )
+    assert action.status_code == 201, action.text
+    outcome = caseplan.post(
+        f"/v1/cases/{case_id}/outcomes",
+        json={"need_id": need_ids[0], "statement": "Amira attends every day."},
+    )
+    assert outcome.status_code == 201, outcome.text
+    assert outcome.json()["event"]["outcome"] == "good_education"
+
+    _panel(publish, allocated, TODAY + timedelta(days=30))
+    _wait(caseplan, case_id, lambda view: view["package"])
+    for weeks in (4, 8):
+        review = caseplan.post(
+            f"/v1/cases/{case_id}/reviews",
+            json={
+                "progress": [
+                    {"need_id": need, "rating": "improved", "note": "Better"} for need in need_ids
+                ],
+                "next_review_date": (TODAY + timedelta(weeks=weeks)).isoformat(),
+            },
+        )
+        assert review.status_code == 201, review.text
+    closure = caseplan.post(
+        f"/v1/cases/{case_id}/closure",
+        json={
+            "reason": "needs_met",
+            "outcomes": [{"need_id": need, "achieved": True} for need in need_ids],
+        },
+    )
+    assert closure.status_code == 201, closure.text
+
+    view = caseplan.get(f"/v1/cases/{case_id}").json()
+    assert view["status"] == "closed"
+    assert view["assessment"]["recommended_level_of_need"] == "early_help"
+    assert len(view["actions"]) == 1 and len(view["outcomes"]) == 1
+    assert [r["on_time"] for r in view["reviews"]] == [True, True]
+    assert view["closure"]["reason"] == "needs_met"
+
+    chronology = caseplan.get(f"/v1/families/{allocated.family_id}/chronology").json()
+    assert [e["event_type"] for e in chronology["entries"]] == [
+        "earlyhelp.case.allocated.v1",
+        "earlyhelp.assessment.completed.v1",
+        "earlyhelp.plan.action_added.v1",
+        "earlyhelp.plan.outcome_agreed.v1",
+        "earlyhelp.panel.decision_recorded.v1",
+        "earlyhelp.plan.reviewed.v1",
+        "earlyhelp.plan.reviewed.v1",
+        "earlyhelp.case.closed.v1",
+    ]
+    assert chronology["entries"][1]["actor"] == PRACTITIONER
+    kinds = {(p["kind"], p["party_id"]) for p in chronology["involved"]}
+    assert ("lead_professional", str(allocated.lead_professional.worker_id)) in kinds
+    assert ("provider", "nw-london-talking-therapies") in kinds
+    assert ("team", "harlesden-early-help") in kinds
+
+
+def test_completion_names_every_missing_field_and_stores_nothing(
+    service_client, publish, database_url
+):
+    caseplan = _started(service_client)
+    case_id = _allocate(publish).case_id
+    _wait(caseplan, case_id)
+    before = _count(database_url, event_store)
+
+    response = caseplan.post(
+        f"/v1/cases/{case_id}/assessments",
+        json={"complete": True, "people": _assessment()["people"][:1]},
+    )
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == [
+        "factors",
+        "needs",
+        "recommended_level_of_need",
+        "people",
+        "views",
+    ]
+    bad = caseplan.post(
+        f"/v1/cases/{case_id}/assessments",
+        json=_assessment(factors=["21", "3B"], recommended_level_of_need="extreme"),
+    )
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} == {"factors", "recommended_level_of_need"}
+    assert _count(database_url, event_store) == before
+    assert _count(database_url, outbox) == 0
+
+
+def test_unknown_cases_are_404_and_rule_violations_409(service_client, publish, database_url):
+    caseplan = _started(service_client)
+    assert caseplan.get(f"/v1/cases/{uuid4()}").status_code == 404
+    review = {
+        "progress": [{"need_id": str(uuid4()), "rating": "same", "note": "-"}],
+        "next_review_date": (TODAY + timedelta(days=30)).isoformat(),
+    }
+    assert caseplan.post(f"/v1/cases/{uuid4()}/reviews", json=review).status_code == 404
+
+    case_id = _allocate(publish).case_id
+    _wait(caseplan, case_id)
+    no_plan = caseplan.post(f"/v1/cases/{case_id}/reviews", json=review)
+    assert no_plan.status_code == 409
+    assert no_plan.json()["type"].endswith("/no-active-plan")
+    closed = caseplan.post(
+        f"/v1/cases/{case_id}/closure", json={"reason": "disengaged", "outcomes": []}
+    )
+    assert closed.status_code == 201, closed.text
+    step_up = caseplan.post(
+        f"/v1/cases/{case_id}/step-up",
+        json={
+            "reason": "Police notification",
+            "factors": ["3A"],
+            "social_care_contact": {
+                "name": "Chris",
+                "team": "Brent MASH",
+                "phone": "020 7946 0900",
+            },
+        },
+    )
+    assert step_up.status_code == 409
+    assert "closed" in step_up.json()["detail"]
+    assert _count(database_url, event_store, event_type="earlyhelp.case.stepped_up.v1") == 0
+
+
+def test_a_repeated_idempotency_key_closes_once(service_client, publish, database_url):
+    caseplan = _started(service_client)
+    case_id = _allocate(publish).case_id
+    _wait(caseplan, case_id)
+    body = {"reason": "moved_out_of_area", "outcomes": []}
+    headers = {"Idempotency-Key": "close-1"}
+
+    first = caseplan.post(f"/v1/cases/{case_id}/closure", json=body, headers=headers)
+    again = caseplan.post(f"/v1/cases/{case_id}/closure", json=body, headers=headers)
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert _count(database_url, event_store, event_type="earlyhelp.case.closed.v1") == 1
+
+
+def test_overdue_reviews_show_in_the_list_and_in_the_lead_professionals_own_view(
+    service_client, publish
+):
+    caseplan = _started(service_client)
+    overdue = _allocate(publish)
+    _panel(publish, overdue, date(2025, 7, 2), decided_at=datetime(2025, 4, 2, tzinfo=UTC))
+    in_time = _allocate(publish)
+    _panel(publish, in_time, TODAY + timedelta(days=20))
+    _wait(caseplan, overdue.case_id, lambda view: view["review_due"])
+    _wait(caseplan, in_time.case_id, lambda view: view["review_due"])
+
+    listed = caseplan.get("/v1/cases", params={"review": "overdue"}).json()["items"]
+    assert str(overdue.case_id) in {item["case_id"] for item in listed}
+    assert str(in_time.case_id) not in {item["case_id"] for item in listed}
+    mine = caseplan.get(
+        "/v1/cases", params={"review": "overdue", "lead_professional": "me"}
+    ).json()["items"]
+    assert str(overdue.case_id) in {item["case_id"] for item in mine}
+    assert all(item["review_overdue"] for item in mine)
+    manager = caseplan.get(
+        "/v1/cases",
+        params={"lead_professional": "me"},
+        headers=_as(caseplan, MANAGER),
+    ).json()["items"]
+    assert manager == []
+
+
+def test_step_up_holds_the_case_and_social_care_steps_a_family_down(service_client, publish):
+    caseplan = _started(service_client)
+    allocated = _allocate(publish)
+    _wait(caseplan, allocated.case_id)
+    step_up = caseplan.post(
+        f"/v1/cases/{allocated.case_id}/step-up",
+        json={
+            "reason": "Police notification of domestic abuse",
+            "factors": ["3A", "3B"],
+            "social_care_contact": {
+                "name": "Chris",
+                "team": "Brent MASH",
+                "phone": "020 7946 0900",
+            },
+        },
+    )
+    assert step_up.status_code == 201, step_up.text
+    assert caseplan.get(f"/v1/cases/{allocated.case_id}").json()["status"] == "stepped_up"
+
+    step_down = {
+        "social_care_reference": f"CSC-{uuid4().hex[:8]}",
+        "children": [
+            {
+                "person_id": str(uuid4()),
+                "given_name": "Kai",
+                "family_name": "Robson",
+                "date_of_birth": "2012-09-30",
+                "postcode": "NW10 4AB",
+            }
+        ],
+        "reason": "Child in need plan closed",
+        "social_care_summary": "Section 17 involvement; risks reduced.",
+        "early_help_case_id": str(allocated.case_id),
+    }
+    social_care = _as(caseplan, SOCIAL_CARE)
+    assert caseplan.post("/v1/step-downs", json=step_down).status_code == 403
+    response = caseplan.post("/v1/step-downs", json=step_down, headers=social_care)
+    assert response.status_code == 201, response.text
+    new_case = response.json()["case_id"]
+    assert response.json()["event"]["family_id"] == str(allocated.family_id)
+    again = caseplan.post("/v1/step-downs", json=step_down, headers=social_care)
+    assert again.status_code == 409
+    assert caseplan.get(f"/v1/cases/{new_case}").json()["status"] == "awaiting_allocation"
+
+    _allocate(publish, family=allocated.family_id, case=new_case)
+    assert _wait(caseplan, new_case, lambda view: view["status"] == "open")["episode"] == 1
+
+
+def test_a_family_allocated_again_within_twelve_months_of_closure_is_a_re_referral(
+    service_client, publish
+):
+    caseplan = _started(service_client)
+    first = _allocate(publish)
+    _wait(caseplan, first.case_id)
+    closed = caseplan.post(
+        f"/v1/cases/{first.case_id}/closure", json={"reason": "disengaged", "outcomes": []}
+    )
+    assert closed.status_code == 201
+    assert caseplan.get(f"/v1/cases/{first.case_id}").json()["re_referral"] is False
+
+    second = _allocate(publish, family=first.family_id)
+    assert _wait(caseplan, second.case_id)["re_referral"] is True
+    reopened = _allocate(publish, family=first.family_id, case=first.case_id)
+    view = _wait(caseplan, reopened.case_id, lambda view: view["status"] == "open")
+    assert view["episode"] == 2 and view["re_referral"] is True
+    assert view["earlier_episodes"][0]["closure"]["reason"] == "disengaged"
+
+
+def test_the_performance_report_is_for_managers_in_json_and_csv(service_client, publish):
+    caseplan = _started(service_client)
+    app = caseplan.app
+    allocated = _allocate(publish, at=datetime.now(UTC) - timedelta(days=10))
+    _wait(caseplan, allocated.case_id)
+    _assessed(caseplan, allocated.case_id)
+
+    assert caseplan.get("/v1/reports/performance").status_code == 403
+    manager = _as(caseplan, MANAGER)
+    report = caseplan.get(
+        "/v1/reports/performance", params={"locality": "brent-harlesden"}, headers=manager
+    )
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["cases_opened"] >= 1
+    assert body["allocation_to_assessment"]["median_days"] is not None
+    csv = caseplan.get("/v1/reports/performance", headers={**manager, "Accept": "text/csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0] == "measure,breakdown,value"
+    assert any(line.startswith("cases_opened,,") for line in csv.text.splitlines())
+    bad = caseplan.get(
+        "/v1/reports/performance",
+        params={"from": "2025-05-01", "to": "2025-04-01"},
+        headers=manager,
+    )
+    assert bad.status_code == 422
+    app.dependency_overrides.pop(clock, None)
+
+
+def test_the_case_projection_is_rebuilt_by_replay_equal_to_the_live_one(
+    service_client, publish, database_url, kafka_bootstrap, tmp_path
+):
+    caseplan = _started(service_client)
+    allocated = _allocate(publish)
+    _wait(caseplan, allocated.case_id)
+    need_ids = _assessed(caseplan, allocated.case_id)
+    _panel(publish, allocated, TODAY + timedelta(days=30))
+    _wait(caseplan, allocated.case_id, lambda view: view["package"])
+    caseplan.post(
+        f"/v1/cases/{allocated.case_id}/reviews",
+        json={
+            "progress": [{"need_id": n, "rating": "same", "note": "-"} for n in need_ids],
+            "next_review_date": (TODAY + timedelta(days=60)).isoformat(),
+        },
+    ).raise_for_status()
+    before = caseplan.get(f"/v1/cases/{allocated.case_id}").json()
+    service_client.stop(caseplan)
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        for table in (case_reviews, cases, case_inputs):
+            conn.execute(delete(table))
+    engine.dispose()
+    settings = settings_for("caseplan", database_url, kafka_bootstrap, tmp_path)
+    applied = rebuild_projections(definition, settings, ["cases"])
+
+    assert applied["cases"] >= 4
+    after = _started(service_client).get(f"/v1/cases/{allocated.case_id}").json()
+    assert after == before
