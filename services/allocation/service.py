@@ -4,7 +4,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from allocation.api import router
 from allocation.projections import PROJECTIONS
+from allocation.settings import allocation_settings
+from hub.auth import token_router
 from hub.contracts.topics import service_topic
 from hub.service import ServiceDefinition, create_service_app
 
@@ -17,10 +20,12 @@ definition = ServiceDefinition(
     ),
     port=8002,
     migrations=Path(__file__).parent / "migrations",
+    routers=[token_router, router],
     projections=PROJECTIONS,
     consumes=[service_topic("intake"), service_topic("caseplan")],
 )
 
 
 def create_app() -> FastAPI:
+    allocation_settings()  # a misconfigured EARLYHELP_ALLOCATION_* stops the service at start
     return create_service_app(definition)
