@@ -221,3 +221,33 @@ def service_client(database_url, kafka_bootstrap, tmp_path):
     yield start
     for client in reversed(list(running)):
         stop(client)
+
+
+@pytest.fixture
+def publish(kafka_bootstrap):
+    """Publish an event on its producer's topic as that service's relay would:
+    `publish(event, event_id=None, time=None)`, acknowledged before it returns."""
+    from datetime import UTC, datetime
+
+    from kafka import KafkaProducer
+
+    from hub.contracts.envelope import envelope_for, to_kafka
+    from hub.contracts.topics import service_topic
+
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+
+    def send(event, event_id=None, time=None):
+        record = to_kafka(
+            envelope_for(
+                event,
+                event_id=event_id or str(uuid.uuid4()),
+                source_service=event.producer,
+                time=time or datetime.now(UTC),
+                sequence=None,
+            )
+        )
+        topic = service_topic(event.producer)
+        producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(10)
+
+    yield send
+    producer.close()

@@ -5,13 +5,10 @@ from datetime import UTC, date, datetime, timedelta
 from uuid import uuid4
 
 import pytest
-from kafka import KafkaProducer
 
 from allocation.service import definition
 from hub.contracts.caseplan import AssessmentCompleted, CaseSteppedDown
-from hub.contracts.envelope import envelope_for, to_kafka
 from hub.contracts.intake import ReferralReceived, ReferralTriaged
-from hub.contracts.topics import service_topic
 from hub.testing import bearer
 
 MANAGER, PRACTITIONER, CHAIR = "harlesden-team-manager", "samira-okafor", "brent-panel-chair"
@@ -27,32 +24,6 @@ def allocation(service_client):
 
 def as_(client, who, scopes=None):
     return bearer(client.settings, who, scopes)
-
-
-@pytest.fixture
-def publish(kafka_bootstrap):
-    """Publish an event on its producer's topic, as that service's relay would."""
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-
-    def send(event):
-        record = to_kafka(
-            envelope_for(
-                event,
-                event_id=str(uuid4()),
-                source_service=event.producer,
-                time=datetime.now(UTC),
-                sequence=None,
-            )
-        )
-        producer.send(
-            service_topic(event.producer),
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-        ).get(10)
-
-    yield send
-    producer.close()
 
 
 def wait_until(check, timeout_s=20.0, message="condition never held"):

@@ -9,11 +9,8 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
-from kafka import KafkaProducer
 
 from hub.contracts.caseplan import CaseClosed
-from hub.contracts.envelope import envelope_for, to_kafka
-from hub.contracts.topics import service_topic
 from hub.testing import bearer
 from intake.schemas import ReferralSubmission, TriageDecision
 from intake.service import definition
@@ -293,27 +290,6 @@ def test_the_police_grade_goes_with_police_notifications_only(intake, changes, m
 
 
 # --- cases from case plan ----------------------------------------------------------------
-
-
-@pytest.fixture
-def publish(kafka_bootstrap):
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-
-    def send(event):
-        record = to_kafka(
-            envelope_for(
-                event,
-                event_id=str(uuid4()),
-                source_service=event.producer,
-                time=datetime.now(UTC),
-                sequence=None,
-            )
-        )
-        topic = service_topic(event.producer)
-        producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(10)
-
-    yield send
-    producer.close()
 
 
 def test_a_family_referred_again_after_its_case_closed_is_a_re_referral_of_that_case(
