@@ -42,7 +42,15 @@ from hub.contracts.caseplan import (
     PlanReviewed,
 )
 from hub.contracts.codes import TriageRoute
-from hub.contracts.intake import ReferralReceived, ReferralTriaged, ReferralWithdrawn
+from hub.contracts.intake import (
+    MatchConfirmed,
+    MatchRejected,
+    PossibleMatchFound,
+    ReferralReceived,
+    ReferralTriaged,
+    ReferralUnlinked,
+    ReferralWithdrawn,
+)
 from hub.contracts.registry import event_model
 from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime, insert_if_absent, upsert
@@ -98,8 +106,33 @@ family_referrals = Table(
 )
 Index("ix_family_referrals_case", family_referrals.c.case_id)
 
-chronology = Projection("chronology", [chronology_entries, family_involvement, family_referrals])
+# The family each referral belongs to now, when the front door has moved it (a match
+# confirmed, a wrong one unlinked). A move is keyed by the family the referral goes
+# to, so it can arrive before or after the referral's earlier events, which sit on
+# another family's partition: the latest move (by its time) decides either way.
+referral_families = Table(
+    "referral_families",
+    metadata,
+    Column("referral_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False),
+    Column("moved_at", UtcDateTime(), nullable=False),
+)
+Index("ix_chronology_subject", chronology_entries.c.subject)
+
+chronology = Projection(
+    "chronology", [chronology_entries, family_involvement, family_referrals, referral_families]
+)
 _INSERT_ENTRY = insert(chronology_entries)
+
+
+def _family_of(conn, meta: EventMeta) -> str:
+    """The family an event belongs in: for a referral's events, where the referral is now."""
+    if meta.producer != "intake" or meta.subject is None:
+        return meta.family_id
+    moved = conn.execute(
+        select(referral_families.c.family_id).where(referral_families.c.referral_id == meta.subject)
+    ).scalar()
+    return moved or meta.family_id
 
 
 def _record(conn, meta: EventMeta, *, actor: str | None, summary: str) -> None:
@@ -107,7 +140,7 @@ def _record(conn, meta: EventMeta, *, actor: str | None, summary: str) -> None:
         _INSERT_ENTRY,
         {
             "event_id": meta.event_id,
-            "family_id": meta.family_id,
+            "family_id": _family_of(conn, meta),
             "occurred_at": meta.occurred_at,
             "recorded_at": datetime.now(UTC),
             "event_type": meta.event_type,
@@ -122,7 +155,7 @@ def _record(conn, meta: EventMeta, *, actor: str | None, summary: str) -> None:
 def _involve(
     conn, meta: EventMeta, kind: str, party_id: str, name: str, detail: str | None = None
 ) -> None:
-    key = {"family_id": meta.family_id, "kind": kind, "party_id": party_id}
+    key = {"family_id": _family_of(conn, meta), "kind": kind, "party_id": party_id}
     seen = conn.execute(
         select(family_involvement.c.first_seen_at).where(
             *(family_involvement.c[column] == value for column, value in key.items())
@@ -150,7 +183,7 @@ def _referral_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
         insert(family_referrals),
         {
             "referral_id": str(event.referral_id),
-            "family_id": str(event.family_id),
+            "family_id": _family_of(conn, meta),
             "received_at": event.received_at,
             "referral_source": event.referral_source.value,
             "children": json.dumps(
@@ -231,6 +264,76 @@ def _referral_withdrawn(conn, event: ReferralWithdrawn, meta: EventMeta) -> None
         meta,
         actor=event.withdrawn_by,
         summary="Referral withdrawn by the referrer before triage",
+    )
+
+
+@chronology.on(PossibleMatchFound)
+def _possible_match(conn, event: PossibleMatchFound, meta: EventMeta) -> None:
+    # Which other family is the front door's business until confirmed: not named here.
+    agrees = ", ".join(field.value for field in event.agrees_on)
+    _record(
+        conn,
+        meta,
+        actor=None,
+        summary=f"A child may already be known to the hub (agrees on {agrees}): for the "
+        "front door to confirm or reject",
+    )
+
+
+@chronology.on(MatchRejected)
+def _match_rejected(conn, event: MatchRejected, meta: EventMeta) -> None:
+    _record(conn, meta, actor=event.rejected_by, summary="Possible match rejected: another child")
+
+
+def _move_referral(conn, meta: EventMeta, referral_id: str, family_id: str) -> None:
+    """A referral the front door joined to, or took out of, a family takes its history along
+    (unless a later move has arrived already: then that one stands)."""
+    later = conn.execute(
+        select(referral_families.c.moved_at).where(
+            referral_families.c.referral_id == referral_id,
+            referral_families.c.moved_at > meta.occurred_at,
+        )
+    ).first()
+    if later is not None:
+        return
+    upsert(
+        conn,
+        referral_families,
+        {"referral_id": referral_id, "family_id": family_id, "moved_at": meta.occurred_at},
+        key=("referral_id",),
+    )
+    entries = chronology_entries.c
+    conn.execute(
+        update(chronology_entries)
+        .where(entries.service == "intake", entries.subject == referral_id)
+        .values(family_id=family_id)
+    )
+    conn.execute(
+        update(family_referrals)
+        .where(family_referrals.c.referral_id == referral_id)
+        .values(family_id=family_id)
+    )
+
+
+@chronology.on(MatchConfirmed)
+def _match_confirmed(conn, event: MatchConfirmed, meta: EventMeta) -> None:
+    _move_referral(conn, meta, str(event.referral_id), str(event.family_id))
+    _record(
+        conn,
+        meta,
+        actor=event.confirmed_by,
+        summary="Referral joined this family: the front door confirmed a child was already known",
+    )
+
+
+@chronology.on(ReferralUnlinked)
+def _referral_unlinked(conn, event: ReferralUnlinked, meta: EventMeta) -> None:
+    _move_referral(conn, meta, str(event.referral_id), str(event.family_id))
+    _record(
+        conn,
+        meta,
+        actor=event.unlinked_by,
+        summary="Referral taken out of the family it was wrongly matched to",
     )
 
 

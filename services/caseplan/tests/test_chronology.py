@@ -7,7 +7,14 @@ from sqlalchemy import create_engine, delete
 
 from caseplan.projections import chronology_entries
 from caseplan.service import definition
-from hub.contracts.intake import ReferralReceived, ReferralTriaged, ReferralWithdrawn
+from hub.contracts.intake import (
+    MatchConfirmed,
+    PossibleMatchFound,
+    ReferralReceived,
+    ReferralTriaged,
+    ReferralUnlinked,
+    ReferralWithdrawn,
+)
 from hub.replay import rebuild_projections
 from hub.testing import bearer, settings_for
 
@@ -85,6 +92,44 @@ def test_triage_and_withdrawal_appear_in_the_chronology_without_free_text(servic
     # Neither the rationale nor the reason (free text about the family) is copied.
     assert "Mum consents" not in str(entries)
     assert "health visitor" not in str(entries)
+
+
+def test_a_referral_matched_into_a_family_and_unlinked_takes_its_history_along(
+    service_client, publish
+):
+    caseplan = _started(service_client)
+    known_family, own_family, fresh_family = uuid4(), uuid4(), uuid4()
+    earlier, referral = _referral(known_family), _referral(own_family)
+    ids = {"referral_id": referral.referral_id}
+    possible = PossibleMatchFound.example().model_copy(
+        update={"family_id": own_family, "candidate_family_id": known_family, **ids}
+    )
+    confirmed = MatchConfirmed.example().model_copy(
+        update={"family_id": known_family, "previous_family_id": own_family, **ids}
+    )
+    for event in (earlier, referral, possible, confirmed):
+        publish(event)
+
+    entries = _chronology(caseplan, known_family, expect=4)["entries"]
+
+    assert [e["event_type"].split(".")[2] for e in entries] == [
+        "received",
+        "received",
+        "possible_match_found",
+        "match_confirmed",
+    ]
+    assert str(known_family) not in entries[2]["summary"]  # not named before it is confirmed
+    assert caseplan.get(f"/v1/families/{own_family}/chronology").status_code == 404
+
+    publish(
+        ReferralUnlinked.example().model_copy(
+            update={"family_id": fresh_family, "previous_family_id": known_family, **ids}
+        )
+    )
+    moved = _chronology(caseplan, fresh_family, expect=4)["entries"]
+    assert {e["subject"] for e in moved} == {str(referral.referral_id)}
+    left = caseplan.get(f"/v1/families/{known_family}/chronology").json()["entries"]
+    assert [e["subject"] for e in left] == [str(earlier.referral_id)]
 
 
 def test_partners_cannot_read_a_familys_chronology(service_client):
