@@ -200,6 +200,7 @@ def practitioner(worker: Worker, team: Team) -> Practitioner:
         team_name=team.name,
         email=worker.email,
         phone=worker.phone,
+        staff_client_id=worker.staff_client_id,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from caseplan import domain
 from caseplan.projections import (
@@ -198,7 +198,19 @@ async def list_cases(
         )
     if locality is not None:
         query = query.where(cases.c.locality == locality)
-    if lead_professional is not None and lead_professional != "me":
+    if lead_professional == "me":
+        # Allocation names the worker's staff client id when the registry links one;
+        # otherwise a staff client may be named by the worker's e-mail address.
+        query = query.where(
+            or_(
+                cases.c.lead_staff_client_id == caller.subject,
+                and_(
+                    cases.c.lead_staff_client_id.is_(None),
+                    func.lower(cases.c.lead_email) == caller.subject.lower(),
+                ),
+            )
+        )
+    elif lead_professional is not None:
         query = query.where(
             or_(
                 cases.c.lead_worker_id == lead_professional,
@@ -206,11 +218,9 @@ async def list_cases(
             )
         )
     query = query.order_by(cases.c.review_due, cases.c.case_id)
-    rows = await runtime.read(lambda conn: conn.execute(query).all())
-    if lead_professional == "me":
-        rows = [row for row in rows if _is_lead(caller, row)]
+    rows = await runtime.read(lambda conn: conn.execute(query.limit(limit)).all())
     await record_read(runtime, caller, "case_list", lead_professional or review or "all")
-    return CaseList(items=[_summary(row, now) for row in rows[:limit]])
+    return CaseList(items=[_summary(row, now) for row in rows])
 
 
 @router.get(
@@ -249,19 +259,6 @@ async def get_case(case_id: UUID, runtime: RuntimeDep, caller: Reader, now: Now)
         closure=detail["closure"],
         earlier_episodes=detail["episodes"],
     )
-
-
-def _is_lead(caller: Principal, row: Any) -> bool:
-    """Whether the caller is the case's lead professional.
-
-    Allocation names the lead professional by worker id and e-mail; a staff token
-    names its client id. Until the events carry the worker's staff client id, a
-    worker's client id is the local part of their e-mail with dots as hyphens
-    (`samira.okafor@...` is `samira-okafor`), or the e-mail itself.
-    """
-    email = (row.lead_email or "").lower()
-    local_part = email.split("@")[0].replace(".", "-").replace("_", "-")
-    return bool(email) and caller.subject.lower() in (email, local_part)
 
 
 def _summary(row: Any, now: datetime) -> CaseSummary:

@@ -499,6 +499,7 @@ cases = Table(
     Column("team_id", String(100), nullable=True),
     Column("lead_worker_id", String(36), nullable=True),
     Column("lead_email", String(254), nullable=True),
+    Column("lead_staff_client_id", String(100), nullable=True),
     Column("lead_name", String(100), nullable=True),
     Column("opened_at", UtcDateTime(), nullable=True),
     Column("allocated_at", UtcDateTime(), nullable=True),
@@ -632,6 +633,7 @@ def _fold(conn, row: dict[str, Any] | None, event, reviews: list[dict[str, Any]]
             team_id=event.team_id,
             lead_worker_id=str(lead.worker_id),
             lead_email=lead.email,
+            lead_staff_client_id=lead.staff_client_id,
             lead_name=lead.name,
             allocated_at=event.allocated_at,
         )
@@ -664,6 +666,7 @@ def _fold(conn, row: dict[str, Any] | None, event, reviews: list[dict[str, Any]]
             review_due=event.review_date,
             lead_worker_id=str(lead.worker_id),
             lead_email=lead.email,
+            lead_staff_client_id=lead.staff_client_id,
             lead_name=lead.name,
         )
     elif isinstance(event, AssessmentCompleted):

@@ -18,6 +18,7 @@ _LEAD_PROFESSIONAL_EXAMPLE = {
     "team_name": "Harlesden early help team",
     "email": "samira.okafor@brent.example.gov.uk",
     "phone": "020 7946 0582",
+    "staff_client_id": "samira-okafor",
 }
 
 

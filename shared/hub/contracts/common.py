@@ -206,6 +206,11 @@ class Practitioner(ContactDetails):
     name: Name
     role: ShortText
     team_name: ShortText
+    staff_client_id: Slug | None = Field(
+        default=None,
+        description="The worker's staff sign-in (client id), so a service can tell them "
+        "their own cases.",
+    )
 
 
 class SocialCareContact(ContactDetails):
