@@ -257,27 +257,35 @@ def receive(current: Referral | None, command: ReceiveReferral) -> list[EventDat
     """
     if current is not None:
         raise ReferralRuleBroken(f"referral {command.referral_id} already exists")
-    family_id = command.family_id
-    matched = False
+    compared = [
+        (
+            child,
+            best_matches(
+                PersonRecord.of_child(child.person_id, command.family_id, child),
+                command.records.people,
+            ),
+        )
+        for child in command.children
+    ]
+    family_id = _family_most_surely_matched(compared) or command.family_id
+    matched = family_id != command.family_id
     children: list[Child] = []
     taken: set[UUID] = set()
     doubts: list[tuple[UUID, Comparison]] = []
-    for child in command.children:
-        record = PersonRecord.of_child(child.person_id, family_id, child)
-        comparisons = [
-            c
-            for c in best_matches(record, command.records.people)
-            if c.known.person_id not in taken
-        ]
-        sure = comparisons[0] if comparisons and comparisons[0].certain else None
-        if sure is not None and (not matched or sure.known.family_id == family_id):
-            family_id, matched = sure.known.family_id, True
+    for child, comparisons in compared:
+        sure = next(
+            (
+                c
+                for c in comparisons
+                if c.certain and c.known.family_id == family_id and c.known.person_id not in taken
+            ),
+            None,
+        )
+        if sure is not None:
             taken.add(sure.known.person_id)
-            children.append(child.model_copy(update={"person_id": sure.known.person_id}))
-            comparisons = comparisons[1:]
-        else:
-            children.append(child)
-        doubts.extend((children[-1].person_id, c) for c in comparisons)
+            child = child.model_copy(update={"person_id": sure.known.person_id})
+        children.append(child)
+        doubts.extend((child.person_id, c) for c in comparisons if c is not sure)
 
     received_at = command.received_at
     case = latest_case(command.records, family_id, received_at, command.rules) if matched else None
@@ -310,6 +318,22 @@ def receive(current: Referral | None, command: ReceiveReferral) -> list[EventDat
         for person_id, c in doubts
     ]
     return [received, *possible]
+
+
+def _family_most_surely_matched(
+    compared: list[tuple[Child, list[Comparison]]],
+) -> UUID | None:
+    """The known family that the most children certainly belong to (on a tie, the one
+    the earliest child does, then the lowest id, so that the same records always give
+    the same answer whatever order a database returned them in)."""
+    votes: dict[UUID, tuple[int, int]] = {}
+    for position, (_, comparisons) in enumerate(compared):
+        for family in {c.known.family_id for c in comparisons if c.certain}:
+            count, first = votes.get(family, (0, position))
+            votes[family] = (count + 1, first)
+    if not votes:
+        return None
+    return min(votes, key=lambda family: (-votes[family][0], votes[family][1], str(family)))
 
 
 def _cumulative_concern(

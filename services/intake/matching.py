@@ -129,4 +129,5 @@ def best_matches(child: PersonRecord, known: Iterable[PersonRecord]) -> list[Com
         held = by_person.get(record.person_id)
         if held is None or _strength(comparison) < _strength(held):
             by_person[record.person_id] = comparison
-    return sorted(by_person.values(), key=_strength)
+    # Ties are broken by id so that the answer never depends on the order rows came in.
+    return sorted(by_person.values(), key=lambda c: (_strength(c), str(c.known.person_id)))

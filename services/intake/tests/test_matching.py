@@ -419,3 +419,14 @@ def test_months_before_keeps_the_day_or_takes_the_last_of_a_shorter_month():
     assert domain.months_before(datetime(2025, 2, 15, tzinfo=UTC), 3) == datetime(
         2024, 11, 15, tzinfo=UTC
     )
+
+
+def test_the_family_most_children_are_known_in_wins_whatever_order_records_come_in():
+    amira_a, yusuf_a = _known(), _known(EXAMPLE.children[1])
+    yusuf_a = replace(yusuf_a, family_id=amira_a.family_id)
+    amira_c = _known()  # the same NHS number, wrongly, in a second family
+    for people in ((amira_a, yusuf_a, amira_c), (amira_c, yusuf_a, amira_a)):
+        received, possible = domain.receive(None, _receive(domain.FrontDoorRecords(people=people)))
+        assert received.family_id == amira_a.family_id
+        assert [c.person_id for c in received.children] == [amira_a.person_id, yusuf_a.person_id]
+        assert possible.candidate_family_id == amira_c.family_id
