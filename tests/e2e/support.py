@@ -37,7 +37,6 @@ WAIT_S = 30.0
 # --- referrals ----------------------------------------------------------------------
 
 
-
 # A random start keeps hubs of earlier runs (a reused database) from matching these.
 _REFERRALS = DistinctReferrals(
     seed=uuid4().int, first_nhs_base=900_000_000 + uuid4().int % 90_000_000

@@ -1,0 +1,271 @@
+"""A family's case from a partner's referral to closure and a re-referral, across the four
+service processes, every step through its owner's HTTP API and every hand-over through Kafka:
+
+intake triages → allocation queues and allocates → intake tells the referrer and case plan
+opens the case → case plan's completed assessment puts it before allocation's panel → the
+panel's decision activates case plan's plan → reviews and closure → the closure reaches
+intake, so the family's next referral is a re-referral of that case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+
+import httpx
+import pytest
+
+from hub.contracts.topics import service_topic
+from intake.schemas import TriageDecision
+from tests.e2e.support import accepted, ce_id, post_referral, read_topic, referral_body
+from tests.harness import Hub, wait_for
+
+pytestmark = pytest.mark.e2e
+
+FRONT_DOOR, MANAGER, CHAIR = "front-door-demo", "harlesden-team-manager", "brent-panel-chair"
+PRACTITIONER = "samira-okafor"
+DECISION = TriageDecision.model_config["json_schema_extra"]["examples"][0]
+WAIT_S = 30.0
+TODAY = date.today()
+ASSESSMENT = {
+    "factors": ["3B", "4B"],
+    "needs": [
+        {"outcome": "good_education", "description": "Attendance has fallen to 82%."},
+        {"outcome": "improved_family_relationships", "description": "Arguments at home."},
+    ],
+    "recommended_level_of_need": "early_help",
+    "people": [
+        {
+            "role": role,
+            "name": name,
+            "findings": [
+                {"domain": domain, "strengths": "Warm and caring", "needs": "Routines"}
+                for domain in ("child_development", "parenting_capacity", "family_and_environment")
+            ],
+        }
+        for role, name in (("child", "Amira Hassan"), ("parent_carer", "Leila Hassan"))
+    ],
+    "views": {"child": "Wants Mum to be happier.", "family": "Wants help with routines."},
+    "complete": True,
+}
+
+
+def _ok(response: httpx.Response, hub: Hub, service: str, status: int = 200) -> dict:
+    assert response.status_code == status, f"{response.text}\n{hub.logs_tail([service])}"
+    return response.json()
+
+
+def _eventually(hub: Hub, service: str, what: str, found: Callable[[], object]) -> object:
+    return wait_for(found, WAIT_S, lambda: f"{what}\n{hub.logs_tail([service])}")
+
+
+def test_a_referral_becomes_a_case_that_is_planned_reviewed_closed_and_referred_again(
+    hub: Hub, client: httpx.Client
+) -> None:
+    intake, allocation, caseplan = (hub.url(s) for s in ("intake", "allocation", "caseplan"))
+    body = referral_body()
+    referral = accepted(post_referral(client, hub, body), hub)
+    triaged = _ok(
+        client.post(
+            f"{intake}/v1/referrals/{referral.referral_id}/triage",
+            json=DECISION,
+            headers=hub.auth(FRONT_DOOR),
+        ),
+        hub,
+        "intake",
+    )
+    case_id, family_id = triaged["triage"]["case_id"], triaged["family_id"]
+
+    def queued() -> dict | None:
+        page = _ok(
+            client.get(
+                f"{allocation}/v1/allocations",
+                params={"status": "unallocated", "locality": "brent-harlesden", "limit": 200},
+                headers=hub.auth(MANAGER),
+            ),
+            hub,
+            "allocation",
+        )
+        return next((i for i in page["items"] if i["case_id"] == case_id), None)
+
+    item = _eventually(hub, "allocation", f"case {case_id} never queued", queued)
+    assert item["urgency"] == body["urgency"]
+
+    allocated = _ok(
+        client.post(
+            f"{allocation}/v1/cases/{case_id}/allocation",
+            json={"auto": True},
+            headers=hub.auth(MANAGER) | {"Idempotency-Key": f"alloc-{case_id}"},
+        ),
+        hub,
+        "allocation",
+        201,
+    )
+    lead = allocated["lead_professional"]
+    assert allocated["team_id"] == "harlesden-early-help"
+
+    # The referrer hears who the lead professional is; case plan opens the case.
+    def told() -> dict | None:
+        view = client.get(intake + referral.location, headers=hub.auth()).json()
+        return view if view["status"] == "allocated" else None
+
+    view = _eventually(hub, "intake", "intake never heard of the allocation", told)
+    assert view["allocation"]["lead_professional"]["name"] == lead["name"]
+
+    def case_view(until: Callable[[dict], bool] = lambda _: True) -> Callable[[], dict | None]:
+        def read() -> dict | None:
+            response = client.get(f"{caseplan}/v1/cases/{case_id}", headers=hub.auth(MANAGER))
+            if response.status_code != 200 or not until(response.json()):
+                return None
+            return response.json()
+
+        return read
+
+    opened = _eventually(hub, "caseplan", "case plan never opened the case", case_view())
+    assert opened["status"] == "open" and opened["family_id"] == family_id
+
+    panel_id = _ok(
+        client.post(
+            f"{allocation}/v1/panels",
+            json={
+                "locality": "brent-harlesden",
+                "name": "Harlesden early intervention coordination group",
+                "meets_on": (TODAY + timedelta(days=7)).isoformat(),
+                "members": [{"name": "Grace Mensah", "agency": "Brent early help (chair)"}],
+            },
+            headers=hub.auth(CHAIR),
+        ),
+        hub,
+        "allocation",
+        201,
+    )["panel_id"]
+    assessed = _ok(
+        client.post(
+            f"{caseplan}/v1/cases/{case_id}/assessments",
+            json=ASSESSMENT,
+            headers=hub.auth(MANAGER),
+        ),
+        hub,
+        "caseplan",
+        201,
+    )
+    need_ids = [need["need_id"] for need in assessed["needs"]]
+
+    def on_agenda() -> bool:
+        agenda = client.get(f"{allocation}/v1/panels/{panel_id}", headers=hub.auth(CHAIR))
+        return any(i["case_id"] == case_id for i in _ok(agenda, hub, "allocation")["agenda"])
+
+    _eventually(hub, "allocation", "the assessed case never joined the panel", on_agenda)
+    _ok(
+        client.post(
+            f"{allocation}/v1/panels/{panel_id}/decisions",
+            json={
+                "case_id": case_id,
+                "package": [
+                    {
+                        "provider_id": "nw-london-talking-therapies",
+                        "service_id": "adult-talking-therapies",
+                        "start_date": (TODAY + timedelta(days=14)).isoformat(),
+                        "intensity": "standard",
+                    }
+                ],
+                "lead_professional": {"worker_id": lead["worker_id"]},
+                "members_present": [{"name": "Grace Mensah", "agency": "Brent early help (chair)"}],
+            },
+            headers=hub.auth(CHAIR),
+        ),
+        hub,
+        "allocation",
+        201,
+    )
+    planned = _eventually(
+        hub, "caseplan", "the plan never reached case plan", case_view(lambda v: v["package"])
+    )
+    assert planned["review_due"] is not None
+
+    # The lead professional sees the case as theirs, reviews it and closes it.
+    mine = client.get(
+        f"{caseplan}/v1/cases", params={"lead_professional": "me"}, headers=hub.auth(PRACTITIONER)
+    )
+    assert case_id in {c["case_id"] for c in _ok(mine, hub, "caseplan")["items"]}
+    _ok(
+        client.post(
+            f"{caseplan}/v1/cases/{case_id}/reviews",
+            json={
+                "progress": [
+                    {"need_id": n, "rating": "achieved", "note": "Done"} for n in need_ids
+                ],
+                "next_review_date": (TODAY + timedelta(weeks=6)).isoformat(),
+            },
+            headers=hub.auth(PRACTITIONER),
+        ),
+        hub,
+        "caseplan",
+        201,
+    )
+    _ok(
+        client.post(
+            f"{caseplan}/v1/cases/{case_id}/closure",
+            json={
+                "reason": "needs_met",
+                "outcomes": [{"need_id": n, "achieved": True} for n in need_ids],
+            },
+            headers=hub.auth(PRACTITIONER),
+        ),
+        hub,
+        "caseplan",
+        201,
+    )
+
+    allocation_events = [
+        dict(r.headers)["ce_type"].decode()
+        for r in read_topic(hub.bootstrap_servers, service_topic("allocation"))
+        if dict(r.headers).get("ce_subject", b"").decode() == case_id and ce_id(r)
+    ]
+    assert allocation_events == [
+        "earlyhelp.case.allocated.v1",
+        "earlyhelp.panel.decision_recorded.v1",
+    ]
+
+    # The same children again: intake matches the family and, once case plan's closure
+    # has reached it, records the closed case as the one this referral repeats.
+    def re_referred() -> dict | None:
+        again = accepted(post_referral(client, hub, body | {"partner_reference": None}), hub)
+        seen = client.get(intake + again.location, headers=hub.auth(FRONT_DOOR)).json()
+        triage = _ok(
+            client.post(
+                f"{intake}/v1/referrals/{again.referral_id}/triage",
+                json=DECISION,
+                headers=hub.auth(FRONT_DOOR),
+            ),
+            hub,
+            "intake",
+        )["triage"]
+        return (seen, triage) if not triage["joins_open_case"] else None
+
+    seen, triage = _eventually(hub, "intake", "the closure never reached intake", re_referred)
+    assert seen["family_id"] == family_id
+    assert seen["matching"]["matched_existing_family"] is True
+    assert seen["matching"]["re_referral_of_case_id"] == case_id
+    assert triage["case_id"] != case_id  # a new case; the closed one stays closed
+
+    chronology = _ok(
+        client.get(
+            f"{caseplan}/v1/families/{family_id}/chronology",
+            params={"limit": 200},
+            headers=hub.auth(FRONT_DOOR),
+        ),
+        hub,
+        "caseplan",
+    )
+    types = [entry["event_type"] for entry in chronology["entries"]]
+    for expected in (
+        "earlyhelp.referral.received.v1",
+        "earlyhelp.referral.triaged.v1",
+        "earlyhelp.case.allocated.v1",
+        "earlyhelp.assessment.completed.v1",
+        "earlyhelp.panel.decision_recorded.v1",
+        "earlyhelp.plan.reviewed.v1",
+        "earlyhelp.case.closed.v1",
+    ):
+        assert expected in types, f"{expected} missing from the chronology: {types}"
