@@ -166,6 +166,8 @@ class Hub:
         self._created_databases: list[str] = []
         # How each stopped service process ended (0: clean; negative: killed by that signal).
         self.exit_codes: dict[str, int] = {}
+        # Extra processes of a service (`start_replica`): name -> service.
+        self._replica_of: dict[str, str] = {}
 
     # -- what tests ask of it
 
@@ -173,7 +175,7 @@ class Hub:
         return f"http://127.0.0.1:{self._ports[service]}"
 
     def database_url(self, service: str) -> str:
-        return self._database_urls[service]
+        return self._database_urls[self._replica_of.get(service, service)]
 
     def log_path(self, service: str) -> Path:
         return self.workdir / f"{service}.log"
@@ -192,6 +194,7 @@ class Hub:
 
     def env(self, service: str) -> dict[str, str]:
         """The environment the service runs with, e.g. for an `earlyhelp` command beside it."""
+        service = self._replica_of.get(service, service)
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("EARLYHELP_")}
         return {
             **inherited,
@@ -242,9 +245,10 @@ class Hub:
             raise
 
     def stop(self) -> None:
-        """Stop every service (SIGTERM, so they drain), then drop PostgreSQL databases."""
+        """Stop every service and replica (SIGTERM, so they drain), then drop PostgreSQL
+        databases."""
         try:
-            self._terminate([s for s in self.services if s in self._processes])
+            self._terminate(list(self._processes))
         finally:
             for url in self._created_databases:
                 dispose_engine(url)
@@ -269,6 +273,27 @@ class Hub:
             raise HubError(f"{name} is already running")
         self._spawn(name)
         self._wait_ready([name], timeout_s)
+
+    def start_replica(self, service: str, timeout_s: float = 60) -> str:
+        """Start one more process of a running hub's service, on a port of its own and the
+        same database and broker (so the same consumer group); returns its name, e.g.
+        `caseplan-2`, which `url`, `log`, `stop_service`, `kill_service` and
+        `start_service` accept like a service's."""
+        if service not in self.services:
+            raise ValueError(f"{service} is not one of this hub's services")
+        number = 2
+        while f"{service}-{number}" in self._ports:
+            number += 1
+        name = f"{service}-{number}"
+        self._replica_of[name] = service
+        self._ports[name] = free_port()
+        self._spawn(name)
+        self._wait_ready([name], timeout_s)
+        return name
+
+    def replicas(self, service: str) -> list[str]:
+        """The names of the service's processes: the service itself, then its replicas."""
+        return [service, *(r for r, s in self._replica_of.items() if s == service)]
 
     def __enter__(self) -> Hub:
         self.start()
@@ -295,7 +320,7 @@ class Hub:
             "-m",
             "hub.cli",
             "serve",
-            service,
+            self._replica_of.get(service, service),
             "--port",
             str(self._ports[service]),
         ]

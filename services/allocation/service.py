@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from allocation import registry
 from allocation.api import router
 from allocation.projections import PROJECTIONS
 from allocation.settings import allocation_settings
@@ -23,6 +24,11 @@ definition = ServiceDefinition(
     routers=[token_router, router],
     projections=PROJECTIONS,
     consumes=[service_topic("intake"), service_topic("caseplan")],
+    # The registry file seeds an empty database; a missing or invalid one is found at
+    # start, not on the first allocation after a database restore.
+    startup_checks={
+        "registry file": lambda: registry.read_file(allocation_settings().registry_file)
+    },
 )
 
 

@@ -33,13 +33,32 @@ def _settings(service: str) -> HubSettings:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    """Check the configuration and what the service needs, then serve.
+
+    Anything wrong before uvicorn listens (a setting, a file, the database, the
+    broker) ends the process with exit code 1 and one line on stderr:
+    `earlyhelp serve <service>: cannot start: <reason>`.
+    """
     import uvicorn
 
+    from hub.service import check_configuration, describe_failure
+
     definition = load_definition(args.service)
-    settings = _settings(args.service)
+    try:
+        settings = _settings(args.service)
+        check_configuration(settings)
+        app = importlib.import_module(f"{args.service}.service").create_app()
+        app.state.runtime.preflight()
+    except Exception as exc:
+        logging.getLogger(__name__).debug("start-up failed", exc_info=True)
+        print(
+            f"earlyhelp serve {args.service}: cannot start: {describe_failure(exc)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(1) from None
     uvicorn.run(
-        f"{args.service}.service:create_app",
-        factory=True,
+        app,
         host=args.host,
         port=args.port or definition.port,
         loop="uvloop",

@@ -187,6 +187,19 @@ class ProjectionConsumer:
                     applied = [p.name for p in followers if p.apply(conn, data, meta)]
                 outcome = "applied" if applied else "duplicate"
                 CONSUMED.labels(self._service, record.topic, outcome).inc()
+                # Inside the record's span: the line carries the producer's trace id.
+                log.debug(
+                    "%s %s",
+                    outcome,
+                    envelope.type,
+                    extra={
+                        "event_id": envelope.id,
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "projections": applied,
+                    },
+                )
                 return applied
             except Exception as exc:
                 HANDLER_FAILURES.labels(self._service, record.topic).inc()

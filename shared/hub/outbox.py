@@ -72,8 +72,9 @@ class OutboxRelay:
         linger_s = self._settings.relay_linger_ms / 1000
         while not stop.is_set():
             self._wake.clear()
-            self._refresh_backlog()
             try:
+                # Inside the try: a database that is briefly away must not end the relay.
+                self._refresh_backlog()
                 if not self._leads():
                     stop.wait(idle_s)
                     continue
@@ -99,6 +100,7 @@ class OutboxRelay:
     def drain(self, timeout_s: float) -> bool:
         """Publish what is queued, for a clean shutdown; True when the outbox is empty."""
         deadline = time.monotonic() + timeout_s
+        backoff_s = 0.1
         while time.monotonic() < deadline:
             try:
                 if not self._leads():
@@ -106,9 +108,14 @@ class OutboxRelay:
                 if self.publish_batch() == 0:
                     self._purge(force=True)
                     return True
-            except Exception as exc:
-                log.warning("outbox drain stopped: %s", exc)
-                return False
+                backoff_s = 0.1
+            except Exception as exc:  # the broker away for a moment: try until the deadline
+                OUTBOX_FAILURES.labels(self._service).inc()
+                log.warning("outbox drain failed; retrying in %.1fs: %s", backoff_s, exc)
+                self._discard_producer()
+                self._resign()
+                time.sleep(max(min(backoff_s, deadline - time.monotonic()), 0))
+                backoff_s = min(backoff_s * 2, 1.0)
         return False
 
     def close(self) -> None:

@@ -8,7 +8,9 @@ lifespan starts and drains the background workers.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,10 +18,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
-from sqlalchemy import Connection
+from opentelemetry import trace
+from pydantic import ValidationError
+from sqlalchemy import Connection, create_engine, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
 from starlette.concurrency import run_in_threadpool
 
-from hub.auth import token_service
+from hub.auth import Identities, token_service
 from hub.consumer import ProjectionConsumer
 from hub.contracts.base import EventData
 from hub.contracts.registry import EVENT_TYPES
@@ -40,6 +47,71 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class StartupError(RuntimeError):
+    """Why a service refuses to start, in one line an operator can act on."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line about an exception raised while starting: no traceback, no newlines."""
+    if isinstance(exc, StartupError):
+        text = str(exc)
+    elif isinstance(exc, ValidationError):
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            if exc.title == "HubSettings" and where:
+                where = f"EARLYHELP_{where.upper()}"
+            problems.append(f"{where}: {error['msg']}" if where else error["msg"])
+        text = f"invalid {exc.title}: " + "; ".join(problems)
+    else:
+        text = str(exc)
+        if not text.startswith(type(exc).__name__):
+            text = f"{type(exc).__name__}: {text}"
+    text = " ".join(text.split())
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def check_configuration(settings: HubSettings) -> None:
+    """What can be known wrong without reaching anything: raises StartupError.
+
+    The database URL must parse and name an installed driver; outside the
+    embedded SQLite default the token signing key must be given (replicas on
+    other machines would each generate their own, and refuse each other's
+    tokens); the identities file must exist and be valid.
+    """
+    try:
+        url = make_url(settings.database_url)
+        url.get_dialect()
+    except NoSuchModuleError as exc:  # before ArgumentError: a subclass of it
+        raise StartupError(
+            f"EARLYHELP_DATABASE_URL names an unknown database driver {url.drivername!r} "
+            "(use sqlite:/// or postgresql+psycopg://)"
+        ) from exc
+    except ArgumentError as exc:
+        raise StartupError(
+            "EARLYHELP_DATABASE_URL is not a database URL "
+            "(expected e.g. postgresql+psycopg://user:password@host:5432/dbname)"
+        ) from exc
+    key = settings.jwt_signing_key.get_secret_value()
+    if not key and url.get_backend_name() != "sqlite":
+        raise StartupError(
+            "EARLYHELP_JWT_SIGNING_KEY is not set: outside the embedded SQLite default every "
+            "service and replica must be given the same signing key (32+ characters)"
+        )
+    if key and len(key) < 32:
+        raise StartupError("EARLYHELP_JWT_SIGNING_KEY must be at least 32 characters")
+    if not settings.identities_file.is_file():
+        raise StartupError(
+            f"identities file {settings.identities_file} not found (EARLYHELP_IDENTITIES_FILE)"
+        )
+    try:
+        Identities.load(settings.identities_file)
+    except Exception as exc:
+        raise StartupError(
+            f"identities file {settings.identities_file} is invalid: {describe_failure(exc)}"
+        ) from exc
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
     name: str
@@ -54,6 +126,9 @@ class ServiceDefinition:
     version: str = "0.1.0"
     # Extra readiness checks beyond the database and the broker.
     readiness_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
+    # Checks `earlyhelp serve` runs once before listening (a service's own config
+    # files, say): one that raises stops the process with its message.
+    startup_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
 
     @property
     def topic(self) -> str | None:
@@ -167,6 +242,93 @@ class Runtime:
             **self.definition.readiness_checks,
         }
 
+    def preflight(self) -> None:
+        """Before listening: the database answers and is migrated, a broker answers,
+        and the service's own start-up checks pass; raises StartupError otherwise.
+
+        The waits are bounded by EARLYHELP_STARTUP_DATABASE_WAIT_S and
+        EARLYHELP_STARTUP_BROKER_WAIT_S, so a misconfigured process exits (and its
+        orchestrator reports it) instead of serving 503s forever.
+        """
+        self._wait_for_database()
+        self._check_migrated()
+        self._wait_for_broker()
+        for name, check in self.definition.startup_checks.items():
+            try:
+                check()
+            except Exception as exc:
+                raise StartupError(f"{name}: {describe_failure(exc)}") from exc
+
+    def _wait_for_database(self) -> None:
+        wait_s = self.settings.startup_database_wait_s
+        deadline = time.monotonic() + wait_s
+        shown = self.db.url.render_as_string(hide_password=True)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                self._probe_database(max(remaining, 1.0))
+                return
+            except Exception as exc:
+                if time.monotonic() + 0.2 >= deadline:
+                    reason = describe_failure(getattr(exc, "orig", None) or exc)
+                    raise StartupError(
+                        f"database {shown} did not answer within {wait_s:g}s "
+                        f"(EARLYHELP_DATABASE_URL, EARLYHELP_STARTUP_DATABASE_WAIT_S): {reason}"
+                    ) from exc
+                time.sleep(0.2)
+
+    def _probe_database(self, timeout_s: float) -> None:
+        if self.db.is_sqlite:
+            self.db.check()
+            return
+        # A probe engine of its own: the pool's connections have no connect timeout,
+        # and a firewalled host would otherwise hold the start for minutes.
+        probe = create_engine(
+            self.db.url,
+            poolclass=NullPool,
+            connect_args={"connect_timeout": max(1, math.ceil(timeout_s))},
+        )
+        try:
+            with probe.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        finally:
+            probe.dispose()
+
+    def _check_migrated(self) -> None:
+        with self.db.read() as conn:
+            migrated = inspect(conn).has_table("alembic_version") and (
+                conn.exec_driver_sql("SELECT version_num FROM alembic_version").first() is not None
+            )
+        if not migrated:
+            shown = self.db.url.render_as_string(hide_password=True)
+            raise StartupError(
+                f"database {shown} is not migrated: run `earlyhelp migrate "
+                f"{self.definition.name}` first"
+            )
+
+    def _wait_for_broker(self) -> None:
+        wait_s = self.settings.startup_broker_wait_s
+        deadline = time.monotonic() + wait_s
+        # kafka-python logs every refused connection at ERROR: the one line below says it.
+        kafka_logger = logging.getLogger("kafka")
+        level = kafka_logger.level
+        kafka_logger.setLevel(logging.CRITICAL)
+        try:
+            while True:
+                try:
+                    check_broker(self.settings)
+                    return
+                except Exception as exc:
+                    if time.monotonic() + 0.2 >= deadline:
+                        raise StartupError(
+                            f"no Kafka broker answered at {self.settings.kafka_bootstrap_servers} "
+                            f"within {wait_s:g}s (EARLYHELP_KAFKA_BOOTSTRAP_SERVERS, "
+                            f"EARLYHELP_STARTUP_BROKER_WAIT_S): {describe_failure(exc)}"
+                        ) from exc
+                    time.sleep(0.2)
+        finally:
+            kafka_logger.setLevel(level)
+
     def start(self) -> None:
         workers: list[tuple[str, Callable[[threading.Event], Any]]] = []
         if self.relay is not None:
@@ -184,20 +346,50 @@ class Runtime:
             self._threads.append(thread)
 
     def stop(self, drain_timeout_s: float = 10.0) -> None:
-        """Consumers finish their record and commit; the relay publishes what is queued."""
+        """Drain within `drain_timeout_s` (the relay's flush gets at least 5 s of its own).
+
+        Called once uvicorn has answered every request in flight. The consumer
+        finishes the record it is applying, commits the offsets of every record it
+        applied and leaves its group; queued writes commit; the relay publishes
+        every committed event still in the outbox and removes the acknowledged rows;
+        spans not yet exported are flushed.
+        """
         self._stop.set()
         if self.relay is not None:
             self.relay.notify()
+        deadline = time.monotonic() + drain_timeout_s
         for thread in self._threads:
-            thread.join(drain_timeout_s)
+            thread.join(max(deadline - time.monotonic(), 0.1))
+        stuck = [thread.name for thread in self._threads if thread.is_alive()]
+        if stuck:
+            log.warning("still running after %gs: %s", drain_timeout_s, ", ".join(stuck))
+        relay_stuck = f"{self.definition.name}-outbox-relay" in stuck
         self._threads.clear()
         if self._writer is not None:
             self._writer.close()
-        if self.relay is not None:
-            if not self.relay.drain(drain_timeout_s):
+        if self.relay is not None and relay_stuck:
+            # A relay thread still publishing must not be joined by a second publisher;
+            # what it has not removed from the outbox is sent again at next start.
+            log.warning("stopping with the relay still publishing")
+        elif self.relay is not None:
+            drain_s = max(deadline - time.monotonic(), 5.0)
+            if not self.relay.drain(drain_s):
                 log.warning("stopping with events still in the outbox; they are sent at next start")
             self.relay.close()
         self.db.dispose()
+        _flush_spans()
+
+
+def _flush_spans(timeout_ms: int = 2000) -> None:
+    """Export the spans still batched: uvicorn ends the process by re-raising SIGTERM,
+    so the SDK's exit handler would not run."""
+    provider = trace.get_tracer_provider()
+    flush = getattr(provider, "force_flush", None)
+    if flush is not None:
+        try:
+            flush(timeout_ms)
+        except Exception as exc:
+            log.warning("could not export the last spans: %s", exc)
 
 
 def create_service_app(

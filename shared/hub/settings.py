@@ -58,6 +58,22 @@ class HubSettings(BaseSettings):
     )
     relay_retry_backoff_max_ms: int = Field(default=5_000, ge=1)
 
+    startup_database_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "How long `earlyhelp serve` waits for the database to answer before it refuses "
+            "to start."
+        ),
+    )
+    startup_broker_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "How long `earlyhelp serve` waits for a broker to answer before it refuses to start."
+        ),
+    )
+
     identities_file: Path = Field(
         default=REPO_ROOT / "config" / "identities.yaml",
         description="Partner systems and staff: client ids, hashed secrets, scopes and roles.",
