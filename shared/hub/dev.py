@@ -62,12 +62,9 @@ def run_hub(services: Sequence[str], *, embedded_broker: bool = True) -> int:
             for definition in definitions:
                 base = f"http://127.0.0.1:{definition.port}"
                 print(f"  {definition.name:<14} {base}  (docs {base}/docs)", flush=True)
-            print(
-                f"Demo bearer tokens (valid {DEMO_TOKEN_TTL_S // 60} minutes): "
-                f"{settings.var_dir / 'demo-token'} (a partner school), "
-                f"{settings.var_dir / 'demo-staff-token'} (front-door staff)",
-                flush=True,
-            )
+            print(f"Demo bearer tokens (valid {DEMO_TOKEN_TTL_S // 60} minutes):", flush=True)
+            for file_name, (_, who) in DEMO_CLIENTS.items():
+                print(f"  {settings.var_dir / file_name}  {who}", flush=True)
             print("Ctrl-C stops everything.", flush=True)
         while not stop.is_set():
             exited = [n for n, p in processes.items() if p.poll() is not None]
@@ -84,13 +81,21 @@ def run_hub(services: Sequence[str], *, embedded_broker: bool = True) -> int:
 
 
 DEMO_TOKEN_TTL_S = 3600
-DEMO_CLIENTS = {"demo-token": "harlesden-primary-school", "demo-staff-token": "front-door-demo"}
+# One per role a newcomer will want to try; the first two are the ones the README uses.
+DEMO_CLIENTS = {
+    "demo-token": ("harlesden-primary-school", "a partner school"),
+    "demo-staff-token": ("front-door-demo", "front-door staff"),
+    "demo-manager-token": ("harlesden-team-manager", "a locality team manager"),
+    "demo-practitioner-token": ("samira-okafor", "a practitioner, lead professional"),
+    "demo-chair-token": ("brent-panel-chair", "a panel chair"),
+    "demo-social-care-token": ("brent-childrens-social-care", "the social care partner"),
+}
 
 
 def _write_demo_tokens(settings: HubSettings) -> None:
     """Ready-made tokens so that a newcomer can curl at once (embedded default only)."""
     tokens = token_service(settings)
-    for file_name, client_id in DEMO_CLIENTS.items():
+    for file_name, (client_id, _) in DEMO_CLIENTS.items():
         client = tokens.identities.client(client_id)
         if client is None:
             continue  # the identities file was changed and no longer has the demo client
