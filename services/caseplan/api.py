@@ -61,7 +61,7 @@ from hub.contracts.registry import event_model
 from hub.http.problems import FieldError, Problem, problem_responses, problem_type
 from hub.idempotency import IDEMPOTENCY_HEADER
 from hub.service import Runtime, UnitOfWork, runtime_of
-from hub.store import PendingEvent
+from hub.store import EventStore, PendingEvent
 
 router = APIRouter(prefix="/v1", tags=["cases"])
 
@@ -76,6 +76,17 @@ Settings = Annotated[CaseplanSettings, Depends(current_settings)]
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 Reader = Annotated[Principal, Depends(require_scopes("cases:read"))]
 Worker = Annotated[Principal, Depends(require_scopes("cases:write"))]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        max_length=40,
+        description="The case's `ETag` from `GET /v1/cases/{case_id}`: the command is refused "
+        "(409 `case-changed`) if someone else changed the case since, so two people "
+        "reviewing one case at once cannot both record a review.",
+    ),
+]
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -229,8 +240,13 @@ async def list_cases(
     responses=problem_responses(401, 403, 404),
     summary="A family's case: assessment, plan, reviews, step-up/down and closure",
 )
-async def get_case(case_id: UUID, runtime: RuntimeDep, caller: Reader, now: Now) -> CaseView:
+async def get_case(
+    case_id: UUID, response: Response, runtime: RuntimeDep, caller: Reader, now: Now
+) -> CaseView:
+    """The `ETag` header is the case's version, for `If-Match` on the commands that change it."""
+
     def read(conn):
+        response.headers["ETag"] = _etag(EventStore.stream_version(conn, domain.stream_id(case_id)))
         row = conn.execute(select(cases).where(cases.c.case_id == str(case_id))).first()
         children = conn.execute(
             select(family_referrals.c.children).where(family_referrals.c.case_id == str(case_id))
@@ -309,19 +325,32 @@ def _load(uow: UnitOfWork, case_id: UUID) -> domain.Case | None:
     return domain.replay(event for _, _, event in history)
 
 
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
 def _decide(
     uow: UnitOfWork,
     case_id: UUID,
     caller: Principal,
     now: datetime,
     decide: Callable[[domain.Case | None], list[EventData]],
+    if_match: str | None = None,
 ) -> list[Any]:
     """Load the case, decide, and append after the version decided on.
 
     A concurrent command on the same case moves the stream on first: the append
-    then fails with ConcurrencyConflict, which run_command answers 409.
+    then fails with ConcurrencyConflict, which run_command answers 409. With
+    `if_match`, the caller's own view of the case must still be the current one.
     """
     current = _load(uow, case_id)
+    if if_match is not None and current is not None and if_match.strip() != _etag(current.version):
+        raise Problem.conflict(
+            f"Case {case_id} changed after you read it (it is now version {current.version}); "
+            "read it again and decide whether your change still stands.",
+            title="Case changed",
+            type=problem_type("case-changed"),
+        )
     try:
         events = decide(current)
     except domain.CaseNotFound as exc:
@@ -564,6 +593,7 @@ async def review_plan(
     caller: Worker,
     settings: Settings,
     now: Now,
+    if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Needs an active plan (a panel decision). The next review date is after today and no
@@ -580,7 +610,7 @@ async def review_plan(
     )
 
     def work(uow: UnitOfWork) -> CommandResult:
-        [event] = _decide(uow, case_id, caller, now, lambda c: domain.review(c, command))
+        [event] = _decide(uow, case_id, caller, now, lambda c: domain.review(c, command), if_match)
         return _recorded(event)
 
     return await _run(runtime, request, caller, idempotency_key, submission, work)
@@ -600,6 +630,7 @@ async def step_up(
     runtime: RuntimeDep,
     caller: Worker,
     now: Now,
+    if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Emits `earlyhelp.case.stepped_up.v1`; the case is then held as stepped up: only
@@ -614,7 +645,7 @@ async def step_up(
     )
 
     def work(uow: UnitOfWork) -> CommandResult:
-        [event] = _decide(uow, case_id, caller, now, lambda c: domain.step_up(c, command))
+        [event] = _decide(uow, case_id, caller, now, lambda c: domain.step_up(c, command), if_match)
         return _recorded(event)
 
     return await _run(runtime, request, caller, idempotency_key, submission, work)
@@ -689,6 +720,7 @@ async def close_case(
     runtime: RuntimeDep,
     caller: Worker,
     now: Now,
+    if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Every identified need needs an outcome (achieved or not); `needs_met` needs a
@@ -703,7 +735,7 @@ async def close_case(
     )
 
     def work(uow: UnitOfWork) -> CommandResult:
-        [event] = _decide(uow, case_id, caller, now, lambda c: domain.close(c, command))
+        [event] = _decide(uow, case_id, caller, now, lambda c: domain.close(c, command), if_match)
         return _recorded(event)
 
     return await _run(runtime, request, caller, idempotency_key, submission, work)

@@ -188,21 +188,22 @@ def test_a_referral_becomes_a_case_that_is_planned_reviewed_closed_and_referred_
         f"{caseplan}/v1/cases", params={"lead_professional": "me"}, headers=hub.auth(PRACTITIONER)
     )
     assert case_id in {c["case_id"] for c in _ok(mine, hub, "caseplan")["items"]}
-    _ok(
-        client.post(
-            f"{caseplan}/v1/cases/{case_id}/reviews",
-            json={
-                "progress": [
-                    {"need_id": n, "rating": "achieved", "note": "Done"} for n in need_ids
-                ],
-                "next_review_date": (TODAY + timedelta(weeks=6)).isoformat(),
-            },
-            headers=hub.auth(PRACTITIONER),
-        ),
-        hub,
-        "caseplan",
-        201,
-    )
+    for weeks, rating in ((6, "improved"), (12, "achieved")):
+        _ok(
+            client.post(
+                f"{caseplan}/v1/cases/{case_id}/reviews",
+                json={
+                    "progress": [
+                        {"need_id": n, "rating": rating, "note": "Seen at home"} for n in need_ids
+                    ],
+                    "next_review_date": (TODAY + timedelta(weeks=weeks)).isoformat(),
+                },
+                headers=hub.auth(PRACTITIONER),
+            ),
+            hub,
+            "caseplan",
+            201,
+        )
     _ok(
         client.post(
             f"{caseplan}/v1/cases/{case_id}/closure",
@@ -269,3 +270,21 @@ def test_a_referral_becomes_a_case_that_is_planned_reviewed_closed_and_referred_
         "earlyhelp.case.closed.v1",
     ):
         assert expected in types, f"{expected} missing from the chronology: {types}"
+    assert types.count("earlyhelp.plan.reviewed.v1") == 2
+    involved = {(party["kind"], party["name"]) for party in chronology["involved"]}
+    assert ("lead_professional", lead["name"]) in involved
+
+    report = _ok(
+        client.get(
+            f"{caseplan}/v1/reports/performance",
+            params={"locality": "brent-harlesden", "from": TODAY.isoformat()},
+            headers=hub.auth(MANAGER),
+        ),
+        hub,
+        "caseplan",
+    )
+    assert report["referrals_by_route"].get("early_help", 0) >= 2
+    assert report["reviews"] == report["reviews_on_time"] == 2
+    assert report["closures_by_reason"] == {"needs_met": 1}
+    for stage in ("referral_to_triage", "triage_to_allocation", "allocation_to_assessment"):
+        assert report[stage]["cases"] >= 1, stage

@@ -1,6 +1,7 @@
 """Cases through case plan's HTTP API, opened and planned by allocation's events on the broker."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from uuid import uuid4
 
@@ -430,3 +431,35 @@ def test_the_case_projection_is_rebuilt_by_replay_equal_to_the_live_one(
     assert applied["cases"] >= 4
     after = _started(service_client).get(f"/v1/cases/{allocated.case_id}").json()
     assert after == before
+
+
+def test_of_two_concurrent_reviews_of_one_case_one_wins_and_the_other_gets_409(
+    service_client, publish
+):
+    caseplan = _started(service_client)
+    allocated = _allocate(publish)
+    case_id = allocated.case_id
+    _wait(caseplan, case_id)
+    need_ids = _assessed(caseplan, case_id)
+    _panel(publish, allocated, TODAY + timedelta(days=30))
+    _wait(caseplan, case_id, lambda view: view["package"])
+    read = caseplan.get(f"/v1/cases/{case_id}")
+    etag = read.headers["etag"]
+    review = {
+        "progress": [{"need_id": n, "rating": "improved", "note": "Better"} for n in need_ids],
+        "next_review_date": (TODAY + timedelta(weeks=4)).isoformat(),
+    }
+
+    def post(_):
+        return caseplan.post(
+            f"/v1/cases/{case_id}/reviews", json=review, headers={"If-Match": etag}
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        statuses = sorted(response.status_code for response in pool.map(post, range(2)))
+
+    assert statuses == [201, 409]
+    assert len(caseplan.get(f"/v1/cases/{case_id}").json()["reviews"]) == 1
+    assert caseplan.get(f"/v1/cases/{case_id}").headers["etag"] != etag
+    stale = post(None)
+    assert stale.status_code == 409 and stale.json()["type"].endswith("/case-changed")
