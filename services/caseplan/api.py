@@ -200,9 +200,12 @@ async def list_cases(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> CaseList:
     """Open and stepped-up cases first by review date. A lead professional's own view is
-    `?lead_professional=me` (add `review=overdue` for their overdue reviews).
+    `?lead_professional=me` (add `review=overdue` for their overdue reviews). Staff
+    limited to localities or teams see only those cases and the ones they lead.
     """
     query = select(cases)
+    if not caller.authority_wide:
+        query = query.where(_visible_to(caller))
     if review is CaseFilter.OVERDUE:
         query = query.where(
             and_(cases.c.status == domain.CaseStatus.OPEN.value, cases.c.review_due < now.date())
@@ -210,17 +213,7 @@ async def list_cases(
     if locality is not None:
         query = query.where(cases.c.locality == locality)
     if lead_professional == "me":
-        # Allocation names the worker's staff client id when the registry links one;
-        # otherwise a staff client may be named by the worker's e-mail address.
-        query = query.where(
-            or_(
-                cases.c.lead_staff_client_id == caller.subject,
-                and_(
-                    cases.c.lead_staff_client_id.is_(None),
-                    func.lower(cases.c.lead_email) == caller.subject.lower(),
-                ),
-            )
-        )
+        query = query.where(_led_by(caller))
     elif lead_professional is not None:
         query = query.where(
             or_(
@@ -256,6 +249,10 @@ async def get_case(
     row, referral_children = await runtime.read(read)
     if row is None:
         raise Problem.not_found(f"No case {case_id}.")
+    if not _may_see(caller, row):
+        raise Problem.forbidden(
+            f"Case {case_id} belongs to {row.locality}: not one of your localities or teams."
+        )
     await record_read(runtime, caller, "case", str(case_id))
     detail = json.loads(row.detail)
     children: dict[str, dict[str, Any]] = {}
@@ -325,6 +322,63 @@ def _load(uow: UnitOfWork, case_id: UUID) -> domain.Case | None:
     return domain.replay(event for _, _, event in history)
 
 
+# --- who may see and work which case --------------------------------------------------
+
+
+def _is_lead(caller: Principal, row: Any) -> bool:
+    if row.lead_staff_client_id is not None:
+        return caller.subject == row.lead_staff_client_id
+    return bool(row.lead_email) and caller.subject.lower() == row.lead_email.lower()
+
+
+def _may_see(caller: Principal, row: Any) -> bool:
+    """Staff see the cases of their localities and teams, and those they lead."""
+    return (
+        caller.authority_wide
+        or row.locality in caller.localities
+        or row.team_id in caller.teams
+        or _is_lead(caller, row)
+    )
+
+
+def _may_work(caller: Principal, row: Any) -> bool:
+    """The lead professional and their team work a case; a manager works their localities'."""
+    return (
+        caller.authority_wide
+        or _is_lead(caller, row)
+        or row.team_id in caller.teams
+        or (MANAGER_ROLE in caller.roles and row.locality in caller.localities)
+    )
+
+
+def _require_may_work(conn: Any, caller: Principal, case_id: UUID) -> None:
+    row = conn.execute(select(cases).where(cases.c.case_id == str(case_id))).first()
+    if row is not None and caller.kind == "staff" and not _may_work(caller, row):
+        raise Problem.forbidden(
+            f"Case {case_id} is worked by its lead professional, their team "
+            f"({row.team_id}) and the managers of {row.locality}."
+        )
+
+
+def _led_by(caller: Principal):
+    """SQL for the cases the caller leads: allocation names the worker's staff client id
+    when the registry links one; otherwise a staff client may be named by the e-mail."""
+    return or_(
+        cases.c.lead_staff_client_id == caller.subject,
+        and_(
+            cases.c.lead_staff_client_id.is_(None),
+            func.lower(cases.c.lead_email) == caller.subject.lower(),
+        ),
+    )
+
+
+def _visible_to(caller: Principal):
+    """SQL for the cases a staff member limited to localities or teams may see."""
+    return or_(
+        cases.c.locality.in_(caller.localities), cases.c.team_id.in_(caller.teams), _led_by(caller)
+    )
+
+
 def _etag(version: int) -> str:
     return f'"{version}"'
 
@@ -343,6 +397,7 @@ def _decide(
     then fails with ConcurrencyConflict, which run_command answers 409. With
     `if_match`, the caller's own view of the case must still be the current one.
     """
+    _require_may_work(uow.conn, caller, case_id)
     current = _load(uow, case_id)
     if if_match is not None and current is not None and if_match.strip() != _etag(current.version):
         raise Problem.conflict(
@@ -415,6 +470,7 @@ async def submit_assessment(
 
     def work(uow: UnitOfWork) -> CommandResult:
         if not submission.complete:
+            _require_may_work(uow.conn, caller, case_id)
             if _load(uow, case_id) is None:
                 raise Problem.not_found(f"No case {case_id}.")
             return CommandResult(200, _save_draft(uow, case_id, draft, caller, now))
@@ -449,11 +505,15 @@ async def submit_assessment(
     summary="The assessment draft saved so far",
 )
 async def get_draft(case_id: UUID, runtime: RuntimeDep, caller: Reader) -> AssessmentDraftView:
-    row = await runtime.read(
-        lambda conn: conn.execute(
+    """For those who work the case: its lead professional, their team, their managers."""
+
+    def read(conn):
+        _require_may_work(conn, caller, case_id)
+        return conn.execute(
             select(assessment_drafts).where(assessment_drafts.c.case_id == str(case_id))
         ).first()
-    )
+
+    row = await runtime.read(read)
     if row is None:
         raise Problem.not_found(f"No assessment draft for case {case_id}.")
     await record_read(runtime, caller, "assessment_draft", str(case_id))
@@ -766,9 +826,26 @@ async def performance(
     to: Annotated[date | None, Query()] = None,
 ) -> Any:
     """Managers only (role team_manager). Every measure counts what happened in the period
-    (`from` and `to` inclusive, either may be left open) in the locality, if given."""
+    (`from` and `to` inclusive, either may be left open) in the locality, if given. A
+    manager of some localities reports on those only (on their one locality by default)."""
     if MANAGER_ROLE not in caller.roles:
         raise Problem.forbidden("The performance report is for managers.")
+    if caller.localities:
+        if locality is None and len(caller.localities) == 1:
+            locality = caller.localities[0]
+        elif locality is None:
+            raise Problem.unprocessable(
+                "Name the locality to report on.",
+                errors=[
+                    FieldError(
+                        field="query.locality",
+                        message=f"one of {', '.join(caller.localities)}",
+                        code="missing",
+                    )
+                ],
+            )
+        elif locality not in caller.localities:
+            raise Problem.forbidden(f"{locality} is not one of your localities.")
     if from_ is not None and to is not None and from_ > to:
         raise Problem.unprocessable(
             "The period ends before it starts.",

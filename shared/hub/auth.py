@@ -80,6 +80,14 @@ class Client(BaseModel):
     organisation_type: PartnerOrganisationType | None = None
     roles: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ()
+    localities: tuple[Slug, ...] = Field(
+        default=(),
+        description="Staff only: the localities whose cases they see and (managers) work; "
+        "none means the whole authority.",
+    )
+    teams: tuple[Slug, ...] = Field(
+        default=(), description="Staff only: the teams whose cases they work."
+    )
     secret_hash: str = Field(pattern=r"^scrypt\$")
 
     @model_validator(mode="after")
@@ -88,6 +96,8 @@ class Client(BaseModel):
             raise ValueError(f"partner {self.client_id} needs an organisation_type")
         if self.kind == "staff" and not self.roles:
             raise ValueError(f"staff member {self.client_id} needs at least one role")
+        if self.kind == "partner" and (self.localities or self.teams):
+            raise ValueError(f"partner {self.client_id} cannot have localities or teams")
         return self
 
 
@@ -121,6 +131,13 @@ class Principal:
     scopes: frozenset[str]
     organisation_type: str | None = None
     roles: tuple[str, ...] = ()
+    localities: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+
+    @property
+    def authority_wide(self) -> bool:
+        """Staff with no localities or teams named work across the whole authority."""
+        return not self.localities and not self.teams
 
     @property
     def organisation_id(self) -> str | None:
@@ -201,6 +218,10 @@ class TokenService:
             claims["org_type"] = client.organisation_type.value
         if client.roles:
             claims["roles"] = list(client.roles)
+        if client.localities:
+            claims["localities"] = list(client.localities)
+        if client.teams:
+            claims["teams"] = list(client.teams)
         return jwt.encode(claims, self._key, algorithm=_ALGORITHM), scopes
 
     def verify(self, token: str) -> Principal:
@@ -224,6 +245,8 @@ class TokenService:
             scopes=frozenset(claims["scope"].split()),
             organisation_type=claims.get("org_type"),
             roles=tuple(claims.get("roles", ())),
+            localities=tuple(claims.get("localities", ())),
+            teams=tuple(claims.get("teams", ())),
         )
 
 

@@ -81,3 +81,30 @@ def test_services_starting_together_share_one_generated_key(tmp_path: Path):
     assert (tmp_path / "jwt-signing-key").stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jwt-signing-key"]
     assert signing_key(settings) == keys[0]
+
+
+def test_a_staff_token_carries_the_localities_and_teams_the_identities_file_gives():
+    tokens = _tokens()
+    practitioner = tokens.verify(tokens.issue(IDENTITIES.client("samira-okafor"))[0])
+    front_door = tokens.verify(tokens.issue(IDENTITIES.client("front-door-demo"))[0])
+
+    assert practitioner.teams == ("harlesden-early-help",)
+    assert practitioner.localities == ("brent-harlesden",)
+    assert not practitioner.authority_wide
+    assert front_door.authority_wide
+
+
+def test_a_partner_cannot_be_given_localities_or_teams():
+    from pydantic import ValidationError
+
+    from hub.auth import Client
+
+    with pytest.raises(ValidationError, match="cannot have localities or teams"):
+        Client(
+            client_id="some-school",
+            kind="partner",
+            name="Some School",
+            organisation_type="school",
+            localities=("brent-harlesden",),
+            secret_hash="scrypt$x$y",
+        )

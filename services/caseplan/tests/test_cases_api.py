@@ -3,7 +3,7 @@
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from sqlalchemy import create_engine, delete, func, select
 
@@ -337,6 +337,7 @@ def test_step_up_holds_the_case_and_social_care_steps_a_family_down(service_clie
         "reason": "Child in need plan closed",
         "social_care_summary": "Section 17 involvement; risks reduced.",
         "early_help_case_id": str(allocated.case_id),
+        "locality": "brent-harlesden",
     }
     social_care = _as(caseplan, SOCIAL_CARE)
     assert caseplan.post("/v1/step-downs", json=step_down).status_code == 403
@@ -346,9 +347,11 @@ def test_step_up_holds_the_case_and_social_care_steps_a_family_down(service_clie
     assert response.json()["event"]["family_id"] == str(allocated.family_id)
     again = caseplan.post("/v1/step-downs", json=step_down, headers=social_care)
     assert again.status_code == 409
-    assert caseplan.get(f"/v1/cases/{new_case}").json()["status"] == "awaiting_allocation"
+    # Awaiting allocation, it has no team or lead yet: the locality's manager sees it.
+    waiting = caseplan.get(f"/v1/cases/{new_case}", headers=_as(caseplan, MANAGER))
+    assert waiting.json()["status"] == "awaiting_allocation"
 
-    _allocate(publish, family=allocated.family_id, case=new_case)
+    _allocate(publish, family=allocated.family_id, case=UUID(new_case))
     assert _wait(caseplan, new_case, lambda view: view["status"] == "open")["episode"] == 1
 
 
@@ -463,3 +466,52 @@ def test_of_two_concurrent_reviews_of_one_case_one_wins_and_the_other_gets_409(
     assert caseplan.get(f"/v1/cases/{case_id}").headers["etag"] != etag
     stale = post(None)
     assert stale.status_code == 409 and stale.json()["type"].endswith("/case-changed")
+
+
+def test_staff_see_and_work_the_cases_of_their_localities_and_teams_only(
+    service_client, publish, database_url
+):
+    caseplan = _started(service_client)
+    ours = _allocate(publish)  # Harlesden, Samira's team, Samira leads
+    theirs = CaseAllocated.example().model_copy(
+        update={
+            "family_id": uuid4(),
+            "case_id": uuid4(),
+            "allocated_at": datetime.now(UTC),
+            "locality": "brent-wembley",
+            "team_id": "wembley-early-help",
+            "lead_professional": CaseAllocated.example().lead_professional.model_copy(
+                update={
+                    "worker_id": uuid4(),
+                    "name": "Tomasz Nowak",
+                    "email": "tomasz.nowak@brent.example.gov.uk",
+                    "staff_client_id": None,
+                }
+            ),
+        }
+    )
+    publish(theirs)
+    _wait(caseplan, ours.case_id)
+
+    for who in (PRACTITIONER, MANAGER):
+        headers = _as(caseplan, who)
+        assert caseplan.get(f"/v1/cases/{ours.case_id}", headers=headers).status_code == 200
+        assert caseplan.get(f"/v1/cases/{theirs.case_id}", headers=headers).status_code == 403
+        listed = caseplan.get("/v1/cases", headers=headers).json()["items"]
+        assert str(theirs.case_id) not in {item["case_id"] for item in listed}
+        work = caseplan.post(
+            f"/v1/cases/{theirs.case_id}/closure",
+            json={"reason": "disengaged", "outcomes": []},
+            headers=headers,
+        )
+        assert work.status_code == 403, who
+    manager = _as(caseplan, MANAGER)
+    report = caseplan.get(
+        "/v1/reports/performance", params={"locality": "brent-wembley"}, headers=manager
+    )
+    assert report.status_code == 403
+    own_report = caseplan.get("/v1/reports/performance", headers=_as(caseplan, MANAGER))
+    assert own_report.json()["locality"] == "brent-harlesden"
+    # Nothing refused changed anything: the Wembley case is still open.
+    assert _count(database_url, cases, case_id=str(theirs.case_id), status="closed") == 0
+    assert _count(database_url, event_store, event_type="earlyhelp.case.closed.v1") == 0
