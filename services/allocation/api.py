@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
@@ -57,8 +57,8 @@ from hub.auth import Principal, require_scopes
 from hub.commands import CommandResult, run_command
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded, PanelMember
 from hub.contracts.identifiers import Slug
+from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import FieldError, Problem, problem_responses, problem_type
-from hub.idempotency import IDEMPOTENCY_HEADER
 from hub.observability import current_trace_id
 from hub.service import Runtime, UnitOfWork, runtime_of
 from hub.tables import audit_log
@@ -68,11 +68,6 @@ router = APIRouter(prefix="/v1", tags=["allocation"])
 OptionalSlug = Slug | None
 
 T = TypeVar("T")
-
-
-async def clock() -> datetime:
-    """FastAPI dependency: the time now, in UTC; tests override it to control waiting times."""
-    return datetime.now(UTC)
 
 
 def staff(*scopes: str):
@@ -104,18 +99,8 @@ async def seeded_runtime(
     return runtime
 
 
-Now = Annotated[datetime, Depends(clock)]
 Settings = Annotated[AllocationSettings, Depends(current_settings)]
 Hub = Annotated[Runtime, Depends(seeded_runtime)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias=IDEMPOTENCY_HEADER,
-        min_length=1,
-        max_length=255,
-        description="Repeat a POST safely: the same key and body return the first response.",
-    ),
-]
 CaseId = Annotated[UUID, Path(description="The early help case (from triage or a step-down).")]
 
 # --- errors -------------------------------------------------------------------------

@@ -58,20 +58,14 @@ from hub.contracts.base import EventData
 from hub.contracts.caseplan import IdentifiedNeed
 from hub.contracts.codes import PartnerOrganisationType
 from hub.contracts.registry import event_model
+from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import FieldError, Problem, problem_responses, problem_type
-from hub.idempotency import IDEMPOTENCY_HEADER
 from hub.service import Runtime, UnitOfWork, runtime_of
 from hub.store import EventStore, PendingEvent
 
 router = APIRouter(prefix="/v1", tags=["cases"])
 
 
-async def clock() -> datetime:
-    """FastAPI dependency: the time now, in UTC; tests override it to control due dates."""
-    return datetime.now(UTC)
-
-
-Now = Annotated[datetime, Depends(clock)]
 Settings = Annotated[CaseplanSettings, Depends(current_settings)]
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 Reader = Annotated[Principal, Depends(require_scopes("cases:read"))]
@@ -87,15 +81,6 @@ IfMatch = Annotated[
     ),
 ]
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias=IDEMPOTENCY_HEADER,
-        min_length=1,
-        max_length=255,
-        description="Repeat a POST safely: the same key and body return the first response.",
-    ),
-]
 MANAGER_ROLE = "team_manager"
 # Step-downs get case ids derived from the social care reference, so that the same
 # family handed down twice under one reference is one case (the second is a 409).

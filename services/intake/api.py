@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import and_, or_, select
 
 from hub.audit import record_read
@@ -20,8 +20,8 @@ from hub.commands import CommandResult, run_command
 from hub.contracts.base import EventData
 from hub.contracts.codes import PartnerOrganisationType, Urgency
 from hub.contracts.common import Child, HouseholdMember, Referrer
+from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import FieldError, Problem, problem_responses, problem_type
-from hub.idempotency import IDEMPOTENCY_HEADER
 from hub.service import Runtime, UnitOfWork, runtime_of
 from intake import domain
 from intake.projections import URGENCY_RANK, possible_matches, referrals
@@ -54,23 +54,7 @@ from intake.settings import IntakeSettings, current_settings
 router = APIRouter(prefix="/v1", tags=["referrals"])
 
 
-async def clock() -> datetime:
-    """FastAPI dependency: the time now, in UTC; tests override it to control deadlines."""
-    return datetime.now(UTC)
-
-
-Now = Annotated[datetime, Depends(clock)]
 Settings = Annotated[IntakeSettings, Depends(current_settings)]
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias=IDEMPOTENCY_HEADER,
-        min_length=1,
-        max_length=255,
-        description="Repeat a POST safely: the same key and body return the first response.",
-    ),
-]
 
 
 @router.post(

@@ -7,10 +7,10 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import create_engine, delete, func, select
 
-from caseplan.api import clock
 from caseplan.projections import case_inputs, case_reviews, cases
 from caseplan.service import definition
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
+from hub.http.dependencies import clock
 from hub.replay import rebuild_projections
 from hub.tables import event_store, outbox
 from hub.testing import bearer, settings_for

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, select
 
+from hub.http.dependencies import clock
 from hub.tables import audit_log
 from hub.testing import bearer
-from intake.api import clock
 from intake.schemas import ReferralSubmission, TriageDecision
 from intake.service import definition
 from intake.settings import IntakeSettings, current_settings
