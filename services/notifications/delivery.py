@@ -1,0 +1,592 @@
+"""The delivery worker: fan-out, then webhooks and partner topics that never lose an event.
+
+Everything it owes is in the database: a delivery row is due at its
+`next_attempt_at`, so a restart resumes the schedule where it was. Each loop:
+
+1. fan out newly journalled events into deliveries and e-mails;
+2. claim due deliveries that head their family's queue for their subscription
+   (an earlier event of the family still pending or retrying holds later ones
+   back, so each receiver sees a family's events in order), skipping endpoints
+   whose circuit is open, and leasing each claimed row so no other replica sends
+   it at the same time;
+3. send them on a thread pool (a slow endpoint occupies at most
+   `endpoint_max_in_flight` threads, so it cannot hold up the others) and record
+   every attempt: delivered, or retried after exponential backoff with full
+   jitter, or dead-lettered once `retry_for_seconds` have passed since the first
+   attempt;
+4. send due e-mails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
+from sqlalchemy import and_, exists, insert, or_, select, update
+
+from hub.contracts.codes import DataClassification
+from hub.contracts.envelope import Envelope, to_kafka
+from hub.db import Database
+from hub.kafka import ensure_topics, new_producer
+from hub.settings import HubSettings
+from notifications import signing
+from notifications.fanout import OPEN_STATUSES, backlog, fan_out
+from notifications.mail import Mailer, plan_review_reminders
+from notifications.policy import SharingPolicy
+from notifications.settings import NotificationsSettings
+from notifications.tables import deliveries, delivery_attempts, emails, endpoints, subscriptions
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = Counter(
+    "earlyhelp_webhook_deliveries_total",
+    "Delivery attempts by outcome (delivered, retrying, dead_lettered) and channel",
+    ["outcome", "channel"],
+)
+FAILURES = Counter(
+    "earlyhelp_webhook_failures_total",
+    "Failed delivery attempts, by reason (status, timeout, connection, broker, other)",
+    ["reason"],
+)
+BACKLOG = Gauge("earlyhelp_webhook_backlog", "Deliveries pending or retrying")
+CIRCUIT_OPEN = Gauge(
+    "earlyhelp_webhook_circuit_open", "1 while an endpoint's circuit is open", ["endpoint"]
+)
+EMAILS = Counter("earlyhelp_emails_total", "E-mails by outcome (sent, failed)", ["outcome"])
+
+_ERROR_CHARS = 500
+# The e-mails being sent count against the pool's capacity under this name.
+_MAIL = "mail"
+# Counting the backlog reads every waiting delivery: often enough for a gauge.
+_BACKLOG_EVERY_S = 1.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Job:
+    delivery_pk: int
+    message_id: str
+    body: str
+    channel: str
+    endpoint: str
+    url: str | None
+    topic: str | None
+    secrets: tuple[str, ...]
+    attempts: int
+    first_attempt_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    ok: bool
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    reason: str | None
+
+
+def backoff(attempts: int, base_ms: int, max_ms: int, rng: random.Random) -> timedelta:
+    """Full jitter: a uniform wait between 0 and base * 2^(attempts-1), capped."""
+    ceiling = min(max_ms, base_ms * 2 ** min(attempts - 1, 40))
+    return timedelta(milliseconds=rng.uniform(0, ceiling))
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        db: Database,
+        hub_settings: HubSettings,
+        settings: NotificationsSettings,
+        policy: SharingPolicy,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._db = db
+        self._hub_settings = hub_settings
+        self._settings = settings
+        self._policy = policy
+        self._clock = clock
+        self._rng = random.Random()
+        self._mailer = Mailer(settings, settings.mailbox_dir or hub_settings.var_dir / "mailbox")
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(
+                settings.webhook_timeout_ms / 1000,
+                connect=settings.webhook_connect_timeout_ms / 1000,
+            ),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=settings.worker_concurrency * 2),
+        )
+        self._pool = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="webhook")
+        self._producer: KafkaProducer | None = None
+        self._producer_lock = threading.Lock()
+        self._topics_ready: set[str] = set()
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
+        self._last_reminders = -float("inf")
+        self._last_backlog = -float("inf")
+        self._results: queue.Queue[tuple[Job, Attempt, datetime]] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.run, args=(self._stop,), name="notifications-delivery", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop claiming; attempts in flight finish and are recorded (their leases expire else)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        # Claims never exceed the pool's capacity, so this waits for at most one round of
+        # attempts, each bounded by its timeout; every claimed delivery is recorded.
+        self._pool.shutdown(wait=True)
+        self._record_results()
+        self._http.close()
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+
+    def run(self, stop: threading.Event) -> None:
+        with self._db.read() as conn:
+            for row in conn.execute(select(endpoints)):
+                CIRCUIT_OPEN.labels(row.endpoint).set(1 if row.state != "closed" else 0)
+        while not stop.is_set():
+            try:
+                busy = self.tick()
+            except Exception:
+                log.exception("delivery loop failed; trying again")
+                busy = False
+            if not busy:
+                # A finished attempt wakes the loop early, so its slot is free again at once.
+                self._wake.wait(self._settings.worker_poll_ms / 1000)
+                self._wake.clear()
+
+    def tick(self) -> bool:
+        """One round of recording, fan-out, claims and sends; True when there may be more."""
+        settings = self._settings
+        recorded = self._record_results()
+        now = self._clock()
+        with self._db.write() as conn:
+            window = timedelta(milliseconds=settings.ordering_window_ms)
+            fanned = fan_out(conn, self._policy, now, window, settings.worker_batch_size)
+            if time.monotonic() - self._last_reminders >= settings.review_check_seconds:
+                plan_review_reminders(conn, now.date(), settings.review_reminder_days, now)
+                self._last_reminders = time.monotonic()
+        jobs = self._claim(now)
+        for job in jobs:
+            self._pool.submit(self._deliver, job)
+        sent = self._send_emails(now)
+        if time.monotonic() - self._last_backlog >= _BACKLOG_EVERY_S:
+            with self._db.read() as conn:
+                BACKLOG.set(backlog(conn))
+            self._last_backlog = time.monotonic()
+        return bool(recorded or fanned or jobs or sent)
+
+    # --- claiming ---------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        with self._lock:
+            return self._settings.worker_concurrency - sum(self._in_flight.values())
+
+    def _claim(self, now: datetime) -> list[Job]:
+        capacity = self._capacity()
+        if capacity <= 0:
+            return []
+        settings = self._settings
+        lease_until = now + timedelta(milliseconds=settings.delivery_lease_ms)
+        with self._lock:
+            taken = dict(self._in_flight)
+        busy = [name for name, count in taken.items() if count >= settings.endpoint_max_in_flight]
+        earlier = deliveries.alias("earlier")
+        held_back = exists().where(
+            earlier.c.subscription_id == deliveries.c.subscription_id,
+            earlier.c.family_id == deliveries.c.family_id,
+            earlier.c.status.in_(OPEN_STATUSES),
+            or_(
+                earlier.c.occurred_at < deliveries.c.occurred_at,
+                and_(
+                    earlier.c.occurred_at == deliveries.c.occurred_at,
+                    earlier.c.id < deliveries.c.id,
+                ),
+            ),
+        )
+        columns = (
+            deliveries.c.id,
+            deliveries.c.message_id,
+            deliveries.c.body,
+            deliveries.c.attempts,
+            deliveries.c.first_attempt_at,
+            deliveries.c.next_attempt_at,
+            subscriptions.c.channel,
+            subscriptions.c.url,
+            subscriptions.c.endpoint,
+            subscriptions.c.topic,
+            subscriptions.c.secret,
+            subscriptions.c.previous_secret,
+            subscriptions.c.previous_secret_until,
+        )
+
+        def due(status: str):
+            # One status at a time, so the (status, next_attempt_at) index yields the rows
+            # in order and the scan stops at the limit, however long the backlog.
+            return (
+                select(*columns)
+                .join(
+                    subscriptions,
+                    subscriptions.c.subscription_id == deliveries.c.subscription_id,
+                )
+                .where(
+                    deliveries.c.status == status,
+                    deliveries.c.next_attempt_at <= now,
+                    or_(deliveries.c.leased_until.is_(None), deliveries.c.leased_until < now),
+                    subscriptions.c.status == "active",
+                    # Endpoints that cannot take a delivery now are left out here, so that
+                    # a dead or slow endpoint's backlog never fills the others' batch.
+                    subscriptions.c.endpoint.not_in(
+                        select(endpoints.c.endpoint).where(
+                            endpoints.c.state != "closed", endpoints.c.open_until > now
+                        )
+                    ),
+                    subscriptions.c.endpoint.not_in(busy),
+                    ~held_back,
+                )
+                .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+                .limit(capacity * 4)
+            )
+
+        jobs: list[Job] = []
+        with self._db.write() as conn:
+            rows = sorted(
+                (row for status in OPEN_STATUSES for row in conn.execute(due(status))),
+                key=lambda row: (row.next_attempt_at, row.id),
+            )
+            names = {r.endpoint for r in rows}
+            circuits = {
+                row.endpoint: row
+                for row in conn.execute(select(endpoints).where(endpoints.c.endpoint.in_(names)))
+            }
+            probing: set[str] = set()
+            for row in rows:
+                if len(jobs) >= capacity:
+                    break
+                name = row.endpoint
+                circuit = circuits.get(name)
+                if circuit is not None and circuit.state != "closed":
+                    if name in probing:
+                        continue
+                    # Cool-down over: one delivery probes the endpoint (half-open).
+                    probing.add(name)
+                    conn.execute(
+                        update(endpoints)
+                        .where(endpoints.c.endpoint == name)
+                        .values(state="half_open", open_until=lease_until, updated_at=now)
+                    )
+                elif taken.get(name, 0) >= settings.endpoint_max_in_flight:
+                    continue
+                claimed = conn.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.id == row.id,
+                        # Settled or claimed by someone else since it was read: not ours.
+                        deliveries.c.status.in_(OPEN_STATUSES),
+                        or_(deliveries.c.leased_until.is_(None), deliveries.c.leased_until < now),
+                    )
+                    .values(leased_until=lease_until)
+                ).rowcount
+                if not claimed:
+                    continue
+                taken[name] = taken.get(name, 0) + 1
+                jobs.append(self._job(row, name, now))
+        with self._lock:
+            for job in jobs:
+                self._in_flight[job.endpoint] = self._in_flight.get(job.endpoint, 0) + 1
+        return jobs
+
+    def _job(self, row: Any, name: str, now: datetime) -> Job:
+        secrets = [row.secret] if row.secret else []
+        if row.previous_secret and row.previous_secret_until and row.previous_secret_until > now:
+            secrets.append(row.previous_secret)
+        return Job(
+            delivery_pk=row.id,
+            message_id=row.message_id,
+            body=row.body,
+            channel=row.channel,
+            endpoint=name,
+            url=row.url,
+            topic=row.topic,
+            secrets=tuple(secrets),
+            attempts=row.attempts,
+            first_attempt_at=row.first_attempt_at,
+        )
+
+    # --- sending ----------------------------------------------------------------------
+
+    def _deliver(self, job: Job) -> None:
+        """Attempt one delivery; the loop records the outcome with others in one transaction."""
+        try:
+            attempt = self._post(job) if job.channel == "webhook" else self._produce(job)
+        except Exception as exc:
+            log.exception("a delivery attempt failed unexpectedly")
+            attempt = Attempt(False, None, 0, f"{type(exc).__name__}: {exc}", "other")
+        self._results.put((job, attempt, self._clock()))
+        self._wake.set()
+
+    def _post(self, job: Job) -> Attempt:
+        body = job.body.encode()
+        headers = signing.headers(list(job.secrets), job.message_id, int(time.time()), body)
+        headers["content-type"] = "application/cloudevents+json; charset=utf-8"
+        started = time.perf_counter()
+        try:
+            response = self._http.post(job.url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            return Attempt(False, None, _ms_since(started), f"timeout: {exc}", "timeout")
+        except httpx.HTTPError as exc:
+            return Attempt(
+                False, None, _ms_since(started), f"{type(exc).__name__}: {exc}", "connection"
+            )
+        latency = _ms_since(started)
+        if 200 <= response.status_code < 300:
+            return Attempt(True, response.status_code, latency, None, None)
+        return Attempt(
+            False, response.status_code, latency, f"HTTP {response.status_code}", "status"
+        )
+
+    def _produce(self, job: Job) -> Attempt:
+        event = json.loads(job.body)
+        envelope = Envelope(
+            id=event["id"],
+            type=event["type"],
+            source=event["source"],
+            time=datetime.fromisoformat(event["time"].replace("Z", "+00:00")),
+            partitionkey=event["partitionkey"],
+            data=json.dumps(event["data"], separators=(",", ":")).encode(),
+            subject=event["subject"],
+            dataclassification=DataClassification(event["dataclassification"]),
+            extensions={
+                "datacategory": event["datacategory"],
+                "dataregulation": event["dataregulation"],
+            },
+        )
+        record = to_kafka(envelope)
+        started = time.perf_counter()
+        try:
+            producer = self._partner_producer(job.topic)
+            producer.send(
+                job.topic, key=record.key, value=record.value, headers=record.headers
+            ).get(timeout=self._hub_settings.kafka_request_timeout_ms / 1000)
+        except KafkaError as exc:
+            with self._producer_lock:
+                # A restarted broker fences the idempotent producer for good: start afresh.
+                if self._producer is not None:
+                    self._producer.close(timeout=1)
+                    self._producer = None
+            return Attempt(
+                False, None, _ms_since(started), f"{type(exc).__name__}: {exc}", "broker"
+            )
+        return Attempt(True, None, _ms_since(started), None, None)
+
+    def _partner_producer(self, topic: str) -> KafkaProducer:
+        with self._producer_lock:
+            if topic not in self._topics_ready:
+                ensure_topics(self._hub_settings, [topic])
+                self._topics_ready.add(topic)
+            if self._producer is None:
+                self._producer = new_producer(self._hub_settings, "partner-topics")
+            return self._producer
+
+    def _record_results(self) -> int:
+        """Record every finished attempt in one transaction; returns how many.
+
+        One transaction for many attempts, rather than one each, keeps SQLite's single
+        writer free for the consumer and fan-out. Should it fail, the deliveries'
+        leases expire and they are attempted again: nothing is lost.
+        """
+        finished: list[tuple[Job, Attempt, datetime]] = []
+        while True:
+            try:
+                finished.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        if not finished:
+            return 0
+        try:
+            outcomes = []
+            with self._db.write() as conn:
+                for job, attempt, now in finished:
+                    outcomes.append(self._record(conn, job, attempt, now))
+            for (job, attempt, _), (outcome, state) in zip(finished, outcomes, strict=True):
+                DELIVERIES.labels(outcome, job.channel).inc()
+                if not attempt.ok:
+                    FAILURES.labels(attempt.reason).inc()
+                CIRCUIT_OPEN.labels(job.endpoint).set(0 if state == "closed" else 1)
+        except Exception:
+            log.exception("recording %d delivery attempts failed", len(finished))
+        finally:
+            with self._lock:
+                for job, _, _ in finished:
+                    self._in_flight[job.endpoint] -= 1
+        return len(finished)
+
+    def _record(self, conn, job: Job, attempt: Attempt, now: datetime) -> tuple[str, str]:
+        """Log the attempt and settle the delivery; returns its outcome and the circuit state."""
+        settings = self._settings
+        attempts = job.attempts + 1
+        first = job.first_attempt_at or now
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "first_attempt_at": first,
+            "last_attempt_at": now,
+            "last_status_code": attempt.status_code,
+            "last_error": attempt.error[:_ERROR_CHARS] if attempt.error else None,
+            "leased_until": None,
+        }
+        if attempt.ok:
+            outcome = "delivered"
+            values |= {"status": "delivered", "delivered_at": now}
+        elif (now - first).total_seconds() >= settings.retry_for_seconds:
+            outcome = "dead_lettered"
+            values |= {"status": "failed"}
+        else:
+            outcome = "retrying"
+            wait = backoff(attempts, settings.retry_base_ms, settings.retry_max_delay_ms, self._rng)
+            values |= {"status": "retrying", "next_attempt_at": now + wait}
+        conn.execute(
+            insert(delivery_attempts),
+            {
+                "delivery_id": job.delivery_pk,
+                "attempted_at": now,
+                "outcome": "delivered" if attempt.ok else "failed",
+                "status_code": attempt.status_code,
+                "latency_ms": attempt.latency_ms,
+                "error": values["last_error"],
+            },
+        )
+        conn.execute(update(deliveries).where(deliveries.c.id == job.delivery_pk).values(values))
+        return outcome, self._trip(conn, job.endpoint, attempt.ok, now)
+
+    def _trip(self, conn, name: str, ok: bool, now: datetime) -> str:
+        """Update the endpoint's circuit after an attempt; returns its new state."""
+        settings = self._settings
+        row = conn.execute(select(endpoints).where(endpoints.c.endpoint == name)).first()
+        if ok:
+            state, failures, until = "closed", 0, None
+        else:
+            failures = (row.consecutive_failures if row else 0) + 1
+            probing = row is not None and row.state == "half_open"
+            if probing or failures >= settings.circuit_failure_threshold:
+                state = "open"
+                until = now + timedelta(milliseconds=settings.circuit_cooldown_ms)
+                if not probing and (row is None or row.state == "closed"):
+                    log.warning("circuit opened for %s after %d failures", name, failures)
+            else:
+                state, until = "closed", None
+        values = {
+            "state": state,
+            "consecutive_failures": failures,
+            "open_until": until,
+            "updated_at": now,
+        }
+        if row is None:
+            conn.execute(insert(endpoints), {"endpoint": name, **values})
+        else:
+            conn.execute(update(endpoints).where(endpoints.c.endpoint == name).values(values))
+        return state
+
+    # --- e-mail -----------------------------------------------------------------------
+
+    def _send_emails(self, now: datetime) -> int:
+        """Claim due e-mails within the pool's spare capacity and send them; returns how many."""
+        capacity = self._capacity()
+        if capacity <= 0:
+            return 0
+        lease_until = now + timedelta(milliseconds=self._settings.delivery_lease_ms)
+        claimed = []
+        with self._db.write() as conn:
+            due = conn.execute(
+                select(emails)
+                .where(
+                    emails.c.status == "pending",
+                    emails.c.next_attempt_at <= now,
+                    or_(emails.c.leased_until.is_(None), emails.c.leased_until < now),
+                )
+                .order_by(emails.c.next_attempt_at)
+                .limit(capacity)
+            ).all()
+            for row in due:
+                taken = conn.execute(
+                    update(emails)
+                    .where(
+                        emails.c.message_key == row.message_key,
+                        emails.c.recipient == row.recipient,
+                        emails.c.status == "pending",
+                        or_(emails.c.leased_until.is_(None), emails.c.leased_until < now),
+                    )
+                    .values(leased_until=lease_until)
+                ).rowcount
+                if taken:
+                    claimed.append(row)
+        with self._lock:
+            self._in_flight[_MAIL] = self._in_flight.get(_MAIL, 0) + len(claimed)
+        for row in claimed:
+            self._pool.submit(self._send_email, row)
+        return len(claimed)
+
+    def _send_email(self, row: Any) -> None:
+        settings = self._settings
+        try:
+            message = self._mailer.message(row.message_key, row.recipient, row.subject, row.body)
+            error = None
+            try:
+                self._mailer.send(message)
+            except (OSError, ValueError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
+            now = self._clock()
+            attempts = row.attempts + 1
+            values: dict[str, Any] = {"attempts": attempts, "leased_until": None}
+            if error is None:
+                values |= {"status": "sent", "sent_at": now, "last_error": None}
+            elif (now - row.created_at).total_seconds() >= settings.retry_for_seconds:
+                values |= {"status": "failed", "last_error": error}
+            else:
+                wait = backoff(
+                    attempts, settings.retry_base_ms, settings.retry_max_delay_ms, self._rng
+                )
+                values |= {"last_error": error, "next_attempt_at": now + wait}
+            with self._db.write() as conn:
+                conn.execute(
+                    update(emails)
+                    .where(
+                        emails.c.message_key == row.message_key, emails.c.recipient == row.recipient
+                    )
+                    .values(values)
+                )
+            EMAILS.labels("sent" if error is None else "failed").inc()
+        except Exception:
+            log.exception("sending an e-mail failed")
+        finally:
+            with self._lock:
+                self._in_flight[_MAIL] -= 1
+
+
+def _ms_since(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)

@@ -1,0 +1,169 @@
+"""What partners send to and receive from the notifications service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+_SUBSCRIPTION = "8f14e45f-ceea-4e7a-9b8c-2d1f3a4b5c6d"
+
+EventTypePattern = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=200, pattern=r"^[a-z0-9_.]+(\.\*)?$"
+    ),
+]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WebhookDelivery(Request):
+    type: Literal["webhook"]
+    url: str = Field(
+        min_length=8,
+        max_length=2000,
+        description="Where events are POSTed; https (plain http only on the embedded default, "
+        "for this machine).",
+    )
+
+
+class PartnerTopicDelivery(Request):
+    type: Literal["partner_topic"] = Field(
+        description="Events go to the partner's own topic, earlyhelp.partner.<partner_id>.v1."
+    )
+
+
+class SubscriptionRequest(Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_types": ["earlyhelp.referral.triaged.v1", "earlyhelp.case.*"],
+                    "delivery": {
+                        "type": "webhook",
+                        "url": "https://mis.harlesden-primary.example.org/hooks/earlyhelp",
+                    },
+                    "description": "Safeguarding lead's dashboard",
+                },
+                {"event_types": ["earlyhelp.case.*"], "delivery": {"type": "partner_topic"}},
+            ]
+        },
+    )
+
+    event_types: list[EventTypePattern] = Field(
+        min_length=1,
+        max_length=50,
+        description="Exact event types, or prefixes ending in `.*` such as `earlyhelp.case.*`.",
+    )
+    delivery: WebhookDelivery | PartnerTopicDelivery = Field(discriminator="type")
+    description: str | None = Field(default=None, max_length=200)
+
+
+class DeliveryTarget(BaseModel):
+    type: Literal["webhook", "partner_topic"]
+    url: str | None = None
+    topic: str | None = None
+
+
+class Subscription(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "subscription_id": _SUBSCRIPTION,
+                    "partner_id": "harlesden-primary-school",
+                    "event_types": ["earlyhelp.referral.triaged.v1", "earlyhelp.case.*"],
+                    "delivery": {
+                        "type": "webhook",
+                        "url": "https://mis.harlesden-primary.example.org/hooks/earlyhelp",
+                    },
+                    "status": "active",
+                    "description": "Safeguarding lead's dashboard",
+                    "created_at": "2025-03-01T09:00:00Z",
+                    "updated_at": "2025-03-01T09:00:00Z",
+                    "backlog": 0,
+                }
+            ]
+        }
+    )
+
+    subscription_id: str
+    partner_id: str
+    event_types: list[str]
+    delivery: DeliveryTarget
+    status: Literal["active", "paused"]
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+    backlog: int = Field(description="Deliveries pending or being retried.")
+
+
+class SubscriptionCreated(Subscription):
+    secret: str | None = Field(
+        description="The webhook signing secret (whsec_...). Shown only now: store it safely. "
+        "None for a partner topic."
+    )
+
+
+class SubscriptionList(BaseModel):
+    items: list[Subscription]
+
+
+class SecretRotated(BaseModel):
+    secret: str = Field(description="The new signing secret; shown only now.")
+    previous_secret_valid_until: datetime = Field(
+        description="Until then each message carries a signature with the old secret too."
+    )
+
+
+class AttemptView(BaseModel):
+    attempted_at: datetime
+    outcome: Literal["delivered", "failed"]
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+
+
+class DeliveryView(BaseModel):
+    delivery_id: str = Field(description="The webhook-id header: the same on every attempt.")
+    event_id: str
+    event_type: str
+    family_id: str
+    occurred_at: datetime
+    status: Literal["pending", "retrying", "delivered", "failed"] = Field(
+        description="failed: dead-lettered after the last retry; redeliver it when ready."
+    )
+    attempts: int
+    next_attempt_at: datetime | None
+    first_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class DeliveryDetail(DeliveryView):
+    event: dict = Field(description="The CloudEvent exactly as it is sent.")
+    attempt_log: list[AttemptView]
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
+
+
+class ReplayRequest(Request):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"since": "2025-03-01T00:00:00Z"}]}
+    )
+
+    since: AwareDatetime = Field(description="Every event from this time on is queued again.")
+
+
+class ReplayQueued(BaseModel):
+    queued: int = Field(description="Events the partner may receive since then, queued in order.")

@@ -1,0 +1,105 @@
+"""Notifications' own settings (`EARLYHELP_NOTIFICATIONS_*`): policy, delivery and e-mail.
+
+With nothing set: the policy in `config/sharing-policy.yaml`; webhooks retried
+with exponential backoff and full jitter (1 s doubling up to 1 h) for 25 hours
+before they are dead-lettered; an endpoint's circuit opens after 5 failures in a
+row for 60 s; plain-http webhook URLs only for this machine and only on the
+embedded default; e-mail written to `<var_dir>/mailbox/` (a Maildir) when no SMTP host
+is set.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hub.settings import REPO_ROOT
+
+
+class NotificationsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EARLYHELP_NOTIFICATIONS_", extra="ignore")
+
+    policy_file: Path = Field(
+        default=REPO_ROOT / "config" / "sharing-policy.yaml",
+        description="The information-sharing policy: which partner may receive what.",
+    )
+    allow_http_webhooks: bool | None = Field(
+        default=None,
+        description=(
+            "Accept http:// webhook URLs. Unset: only for 127.0.0.1/localhost and only on the "
+            "embedded default (SQLite); false: never; true: for any host (testing only)."
+        ),
+    )
+
+    ordering_window_ms: int = Field(
+        default=2000,
+        ge=0,
+        description=(
+            "How long a consumed event waits before fan-out, so that a family's events read "
+            "from different topics go out in the order they happened."
+        ),
+    )
+    retry_base_ms: int = Field(
+        default=1000, ge=1, description="Backoff before the second attempt; doubles each time."
+    )
+    retry_max_delay_ms: int = Field(
+        default=3_600_000, ge=1, description="The longest wait between two attempts."
+    )
+    retry_for_seconds: float = Field(
+        default=25 * 3600,
+        gt=0,
+        description="How long a delivery is retried after its first attempt before dead-letter.",
+    )
+    circuit_failure_threshold: int = Field(
+        default=5, ge=1, description="Failures in a row that open an endpoint's circuit."
+    )
+    circuit_cooldown_ms: int = Field(
+        default=60_000, ge=1, description="How long an open circuit waits before one probe."
+    )
+    webhook_connect_timeout_ms: int = Field(default=2000, ge=1)
+    webhook_timeout_ms: int = Field(default=5000, ge=1, description="Whole-response timeout.")
+    delivery_lease_ms: int = Field(
+        default=60_000,
+        ge=1000,
+        description="A claimed delivery is someone else's to retry if not settled by then.",
+    )
+    worker_poll_ms: int = Field(default=200, ge=1, description="How often due work is looked for.")
+    worker_batch_size: int = Field(default=100, ge=1)
+    worker_concurrency: int = Field(
+        default=16, ge=1, description="Deliveries in flight at once, across endpoints."
+    )
+    endpoint_max_in_flight: int = Field(
+        default=8, ge=1, description="Deliveries in flight to one endpoint, so none hogs the pool."
+    )
+    secret_rotation_grace_seconds: float = Field(
+        default=24 * 3600,
+        ge=0,
+        description="After a rotation, messages are also signed with the old secret this long.",
+    )
+
+    smtp_host: str = Field(default="", description="Empty: write e-mail to mailbox_dir instead.")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=False)
+    smtp_username: str = Field(default="")
+    smtp_password: str = Field(default="")
+    mail_from: str = Field(default="Early Help Hub <no-reply@earlyhelp.example>")
+    mailbox_dir: Path | None = Field(
+        default=None,
+        description="The Maildir that receives e-mail when no SMTP host is set; "
+        "unset: <EARLYHELP_VAR_DIR>/mailbox.",
+    )
+    review_reminder_days: int = Field(
+        default=7, ge=0, le=90, description="Days before a review date its lead professional hears."
+    )
+    review_check_seconds: float = Field(
+        default=300, gt=0, description="How often reviews falling due are looked for."
+    )
+
+
+@lru_cache(maxsize=1)
+def notifications_settings() -> NotificationsSettings:
+    """The settings from the environment, read once."""
+    return NotificationsSettings()

@@ -1,0 +1,202 @@
+"""Notifications' tables.
+
+Two kinds. The read models in `projections.py` (the event journal and the facts
+about each family that the sharing policy needs) are rebuilt by replay. The
+tables here are the service's own state, which no replay could recreate:
+subscriptions, the deliveries and their attempt log, endpoints' circuit state
+and e-mails sent; a rebuild never touches them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from hub.sql import UtcDateTime
+from hub.tables import Position
+
+metadata = MetaData()
+
+# --- read models (rebuildable; see projections.py) ----------------------------------
+
+# Every event the service consumed, as published, in the order it was consumed:
+# the source of fan-out and of replays from a point in time.
+event_journal = Table(
+    "event_journal",
+    metadata,
+    Column("seq", Position, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("event_type", String(200), nullable=False),
+    Column("family_id", String(36), nullable=False, index=True),
+    Column("subject", String(200), nullable=True),
+    # The case the event is about, if any: it waits until the case's opening is known.
+    Column("case_id", String(36), nullable=True),
+    Column("occurred_at", UtcDateTime(), nullable=False, index=True),
+    Column("journalled_at", UtcDateTime(), nullable=False),
+    Column("data", Text, nullable=False),
+    # Fanned out to the subscriptions and e-mail recipients of the moment.
+    Column("fanned_out", Boolean, nullable=False),
+)
+Index("ix_event_journal_pending", event_journal.c.fanned_out, event_journal.c.seq)
+
+# What each referral tells the policy: who referred, under what consent, which case.
+referral_facts = Table(
+    "referral_facts",
+    metadata,
+    Column("referral_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False, index=True),
+    Column("referrer_id", String(64), nullable=True, index=True),
+    Column("partner_reference", String(200), nullable=True),
+    Column("referrer_email", String(254), nullable=True),
+    Column("case_id", String(36), nullable=True, index=True),
+    Column("consent_to_share", Boolean, nullable=False),
+    Column("safeguarding_override", Boolean, nullable=False),
+)
+
+# The UPN of each child a referral names (children without one are not listed).
+referral_pupils = Table(
+    "referral_pupils",
+    metadata,
+    Column("referral_id", String(36), primary_key=True),
+    Column("upn", String(13), primary_key=True),
+)
+Index("ix_referral_pupils_upn", referral_pupils.c.upn)
+
+family_facts = Table(
+    "family_facts",
+    metadata,
+    Column("family_id", String(36), primary_key=True),
+    # A case closed because the family withdrew consent: consent no longer covers sharing.
+    Column("consent_withdrawn", Boolean, nullable=False),
+)
+
+# Every case whose opening (a triage to early help, a step-down) has been consumed.
+known_cases = Table(
+    "known_cases",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False),
+)
+
+# Each open case's next review and lead professional, for the reminder e-mail.
+case_reviews = Table(
+    "case_reviews",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False),
+    Column("review_date", Date, nullable=True, index=True),
+    Column("lead_name", String(100), nullable=True),
+    Column("lead_email", String(254), nullable=True),
+)
+
+# --- the service's own state ---------------------------------------------------------
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("subscription_id", String(36), primary_key=True),
+    Column("partner_id", String(64), nullable=False, index=True),
+    Column("partner_type", String(30), nullable=True),
+    # JSON list of exact event types and prefixes ending in ".*".
+    Column("event_types", Text, nullable=False),
+    Column("channel", String(20), nullable=False),  # webhook | partner_topic
+    Column("url", String(2000), nullable=True),
+    # What a circuit breaker guards: scheme://host:port of the URL, or kafka://<topic>.
+    Column("endpoint", String(300), nullable=False),
+    Column("topic", String(249), nullable=True),
+    # Stored as given (whsec_...): HMAC needs the secret itself, and no encryption
+    # library is installed; see docs/notifications.md.
+    Column("secret", String(100), nullable=True),
+    Column("previous_secret", String(100), nullable=True),
+    Column("previous_secret_until", UtcDateTime(), nullable=True),
+    Column("status", String(10), nullable=False),  # active | paused
+    Column("description", String(200), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Position, primary_key=True, autoincrement=True),
+    # The webhook-id: one per subscription and event, however often it is sent.
+    Column("message_id", String(64), nullable=False, unique=True),
+    Column("subscription_id", String(36), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("family_id", String(36), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    # The CloudEvent as the partner receives it (structured JSON, minimised data).
+    Column("body", Text, nullable=False),
+    Column("status", String(10), nullable=False),  # pending | retrying | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("first_attempt_at", UtcDateTime(), nullable=True),
+    Column("last_attempt_at", UtcDateTime(), nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("delivered_at", UtcDateTime(), nullable=True),
+    Column("leased_until", UtcDateTime(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("subscription_id", "event_id", name="uq_deliveries_subscription_event"),
+)
+Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
+Index(
+    "ix_deliveries_family_order",
+    deliveries.c.subscription_id,
+    deliveries.c.family_id,
+    deliveries.c.occurred_at,
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", Position, primary_key=True, autoincrement=True),
+    Column("delivery_id", Position, nullable=False, index=True),
+    Column("attempted_at", UtcDateTime(), nullable=False),
+    Column("outcome", String(20), nullable=False),  # delivered | failed
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", String(500), nullable=True),
+)
+
+# The circuit breaker of each webhook endpoint.
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("endpoint", String(300), primary_key=True),
+    Column("state", String(10), nullable=False),  # closed | open | half_open
+    Column("consecutive_failures", Integer, nullable=False),
+    # Open: when a probe may go. Half-open: when an unanswered probe counts as lost.
+    Column("open_until", UtcDateTime(), nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# One row per message and recipient: the same event never e-mails anyone twice.
+emails = Table(
+    "emails",
+    metadata,
+    Column("message_key", String(120), primary_key=True),
+    Column("recipient", String(254), primary_key=True),
+    Column("template", String(50), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(10), nullable=False),  # pending | sent | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime(), nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("leased_until", UtcDateTime(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ix_emails_due", emails.c.status, emails.c.next_attempt_at)

@@ -1,0 +1,176 @@
+"""Partner topics on the real broker, and e-mail to a Maildir and through a real SMTP server."""
+
+import email
+import json
+import mailbox
+import threading
+import warnings
+from datetime import UTC, date, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+import sqlalchemy as sa
+from kafka import KafkaConsumer, TopicPartition
+
+from hub.broker import free_port
+from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
+from hub.contracts.intake import ReferralTriaged
+
+from .conftest import POLICE, all_fanned_out, referral, subscribe, wait_until
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    # The standard library's SMTP server (Python 3.11); aiosmtpd is not installed.
+    import asyncore
+    import smtpd
+
+
+def test_a_partner_topic_carries_the_same_minimised_events(notifications, publish, kafka_bootstrap):
+    app = notifications()
+    sub = subscribe(app, POLICE, ["earlyhelp.case.*", "earlyhelp.referral.*"], "topic")
+    received = referral()
+    case_id = uuid4()
+    triaged = ReferralTriaged.example().model_copy(
+        update={
+            "referral_id": received.referral_id,
+            "family_id": received.family_id,
+            "case_id": case_id,
+            "decided_at": datetime.now(UTC),
+        }
+    )
+    allocated = CaseAllocated.example().model_copy(
+        update={"family_id": received.family_id, "case_id": case_id}
+    )
+    for event in (received, triaged, allocated):
+        publish(event)
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    topic = sub["delivery"]["topic"]
+    try:
+        partitions = wait_until(lambda: consumer.partitions_for_topic(topic), message="no topic")
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        records = []
+
+        def family_records():
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+            return [r for r in records if r.key == str(received.family_id).encode()]
+
+        mine = wait_until(lambda: len(family_records()) >= 2 and family_records())
+    finally:
+        consumer.close()
+    headers = [{k: v.decode() for k, v in r.headers} for r in mine]
+    # Police hear of the case under consent; the referral itself was the school's.
+    assert [h["ce_type"] for h in headers] == [
+        "earlyhelp.referral.triaged.v1",
+        "earlyhelp.case.allocated.v1",
+    ]
+    assert {h["ce_dataclassification"] for h in headers} == {"restricted"}
+    assert {h["ce_datacategory"] for h in headers} == {"case-detail"}
+    assert headers[1]["ce_partitionkey"] == str(received.family_id)
+    data = json.loads(mine[1].value)
+    assert data["case_id"] == str(case_id)
+    assert set(data) == {
+        "case_id",
+        "locality",
+        "team_id",
+        "allocated_at",
+        "is_reallocation",
+        "lead_professional",
+    }
+
+
+def _case(publish, received, review_in_days=3):
+    case_id = uuid4()
+    now = datetime.now(UTC)
+    ids = {"family_id": received.family_id, "case_id": case_id}
+    publish(
+        ReferralTriaged.example().model_copy(
+            update={"referral_id": received.referral_id, "decided_at": now} | ids
+        )
+    )
+    publish(CaseAllocated.example().model_copy(update=ids))
+    publish(
+        PanelDecisionRecorded.example().model_copy(
+            update={"decided_at": now, "review_date": date.today() + timedelta(days=review_in_days)}
+            | ids
+        )
+    )
+    return case_id
+
+
+def test_referrer_and_lead_professional_are_e_mailed_once_and_minimally(
+    notifications, publish, tmp_path, database_url
+):
+    notifications()
+    received = referral(reference="HPS-2025-0117", email="jo.adeyemi@school.example.org")
+    publish(received)
+    case_id = _case(publish, received)
+    box = tmp_path / "mailbox"
+
+    def messages():
+        return list(mailbox.Maildir(box, create=False)) if (box / "cur").exists() else []
+
+    wait_until(lambda: len(messages()) == 4, message="not every e-mail was written")
+    by_recipient = {}
+    for message in messages():
+        by_recipient.setdefault(message["To"], []).append(message)
+    referrer = sorted(m["Subject"] for m in by_recipient["jo.adeyemi@school.example.org"])
+    assert referrer == [
+        "Your referral HPS-2025-0117: allocated to an early help team",
+        "Your referral HPS-2025-0117: early help case opened or joined in a locality",
+    ]
+    lead = sorted(m["Subject"] for m in by_recipient["samira.okafor@brent.example.gov.uk"])
+    assert lead[0] == "A case has been allocated to you" and lead[1].startswith("Review due on")
+    text = " ".join(m.get_payload() for m in messages())
+    assert str(case_id) in text
+    for personal in ("Amira", "Hassan", "9990000018", "G304200119123", "Craven Park"):
+        assert personal not in text
+
+    # Fanning the same events out again (as after a rebuild) e-mails nobody twice.
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE event_journal SET fanned_out = false WHERE family_id = :family"),
+            {"family": str(received.family_id)},
+        )
+    engine.dispose()
+    wait_until(lambda: all_fanned_out(database_url, received.family_id))
+    assert len(messages()) == 4
+
+
+class _Inbox(smtpd.SMTPServer):
+    def __init__(self, port):
+        super().__init__(("127.0.0.1", port), None, decode_data=True)
+        self.messages = []
+
+    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+        self.messages.append((rcpttos, email.message_from_string(data)))
+
+
+@pytest.fixture
+def smtp_server():
+    port = free_port()
+    server = _Inbox(port)
+    thread = threading.Thread(target=asyncore.loop, kwargs={"timeout": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.close()
+    thread.join(2)
+
+
+def test_e_mail_goes_through_smtp_when_a_host_is_configured(notifications, publish, smtp_server):
+    notifications(smtp_host="127.0.0.1", smtp_port=smtp_server.socket.getsockname()[1])
+    received = referral(reference="HPS-SMTP-1", email="dsl@school.example.org")
+    publish(received)
+    _case(publish, received, review_in_days=30)  # no reminder yet
+    wait_until(lambda: len(smtp_server.messages) == 3, message="nothing reached the SMTP server")
+    recipients = sorted(r[0] for r, _ in smtp_server.messages)
+    assert recipients == [
+        "dsl@school.example.org",
+        "dsl@school.example.org",
+        "samira.okafor@brent.example.gov.uk",
+    ]
+    assert all(m["Message-ID"].endswith("@earlyhelp.example>") for _, m in smtp_server.messages)

@@ -1,0 +1,393 @@
+"""Webhooks through the real broker to real HTTP receivers: signed, minimised, in order,
+retried, dead-lettered, redelivered, replayed, and never lost across a restart."""
+
+import time
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+from hub.contracts.allocation import CaseAllocated
+from hub.contracts.caseplan import AssessmentCompleted, CaseClosed
+from hub.contracts.codes import ClosureReason
+from hub.contracts.intake import ReferralTriaged
+from hub.replay import rebuild_projections
+from notifications.service import definition
+
+from .conftest import (
+    HEALTH,
+    POLICE,
+    SCHOOL,
+    all_fanned_out,
+    as_,
+    referral,
+    subscribe,
+    wait_until,
+)
+
+IN_ORDER = [
+    "referral.received.v1",
+    "referral.triaged.v1",
+    "case.allocated.v1",
+    "assessment.completed.v1",
+]
+ALL = ["earlyhelp.referral.*", "earlyhelp.case.*", "earlyhelp.assessment.*", "earlyhelp.panel.*"]
+
+
+def case_events(received):
+    """Triage, allocation and assessment of the referral's family, happening now."""
+    case_id = uuid4()
+    ids = {"family_id": received.family_id, "case_id": case_id}
+    now = datetime.now(UTC)
+    return [
+        ReferralTriaged.example().model_copy(
+            update={"referral_id": received.referral_id, "decided_at": now} | ids
+        ),
+        CaseAllocated.example().model_copy(update={"allocated_at": now} | ids),
+        AssessmentCompleted.example().model_copy(update={"completed_at": now} | ids),
+    ]
+
+
+def types_of(requests):
+    return [r["event"]["type"].split(".", 1)[1] for r in requests]
+
+
+def test_each_partner_receives_signed_events_with_only_what_it_may_see(
+    notifications, receiver, publish
+):
+    app = notifications()
+    school, health, police = receiver(), receiver(), receiver()
+    subscribe(app, SCHOOL, ALL, school)
+    subscribe(app, HEALTH, ALL, health)
+    subscribe(app, POLICE, ["earlyhelp.case.allocated.v1"], police)
+
+    shared = referral(reference="HPS-2025-0117")
+    # A family whose consent does not cover sharing: health and police hear nothing of it.
+    private = referral(
+        covers=["early_help_assessment"],
+        upn=None,
+        referrer="brent-health-visiting",
+        referrer_type="health",
+    )
+    for event in [shared, *case_events(shared), private, *case_events(private)]:
+        publish(event)
+
+    wait_until(lambda: len(school.accepted()) == 4, message="school")
+    wait_until(lambda: len(health.accepted()) == 3 + 4, message="health")
+    wait_until(lambda: len(police.accepted()) == 1, message="police")
+    time.sleep(0.5)  # nothing more arrives
+
+    assert all(r["verified"] for r in school.received + health.received + police.received)
+    s = school.accepted()
+    assert types_of(s) == IN_ORDER
+    assert {r["event"]["partitionkey"] for r in s} == {str(shared.family_id)}
+    assert s[0]["event"]["data"] == {
+        "referral_id": str(shared.referral_id),
+        "partner_reference": "HPS-2025-0117",
+        "received_at": s[0]["event"]["data"]["received_at"],
+        "urgency": "routine",
+    }
+    assert s[3]["event"]["data"].keys() == {"case_id", "partner_reference", "completed_at"}
+    assert s[3]["event"]["dataclassification"] == "confidential"
+    assert s[3]["event"]["datacategory"] == "referral-status"
+    assert len({r["headers"]["webhook-id"] for r in s}) == 4
+
+    h = health.accepted()
+    theirs = [r for r in h if r["event"]["partitionkey"] == str(private.family_id)]
+    ours = [r for r in h if r["event"]["partitionkey"] == str(shared.family_id)]
+    # The private family's referral is health's own: it hears it as the referrer only.
+    assert {r["event"]["datacategory"] for r in theirs} == {"referral-status"}
+    assert types_of(ours) == ["referral.triaged.v1", "case.allocated.v1", "assessment.completed.v1"]
+    assessment = ours[2]["event"]
+    assert assessment["dataclassification"] == "restricted"
+    assert "people" not in assessment["data"] and "views" not in assessment["data"]
+    assert "Amira" not in str(h) and "9990000018" not in str(h)
+    assert police.accepted()[0]["event"]["data"]["lead_professional"]["name"] == "Samira Okafor"
+
+
+def test_failures_are_retried_under_one_webhook_id_in_family_order(
+    notifications, receiver, publish
+):
+    app = notifications()
+    school = receiver()
+    sub = subscribe(app, SCHOOL, ALL, school)
+    school.fail_next(5)
+    first, second = referral(), referral()
+    for event in [first, second, *case_events(first), *case_events(second)]:
+        publish(event)
+
+    wait_until(lambda: len(school.accepted()) == 8, message="not everything arrived")
+    for family in (first.family_id, second.family_id):
+        mine = [r for r in school.accepted() if r["event"]["partitionkey"] == str(family)]
+        assert types_of(mine) == IN_ORDER
+    # Every request for one event carried the same webhook-id; each event one id.
+    ids_by_event = {}
+    for r in school.received:
+        ids_by_event.setdefault(r["event"]["id"], set()).add(r["headers"]["webhook-id"])
+    assert all(len(ids) == 1 for ids in ids_by_event.values())
+    assert len(school.received) == 8 + 5
+
+    path = f"/v1/subscriptions/{sub['subscription_id']}/deliveries"
+
+    def delivered():
+        log = app.get(path, params={"status": "delivered"}, headers=as_(app, SCHOOL)).json()
+        return log if len(log["items"]) == 8 else None
+
+    # The receiver has them all; the service records its last attempts a moment later.
+    log = wait_until(delivered, message="the delivery log never showed all eight")
+    retried = [d for d in log["items"] if d["attempts"] > 1]
+    assert retried and all(d["last_status_code"] == 204 for d in retried)
+    detail = app.get(f"{path}/{retried[0]['delivery_id']}", headers=as_(app, SCHOOL)).json()
+    assert [a["status_code"] for a in detail["attempt_log"]][-1] == 204
+    assert 503 in [a["status_code"] for a in detail["attempt_log"]]
+    assert all(a["latency_ms"] >= 0 for a in detail["attempt_log"])
+
+
+def test_a_receiver_that_goes_down_and_comes_back_loses_nothing(notifications, receiver, publish):
+    app = notifications()
+    school = receiver()
+    sub = subscribe(app, SCHOOL, ALL, school)
+    school.down()
+    received = referral()
+    for event in [received, *case_events(received)]:
+        publish(event)
+    path = f"/v1/subscriptions/{sub['subscription_id']}/deliveries"
+
+    def retrying():
+        items = app.get(path, headers=as_(app, SCHOOL)).json()["items"]
+        return [d for d in items if d["status"] == "retrying" and d["attempts"] >= 2]
+
+    failing = wait_until(retrying, message="the first delivery was never retried")
+    assert "ConnectError" in failing[0]["last_error"]
+    school.up()
+    wait_until(lambda: len(school.accepted()) == 4, message="not everything arrived")
+    assert types_of(school.accepted())[0] == "referral.received.v1"
+    assert len({r["headers"]["webhook-id"] for r in school.received}) == 4
+
+
+def test_dead_letters_are_listed_redelivered_and_replayed(notifications, receiver, publish):
+    app = notifications(retry_for_seconds=0.3)
+    school = receiver()
+    sub = subscribe(app, SCHOOL, ["earlyhelp.referral.received.v1"], school)
+    school.fail_next(10_000, status=500)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    received = referral()
+    publish(received)
+    path = f"/v1/subscriptions/{sub['subscription_id']}"
+
+    def dead():
+        return app.get(
+            f"{path}/deliveries", params={"status": "failed"}, headers=as_(app, SCHOOL)
+        ).json()["items"]
+
+    [letter] = wait_until(dead, message="never dead-lettered")
+    assert letter["last_status_code"] == 500 and letter["next_attempt_at"] is None
+    school.fail_next(0)
+    again = app.post(
+        f"{path}/deliveries/{letter['delivery_id']}/redeliver", headers=as_(app, SCHOOL)
+    )
+    assert again.status_code == 202 and again.json()["status"] == "pending"
+    wait_until(lambda: len(school.accepted()) == 1, message="redelivery never arrived")
+    wait_until(
+        lambda: app.get(
+            f"{path}/deliveries", params={"status": "delivered"}, headers=as_(app, SCHOOL)
+        ).json()["items"],
+        message="the redelivery was never recorded",
+    )
+
+    replayed = app.post(
+        f"{path}/replay", json={"since": before.isoformat()}, headers=as_(app, SCHOOL)
+    )
+    assert replayed.status_code == 202 and replayed.json() == {"queued": 1}
+    wait_until(lambda: len(school.accepted()) == 2, message="replay never arrived")
+    first, second = school.accepted()
+    assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"]
+    assert first["event"] == second["event"]
+
+
+def test_a_dead_endpoint_s_circuit_opens_and_the_others_are_not_held_up(
+    notifications, receiver, publish
+):
+    # One attempt in flight per endpoint, so that exactly two fail before the circuit opens.
+    app = notifications(
+        circuit_failure_threshold=2, circuit_cooldown_ms=60_000, endpoint_max_in_flight=1
+    )
+    dead, alive = receiver(), receiver()
+    dead_sub = subscribe(app, SCHOOL, ["earlyhelp.referral.received.v1"], dead)
+    subscribe(app, HEALTH, ["earlyhelp.referral.received.v1"], alive)
+    dead.down()
+    # More families wait for the dead endpoint than the worker claims in one round.
+    families = [referral() for _ in range(40)]
+    families += [referral(referrer=HEALTH, referrer_type="health") for _ in range(3)]
+    for event in families:
+        publish(event)
+
+    wait_until(
+        lambda: len(alive.accepted()) == 3, timeout_s=10, message="the live receiver was held up"
+    )
+    metric = f'earlyhelp_webhook_circuit_open{{endpoint="http://127.0.0.1:{dead.port}"}} 1.0'
+    wait_until(lambda: metric in app.get("/metrics").text, message="circuit never opened")
+    path = f"/v1/subscriptions/{dead_sub['subscription_id']}/deliveries"
+    time.sleep(0.5)
+    items = app.get(path, headers=as_(app, SCHOOL)).json()["items"]
+    # Two failures opened the circuit; the other families' deliveries were never tried.
+    assert sum(d["attempts"] for d in items) == 2
+    assert len(items) == 40
+    assert "earlyhelp_webhook_backlog" in app.get("/metrics").text
+
+
+def test_a_restart_mid_retry_loses_nothing(notifications, receiver, publish):
+    app = notifications(retry_base_ms=300, retry_max_delay_ms=300)
+    school = receiver()
+    sub = subscribe(app, SCHOOL, ALL, school)
+    school.down()
+    received = referral()
+    for event in [received, *case_events(received)]:
+        publish(event)
+    path = f"/v1/subscriptions/{sub['subscription_id']}/deliveries"
+
+    def attempted():
+        items = app.get(path, headers=as_(app, SCHOOL)).json()["items"]
+        return len(items) == 4 and any(d["attempts"] >= 1 for d in items)
+
+    wait_until(attempted, message="nothing was attempted")
+    notifications.stop(app)
+    school.up()
+    restarted = notifications()
+    wait_until(lambda: len(school.accepted()) == 4, message="lost across the restart")
+    assert types_of(school.accepted()) == IN_ORDER
+    assert restarted.get(path, headers=as_(restarted, SCHOOL)).status_code == 200
+
+
+def test_a_paused_subscription_queues_in_order_until_resumed(notifications, receiver, publish):
+    app = notifications()
+    school = receiver()
+    sub = subscribe(app, SCHOOL, ALL, school)
+    path = f"/v1/subscriptions/{sub['subscription_id']}"
+    app.post(f"{path}/pause", headers=as_(app, SCHOOL))
+    received = referral()
+    for event in [received, *case_events(received)]:
+        publish(event)
+    wait_until(
+        lambda: app.get(path, headers=as_(app, SCHOOL)).json()["backlog"] == 4,
+        message="nothing queued",
+    )
+    assert school.received == []
+    app.post(f"{path}/resume", headers=as_(app, SCHOOL))
+    wait_until(lambda: len(school.accepted()) == 4, message="nothing arrived after resuming")
+    assert types_of(school.accepted())[0] == "referral.received.v1"
+
+
+def test_a_rotated_secret_and_the_old_one_both_sign_during_the_grace_period(
+    notifications, receiver, publish
+):
+    app = notifications()
+    school = receiver()
+    sub = subscribe(app, SCHOOL, ["earlyhelp.referral.received.v1"], school)
+    old = school.secret
+    rotated = app.post(
+        f"/v1/subscriptions/{sub['subscription_id']}/secret/rotate", headers=as_(app, SCHOOL)
+    ).json()
+    publish(referral())
+    wait_until(lambda: len(school.accepted()) == 1, message="not delivered with the old secret")
+    school.secret = rotated["secret"]
+    publish(referral())
+    wait_until(lambda: len(school.accepted()) == 2, message="not delivered with the new secret")
+    assert old != rotated["secret"]
+    assert len(school.received[-1]["headers"]["webhook-signature"].split()) == 2
+
+
+def test_a_rebuilt_read_model_sends_nothing_twice(notifications, receiver, publish, database_url):
+    app = notifications()
+    school = receiver()
+    sub = subscribe(app, SCHOOL, ALL, school)
+    received = referral()
+    for event in [received, *case_events(received)]:
+        publish(event)
+    wait_until(lambda: len(school.accepted()) == 4, message="not everything arrived")
+    settings = app.settings
+    notifications.stop(app)
+
+    # The journal and the facts are rebuilt from the topics, as `earlyhelp rebuild` does.
+    counts = rebuild_projections(definition, settings, ["referral_feedback"])
+    assert counts["referral_feedback"] >= 4
+    again = notifications()
+    path = f"/v1/subscriptions/{sub['subscription_id']}/deliveries"
+    wait_until(
+        lambda: again.get(path, headers=as_(again, SCHOOL)).json()["items"],
+        message="the rebuilt service lost the delivery log",
+    )
+    wait_until(
+        lambda: all_fanned_out(database_url, received.family_id),
+        message="the rebuilt journal was never fanned out",
+    )
+    time.sleep(0.3)  # deliveries it would have made are due at once; none may come
+    assert len(school.received) == 4
+    items = again.get(path, headers=as_(again, SCHOOL)).json()["items"]
+    assert [d["status"] for d in items] == ["delivered"] * 4
+
+
+NO_SHARING = ["early_help_assessment"]
+
+
+def _triaged_and_allocated(received):
+    triaged, allocated, _ = case_events(received)
+    return [received, triaged, allocated], allocated.case_id
+
+
+def test_pupils_overrides_and_withdrawn_consent_decide_who_hears(notifications, receiver, publish):
+    app = notifications()
+    school, health = receiver(), receiver()
+    subscribe(app, SCHOOL, ["earlyhelp.case.*", "earlyhelp.plan.*"], school)
+    subscribe(app, HEALTH, ["earlyhelp.case.*", "earlyhelp.plan.*"], health)
+
+    # The school referred a pupil once; health later refers a family with the same UPN,
+    # without consent to share: the school hears of that case as its pupil's school.
+    publish(referral(upn="A123456789012"))
+    elsewhere, pupil_case = _triaged_and_allocated(
+        referral(
+            referrer=HEALTH,
+            referrer_type="health",
+            upn="A123456789012",
+            covers=["early_help_assessment"],
+        )
+    )
+    # Police refer without consent but with a safeguarding override: health may hear.
+    overridden, override_case = _triaged_and_allocated(
+        referral(
+            referrer=POLICE,
+            referrer_type="police",
+            upn=None,
+            covers=["early_help_assessment"],
+            override=True,
+        )
+    )
+    # Consent that is later withdrawn: health hears of the case until then.
+    withdrawn_referral = referral(referrer=POLICE, referrer_type="police", upn=None)
+    withdrawn, withdrawn_case = _triaged_and_allocated(withdrawn_referral)
+    ids = {"family_id": withdrawn_referral.family_id, "case_id": withdrawn_case}
+    closed = CaseClosed.example().model_copy(
+        update={
+            "reason": ClosureReason.CONSENT_WITHDRAWN,
+            "outcomes": (),
+            "closed_at": datetime.now(UTC),
+        }
+        | ids
+    )
+    for event in [*elsewhere, *overridden, *withdrawn]:
+        publish(event)
+
+    def cases(receiver):
+        return {
+            (r["event"]["data"]["case_id"], r["event"]["datacategory"]) for r in receiver.accepted()
+        }
+
+    wait_until(lambda: len(school.accepted()) >= 1 and len(health.accepted()) >= 3)
+    # Once consent is withdrawn nothing more is shared under it, the closure included.
+    publish(closed)
+    time.sleep(1.5)  # the ordering window, fan-out and delivery: nothing else arrives
+    assert cases(school) == {(str(pupil_case), "case-status")}
+    assert cases(health) == {
+        (str(pupil_case), "referral-status"),  # health's own referral
+        (str(override_case), "case-detail"),
+        (str(withdrawn_case), "case-detail"),
+    }
+    assert not [r for r in health.received if r["event"]["type"] == CaseClosed.event_type]
