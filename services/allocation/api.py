@@ -1,7 +1,5 @@
 """Allocation's HTTP API: thin, it maps requests to the domain's decisions and read models."""
 
-import base64
-import binascii
 import json
 import statistics
 from collections.abc import Callable
@@ -11,7 +9,7 @@ from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from allocation import domain, registry
 from allocation.projections import (
@@ -58,6 +56,7 @@ from hub.commands import CommandResult, run_command
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded, PanelMember
 from hub.contracts.identifiers import Slug
 from hub.http.dependencies import IdempotencyKey, Now
+from hub.http.pagination import InvalidCursor, after_position, decode_cursor, encode_cursor
 from hub.http.problems import FieldError, Problem, problem_responses, problem_type
 from hub.observability import current_trace_id
 from hub.service import Runtime, UnitOfWork, runtime_of
@@ -285,15 +284,8 @@ async def list_allocations(
     if cursor is not None:
         rank, queued_at, after = _decode_cursor(cursor, status)
         query = query.where(
-            or_(
-                table.c.urgency_rank > rank,
-                and_(
-                    table.c.urgency_rank == rank,
-                    or_(
-                        table.c.queued_at > queued_at,
-                        and_(table.c.queued_at == queued_at, table.c.case_id > after),
-                    ),
-                ),
+            after_position(
+                table.c.urgency_rank, table.c.queued_at, table.c.case_id, rank, queued_at, after
             )
         )
     query = query.order_by(table.c.urgency_rank, table.c.queued_at, table.c.case_id)
@@ -326,20 +318,16 @@ def _allocation(row: Any, now: datetime) -> Allocation:
 
 
 def _encode_cursor(status: QueueStatus, row: Any) -> str:
-    position = [status.value, row.urgency_rank, row.queued_at.isoformat(), row.case_id]
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    return encode_cursor(status.value, row.urgency_rank, row.queued_at, row.case_id)
 
 
 def _decode_cursor(cursor: str, status: QueueStatus) -> tuple[int, datetime, str]:
     invalid = _invalid("query.cursor", "not a cursor this list gave out", "cursor")
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        listed, rank, queued_at, case_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        queued = datetime.fromisoformat(queued_at)
-        after = str(UUID(case_id))
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
+        listed, rank, queued, after = decode_cursor(cursor)
+    except InvalidCursor as exc:
         raise invalid from exc
-    if listed != status.value or rank not in URGENCY_RANK.values() or queued.tzinfo is None:
+    if listed != status.value or rank not in URGENCY_RANK.values():
         raise invalid
     return rank, queued, after
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,7 +9,7 @@ from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from hub.audit import record_read
 from hub.auth import Principal, require_scopes
@@ -21,6 +18,7 @@ from hub.contracts.base import EventData
 from hub.contracts.codes import PartnerOrganisationType, Urgency
 from hub.contracts.common import Child, HouseholdMember, Referrer
 from hub.http.dependencies import IdempotencyKey, Now
+from hub.http.pagination import InvalidCursor, after_position, decode_cursor, encode_cursor
 from hub.http.problems import FieldError, Problem, problem_responses, problem_type
 from hub.service import Runtime, UnitOfWork, runtime_of
 from intake import domain
@@ -192,15 +190,13 @@ async def list_referrals(
     if cursor is not None:
         rank, received_at, after_id = _decode_cursor(cursor, status)
         query = query.where(
-            or_(
-                table.c.urgency_rank > rank,
-                and_(
-                    table.c.urgency_rank == rank,
-                    or_(
-                        table.c.received_at > received_at,
-                        and_(table.c.received_at == received_at, table.c.referral_id > after_id),
-                    ),
-                ),
+            after_position(
+                table.c.urgency_rank,
+                table.c.received_at,
+                table.c.referral_id,
+                rank,
+                received_at,
+                after_id,
             )
         )
     query = query.order_by(table.c.urgency_rank, table.c.received_at, table.c.referral_id)
@@ -571,13 +567,7 @@ def _queue_item(row: Any, settings: IntakeSettings, now: datetime, *, staff: boo
 
 
 def _encode_cursor(status: QueueStatus, row: Any) -> str:
-    position = {
-        "status": status.value,
-        "rank": row.urgency_rank,
-        "received_at": row.received_at.isoformat(),
-        "referral_id": row.referral_id,
-    }
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    return encode_cursor(status.value, row.urgency_rank, row.received_at, row.referral_id)
 
 
 def _decode_cursor(cursor: str, status: QueueStatus) -> tuple[int, datetime, str]:
@@ -586,23 +576,10 @@ def _decode_cursor(cursor: str, status: QueueStatus) -> tuple[int, datetime, str
         errors=[FieldError(field="query.cursor", message="not a valid cursor", code="cursor")],
     )
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        listed, rank = position["status"], position["rank"]
-        received_at, referral_id = position["received_at"], position["referral_id"]
-        if not (
-            isinstance(listed, str)
-            and type(rank) is int
-            and rank in URGENCY_RANK.values()
-            and isinstance(received_at, str)
-            and isinstance(referral_id, str)
-        ):
-            raise invalid
-        received = datetime.fromisoformat(received_at)
-        after_id = str(UUID(referral_id))
-    except (binascii.Error, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        listed, rank, received, after_id = decode_cursor(cursor)
+    except InvalidCursor as exc:
         raise invalid from exc
-    if received.tzinfo is None:
+    if rank not in URGENCY_RANK.values():
         raise invalid
     if listed != status.value:
         raise Problem.unprocessable(
