@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     insert,
     select,
@@ -123,15 +124,22 @@ chronology = Projection(
     "chronology", [chronology_entries, family_involvement, family_referrals, referral_families]
 )
 _INSERT_ENTRY = insert(chronology_entries)
+# Built once: every event runs these, and building them per event cost more than running.
+_FAMILY_OF_REFERRAL = select(referral_families.c.family_id).where(
+    referral_families.c.referral_id == bindparam("referral_id")
+)
+_FIRST_SEEN = select(family_involvement.c.first_seen_at).where(
+    family_involvement.c.family_id == bindparam("family_id"),
+    family_involvement.c.kind == bindparam("kind"),
+    family_involvement.c.party_id == bindparam("party_id"),
+)
 
 
 def _family_of(conn, meta: EventMeta) -> str:
     """The family an event belongs in: for a referral's events, where the referral is now."""
     if meta.producer != "intake" or meta.subject is None:
         return meta.family_id
-    moved = conn.execute(
-        select(referral_families.c.family_id).where(referral_families.c.referral_id == meta.subject)
-    ).scalar()
+    moved = conn.execute(_FAMILY_OF_REFERRAL, {"referral_id": meta.subject}).scalar()
     return moved or meta.family_id
 
 
@@ -156,11 +164,7 @@ def _involve(
     conn, meta: EventMeta, kind: str, party_id: str, name: str, detail: str | None = None
 ) -> None:
     key = {"family_id": _family_of(conn, meta), "kind": kind, "party_id": party_id}
-    seen = conn.execute(
-        select(family_involvement.c.first_seen_at).where(
-            *(family_involvement.c[column] == value for column, value in key.items())
-        )
-    ).first()
+    seen = conn.execute(_FIRST_SEEN, key).first()
     first = min(seen.first_seen_at, meta.occurred_at) if seen else meta.occurred_at
     upsert(
         conn,

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
 from uuid import UUID
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Select, and_, bindparam, or_, select
 
 from hub.contracts.codes import PoliceGrade
 from hub.contracts.common import ChildDetails
@@ -20,27 +21,60 @@ from intake.domain import FamilyCase, FrontDoorRecords, ReferralStatus, months_b
 from intake.matching import PersonRecord, normalise_name
 from intake.projections import family_cases, known_people, referrals
 
+_CANDIDATE_COLUMNS = (
+    known_people.c.person_id,
+    known_people.c.family_id,
+    known_people.c.given_name,
+    known_people.c.family_name,
+    known_people.c.date_of_birth,
+    known_people.c.postcode,
+    known_people.c.nhs_number,
+    known_people.c.upn,
+)
+
+
+@lru_cache(maxsize=64)
+def _candidates(nhs_numbers: int, upns: int, births: int) -> Select:
+    """The candidates query for this many identifiers, built once per shape.
+
+    Building the statement per referral cost more than running it; with bound
+    parameters it is compiled once, and each test stays a plain equality that
+    the indexes serve (name and date of birth together on `ix_known_people_born`).
+    """
+    people = known_people.c
+    conditions = [
+        *(people.nhs_number == bindparam(f"nhs_{i}") for i in range(nhs_numbers)),
+        *(people.upn == bindparam(f"upn_{i}") for i in range(upns)),
+        *(
+            and_(
+                people.family_name == bindparam(f"family_name_{i}"),
+                people.date_of_birth == bindparam(f"born_{i}"),
+            )
+            for i in range(births)
+        ),
+    ]
+    # One row per distinct record of a person: a child referred ten times the same
+    # way is compared once, not ten times.
+    return select(*_CANDIDATE_COLUMNS).where(or_(*conditions)).distinct()
+
 
 def records_for_children(
     conn: Connection, children: Iterable[ChildDetails], now: datetime, window_months: int
 ) -> FrontDoorRecords:
     """Everyone who might be one of `children`, and their families' cases and held notices."""
-    table = known_people
-    conditions = []
-    for child in children:
-        if child.nhs_number:
-            conditions.append(table.c.nhs_number == child.nhs_number)
-        if child.upn:
-            conditions.append(table.c.upn == child.upn)
-        if child.date_of_birth:
-            conditions.append(
-                and_(
-                    table.c.family_name == normalise_name(child.family_name),
-                    table.c.date_of_birth == child.date_of_birth,
-                )
-            )
-    if not conditions:
+    children = list(children)
+    nhs_numbers = [child.nhs_number for child in children if child.nhs_number]
+    upns = [child.upn for child in children if child.upn]
+    born = [child for child in children if child.date_of_birth]
+    if not (nhs_numbers or upns or born):
         return FrontDoorRecords()
+    values = {
+        **{f"nhs_{i}": number for i, number in enumerate(nhs_numbers)},
+        **{f"upn_{i}": upn for i, upn in enumerate(upns)},
+        **{f"family_name_{i}": normalise_name(child.family_name) for i, child in enumerate(born)},
+        **{f"born_{i}": child.date_of_birth for i, child in enumerate(born)},
+    }
+    rows = conn.execute(_candidates(len(nhs_numbers), len(upns), len(born)), values)
     people = tuple(
         PersonRecord(
             person_id=UUID(row.person_id),
@@ -52,22 +86,7 @@ def records_for_children(
             nhs_number=row.nhs_number,
             upn=row.upn,
         )
-        # One row per distinct record of a person: a child referred ten times the same
-        # way is compared once, not ten times.
-        for row in conn.execute(
-            select(
-                table.c.person_id,
-                table.c.family_id,
-                table.c.given_name,
-                table.c.family_name,
-                table.c.date_of_birth,
-                table.c.postcode,
-                table.c.nhs_number,
-                table.c.upn,
-            )
-            .where(or_(*conditions))
-            .distinct()
-        )
+        for row in rows
     )
     families = {person.family_id for person in people}
     if not families:

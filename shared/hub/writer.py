@@ -3,7 +3,8 @@
 Each piece of work gets its own savepoint inside a shared transaction, so one
 that fails is rolled back alone, and none is answered before the shared commit
 succeeded. Concurrent requests then cost one BEGIN and one COMMIT between them,
-and the database's single write lock (SQLite) is never fought over.
+and the database's single write lock (SQLite) is never fought over; their answers
+go back to the event loop in one hop per group, not one wake-up per request.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -31,7 +31,22 @@ Work = Callable[[Connection], Any]
 class _Queued:
     work: Work
     context: contextvars.Context
-    future: Future = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+Outcome = tuple[_Queued, Any, BaseException | None]
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """On the event loop: answer every waiting caller of one group."""
+    for queued, value, error in outcomes:
+        if queued.future.done():  # the caller was cancelled; its work still committed
+            continue
+        if error is None:
+            queued.future.set_result(value)
+        else:
+            queued.future.set_exception(error)
 
 
 class GroupCommitWriter:
@@ -52,9 +67,10 @@ class GroupCommitWriter:
 
     async def run(self, work: Work) -> Any:
         """Run `work(conn)` in the next group transaction, in the caller's context."""
-        queued = _Queued(work, contextvars.copy_context())
+        loop = asyncio.get_running_loop()
+        queued = _Queued(work, contextvars.copy_context(), loop, loop.create_future())
         self._queue.put(queued)
-        return await asyncio.wrap_future(queued.future)
+        return await queued.future
 
     def close(self) -> None:
         """Finish what is queued, then stop."""
@@ -82,7 +98,7 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, batch: list[_Queued]) -> None:
-        outcomes: list[tuple[_Queued, Any, BaseException | None]] = []
+        outcomes: list[Outcome] = []
         try:
             with self._db.write() as conn:
                 for queued in batch:
@@ -97,12 +113,18 @@ class GroupCommitWriter:
                         outcomes.append((queued, value, None))
         except Exception as exc:
             log.error("a group commit of %d writes failed: %s", len(batch), exc)
-            for queued in batch:
-                queued.future.set_exception(exc)
+            self._answer([(queued, None, exc) for queued in batch])
             return
         self._after_commit()
-        for queued, value, error in outcomes:
-            if error is None:
-                queued.future.set_result(value)
-            else:
-                queued.future.set_exception(error)
+        self._answer(outcomes)
+
+    @staticmethod
+    def _answer(outcomes: list[Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, answers)
+            except RuntimeError:  # the loop has closed: nobody is left waiting
+                log.debug("%d answers had no event loop to go to", len(answers))
