@@ -3,6 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# Parallel test processes: the suite mostly waits (group joins, service start-up), so more
+# workers than cores pays; each worker has its own broker, each test its own databases.
+# tests/api (schemathesis) runs on its own afterwards: it does not split under xdist.
+TEST_WORKERS ?= 3
 
 .PHONY: install run test test-fast lint format contracts bench clean
 
@@ -22,11 +26,12 @@ run: $(INSTALLED)
 
 ## test: the whole suite (unit, service, end-to-end, faults) on SQLite and, when reachable, PostgreSQL
 test: $(INSTALLED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --ignore=tests/api
+	$(BIN)/python -m pytest tests/api
 
 ## test-fast: everything but the end-to-end tests that start the four services
 test-fast: $(INSTALLED)
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --ignore=tests/api -m "not e2e"
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

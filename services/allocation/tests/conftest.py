@@ -2,7 +2,7 @@
 
 import time
 from datetime import UTC, date, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -112,8 +112,9 @@ def assessed(publish):
         publish(
             AssessmentCompleted.example().model_copy(
                 update={
-                    "case_id": case_id,
-                    "family_id": family_id,
+                    # model_copy does not validate: give the fields their own types.
+                    "case_id": UUID(str(case_id)),
+                    "family_id": UUID(str(family_id)),
                     "assessment_id": uuid4(),
                     "completed_at": completed_at or datetime.now(UTC) - timedelta(hours=1),
                 }
