@@ -53,6 +53,8 @@ FAST_ENV = {
     "EARLYHELP_KAFKA_REQUEST_TIMEOUT_MS": "3000",
     "EARLYHELP_RELAY_RETRY_BACKOFF_MAX_MS": "500",
     "EARLYHELP_JWT_SIGNING_KEY": TEST_SIGNING_KEY,
+    # Encrypts notifications' webhook signing secrets (required outside SQLite); a test key.
+    "EARLYHELP_NOTIFICATIONS_SECRET_KEYS": "q5OnE2ri2r4bGtmFpBTDMM0x3XYuO1y3j6JbP9XSSRc=",
 }
 
 # Clients of config/identities.yaml that tests act as.

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
+from cryptography.fernet import InvalidToken
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from sqlalchemy import Connection, delete, func, insert, select, update
 
@@ -26,6 +27,7 @@ from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import FieldError, Problem, problem_responses
 from hub.service import Runtime, UnitOfWork, runtime_of
 from notifications import fanout, signing
+from notifications.encryption import SecretBox
 from notifications.policy import Partner, SharingPolicy
 from notifications.schemas import (
     AttemptView,
@@ -67,10 +69,15 @@ async def settings_of(request: Request) -> NotificationsSettings:
     return request.app.state.notifications_settings
 
 
+async def secret_box_of(request: Request) -> SecretBox:
+    return request.app.state.secret_box
+
+
 Caller = Annotated[Principal, Depends(partner)]
 Hub = Annotated[Runtime, Depends(runtime_of)]
 Policy = Annotated[SharingPolicy, Depends(policy_of)]
 Settings = Annotated[NotificationsSettings, Depends(settings_of)]
+Box = Annotated[SecretBox, Depends(secret_box_of)]
 SubscriptionId = Annotated[UUID, Path(description="The subscription, as created.")]
 
 
@@ -170,6 +177,38 @@ async def _command(runtime, request, caller, key, payload, command) -> Response:
     )
 
 
+def _reveal(response: Response, box: SecretBox) -> Response:
+    """The response with its signing secret decrypted.
+
+    A command answers with the secret sealed, so that the response kept for its
+    Idempotency-Key holds it encrypted like the subscription does; only what
+    goes back to the partner carries it in clear.
+    """
+    if not 200 <= response.status_code < 300:
+        return response
+    body = json.loads(response.body)
+    if not isinstance(body, dict) or not body.get("secret"):
+        return response
+    try:
+        body["secret"] = box.open(body["secret"])
+    except InvalidToken:
+        raise Problem.conflict(
+            "The secret in the response kept for this Idempotency-Key was encrypted under a "
+            "key since retired; rotate the subscription's secret to receive a new one."
+        ) from None
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name.lower() not in ("content-length", "content-type")
+    }
+    return Response(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        response.status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
 @router.post(
     "/subscriptions",
     status_code=201,
@@ -184,6 +223,7 @@ async def create_subscription(
     caller: Caller,
     policy: Policy,
     settings: Settings,
+    box: Box,
     now: Now,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
@@ -204,7 +244,7 @@ async def create_subscription(
         "updated_at": now,
         "url": None,
         "topic": None,
-        "secret": None,
+        "secret_encrypted": None,
     }
     if isinstance(body.delivery, WebhookDelivery):
         embedded = runtime.db.is_sqlite
@@ -212,7 +252,7 @@ async def create_subscription(
             "channel": "webhook",
             "url": body.delivery.url,
             "endpoint": _check_url(body.delivery.url, settings, embedded),
-            "secret": signing.new_secret(),
+            "secret_encrypted": box.seal(signing.new_secret()),
         }
     else:
         topic = partner_topic(caller.subject)
@@ -221,12 +261,15 @@ async def create_subscription(
     def create(uow: UnitOfWork) -> CommandResult:
         uow.conn.execute(insert(subscriptions), row)
         stored = _own(uow.conn, caller, UUID(row["subscription_id"]))
-        created = SubscriptionCreated(**_view(uow.conn, stored).model_dump(), secret=row["secret"])
+        created = SubscriptionCreated(
+            **_view(uow.conn, stored).model_dump(), secret=row["secret_encrypted"]
+        )
         return CommandResult(
             201, created, {"Location": f"/v1/subscriptions/{row['subscription_id']}"}
         )
 
-    return await _command(runtime, request, caller, idempotency_key, body, create)
+    response = await _command(runtime, request, caller, idempotency_key, body, create)
+    return _reveal(response, box)
 
 
 @router.get(
@@ -335,6 +378,7 @@ async def rotate_secret(
     runtime: Hub,
     caller: Caller,
     settings: Settings,
+    box: Box,
     now: Now,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
@@ -347,20 +391,21 @@ async def rotate_secret(
         row = _own(uow.conn, caller, subscription_id)
         if row.channel != "webhook":
             raise Problem.conflict("A partner topic subscription has no signing secret.")
-        secret = signing.new_secret()
+        sealed = box.seal(signing.new_secret())
         uow.conn.execute(
             update(subscriptions)
             .where(subscriptions.c.subscription_id == row.subscription_id)
             .values(
-                secret=secret,
-                previous_secret=row.secret,
+                secret_encrypted=sealed,
+                previous_secret_encrypted=row.secret_encrypted,
                 previous_secret_until=until,
                 updated_at=now,
             )
         )
-        return CommandResult(200, SecretRotated(secret=secret, previous_secret_valid_until=until))
+        return CommandResult(200, SecretRotated(secret=sealed, previous_secret_valid_until=until))
 
-    return await _command(runtime, request, caller, idempotency_key, None, rotate)
+    response = await _command(runtime, request, caller, idempotency_key, None, rotate)
+    return _reveal(response, box)
 
 
 def _delivery_view(row: Any, cls=DeliveryView, **extra) -> Any:

@@ -32,10 +32,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from cryptography.fernet import InvalidToken
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 
 from hub.contracts.codes import DataClassification
 from hub.contracts.envelope import Envelope, to_kafka
@@ -43,11 +44,19 @@ from hub.db import Database
 from hub.kafka import ensure_topics, new_producer
 from hub.settings import HubSettings
 from notifications import signing
+from notifications.encryption import SecretBox
 from notifications.fanout import OPEN_STATUSES, backlog, fan_out
 from notifications.mail import Mailer, plan_review_reminders
 from notifications.policy import SharingPolicy
 from notifications.settings import NotificationsSettings
-from notifications.tables import deliveries, delivery_attempts, emails, endpoints, subscriptions
+from notifications.tables import (
+    deliveries,
+    delivery_attempts,
+    emails,
+    endpoints,
+    event_journal,
+    subscriptions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,9 @@ _ERROR_CHARS = 500
 _MAIL = "mail"
 # Counting the backlog reads every waiting delivery: often enough for a gauge.
 _BACKLOG_EVERY_S = 1.0
+# Decrypted secrets kept in memory, by their encrypted form (a subscription's changes
+# with each rotation): Fernet would otherwise run for every attempt.
+_OPENED_SECRETS = 1024
 
 
 def utc_now() -> datetime:
@@ -90,6 +102,8 @@ class Job:
     secrets: tuple[str, ...]
     attempts: int
     first_attempt_at: datetime | None
+    # Why the webhook cannot be signed (its secret opens with none of the keys), if so.
+    unsigned_because: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,12 +128,15 @@ class DeliveryWorker:
         hub_settings: HubSettings,
         settings: NotificationsSettings,
         policy: SharingPolicy,
+        secret_box: SecretBox,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._db = db
         self._hub_settings = hub_settings
         self._settings = settings
         self._policy = policy
+        self._box = secret_box
+        self._opened: dict[str, str] = {}
         self._clock = clock
         self._rng = random.Random()
         self._mailer = Mailer(settings, settings.mailbox_dir or hub_settings.var_dir / "mailbox")
@@ -186,12 +203,16 @@ class DeliveryWorker:
         settings = self._settings
         recorded = self._record_results()
         now = self._clock()
-        with self._db.write() as conn:
-            window = timedelta(milliseconds=settings.ordering_window_ms)
-            fanned = fan_out(conn, self._policy, now, window, settings.worker_batch_size)
-            if time.monotonic() - self._last_reminders >= settings.review_check_seconds:
-                plan_review_reminders(conn, now.date(), settings.review_reminder_days, now)
-                self._last_reminders = time.monotonic()
+        window = timedelta(milliseconds=settings.ordering_window_ms)
+        remind = time.monotonic() - self._last_reminders >= settings.review_check_seconds
+        fanned = 0
+        # Most rounds have nothing to fan out: a read says so without the writer's lock.
+        if remind or self._fan_out_due(now - window):
+            with self._db.write() as conn:
+                fanned = fan_out(conn, self._policy, now, window, settings.worker_batch_size)
+                if remind:
+                    plan_review_reminders(conn, now.date(), settings.review_reminder_days, now)
+                    self._last_reminders = time.monotonic()
         jobs = self._claim(now)
         for job in jobs:
             self._pool.submit(self._deliver, job)
@@ -201,6 +222,20 @@ class DeliveryWorker:
                 BACKLOG.set(backlog(conn))
             self._last_backlog = time.monotonic()
         return bool(recorded or fanned or jobs or sent)
+
+    def _fan_out_due(self, journalled_by: datetime) -> bool:
+        with self._db.read() as conn:
+            return (
+                conn.execute(
+                    select(event_journal.c.seq)
+                    .where(
+                        event_journal.c.fanned_out.is_(False),
+                        event_journal.c.journalled_at <= journalled_by,
+                    )
+                    .limit(1)
+                ).first()
+                is not None
+            )
 
     # --- claiming ---------------------------------------------------------------------
 
@@ -241,8 +276,8 @@ class DeliveryWorker:
             subscriptions.c.url,
             subscriptions.c.endpoint,
             subscriptions.c.topic,
-            subscriptions.c.secret,
-            subscriptions.c.previous_secret,
+            subscriptions.c.secret_encrypted,
+            subscriptions.c.previous_secret_encrypted,
             subscriptions.c.previous_secret_until,
         )
 
@@ -286,8 +321,9 @@ class DeliveryWorker:
                 for row in conn.execute(select(endpoints).where(endpoints.c.endpoint.in_(names)))
             }
             probing: set[str] = set()
+            chosen = []
             for row in rows:
-                if len(jobs) >= capacity:
+                if len(chosen) >= capacity:
                     break
                 name = row.endpoint
                 circuit = circuits.get(name)
@@ -303,29 +339,59 @@ class DeliveryWorker:
                     )
                 elif taken.get(name, 0) >= settings.endpoint_max_in_flight:
                     continue
-                claimed = conn.execute(
-                    update(deliveries)
-                    .where(
-                        deliveries.c.id == row.id,
-                        # Settled or claimed by someone else since it was read: not ours.
-                        deliveries.c.status.in_(OPEN_STATUSES),
-                        or_(deliveries.c.leased_until.is_(None), deliveries.c.leased_until < now),
-                    )
-                    .values(leased_until=lease_until)
-                ).rowcount
-                if not claimed:
-                    continue
                 taken[name] = taken.get(name, 0) + 1
-                jobs.append(self._job(row, name, now))
+                chosen.append(row)
+            if chosen:
+                # One statement leases them all; a row settled or claimed by someone else
+                # since it was read is not returned, and is not ours to send.
+                claimed = set(
+                    conn.execute(
+                        update(deliveries)
+                        .where(
+                            deliveries.c.id.in_([row.id for row in chosen]),
+                            deliveries.c.status.in_(OPEN_STATUSES),
+                            or_(
+                                deliveries.c.leased_until.is_(None),
+                                deliveries.c.leased_until < now,
+                            ),
+                        )
+                        .values(leased_until=lease_until)
+                        .returning(deliveries.c.id)
+                    ).scalars()
+                )
+                jobs = [self._job(row, row.endpoint, now) for row in chosen if row.id in claimed]
         with self._lock:
             for job in jobs:
                 self._in_flight[job.endpoint] = self._in_flight.get(job.endpoint, 0) + 1
         return jobs
 
+    def _open(self, sealed: str) -> str:
+        secret = self._opened.get(sealed)
+        if secret is None:
+            secret = self._box.open(sealed)
+            if len(self._opened) >= _OPENED_SECRETS:
+                self._opened.clear()
+            self._opened[sealed] = secret
+        return secret
+
     def _job(self, row: Any, name: str, now: datetime) -> Job:
-        secrets = [row.secret] if row.secret else []
-        if row.previous_secret and row.previous_secret_until and row.previous_secret_until > now:
-            secrets.append(row.previous_secret)
+        sealed = [row.secret_encrypted] if row.secret_encrypted else []
+        if (
+            row.previous_secret_encrypted
+            and row.previous_secret_until
+            and row.previous_secret_until > now
+        ):
+            sealed.append(row.previous_secret_encrypted)
+        unsigned_because = None
+        try:
+            secrets = [self._open(s) for s in sealed]
+        except InvalidToken:
+            # Never sent unsigned: the attempt fails, and is retried, until the keys are right.
+            secrets = []
+            unsigned_because = (
+                "the signing secret opens with none of the keys in "
+                f"{self._box.source}; the webhook was not sent"
+            )
         return Job(
             delivery_pk=row.id,
             message_id=row.message_id,
@@ -337,6 +403,7 @@ class DeliveryWorker:
             secrets=tuple(secrets),
             attempts=row.attempts,
             first_attempt_at=row.first_attempt_at,
+            unsigned_because=unsigned_because,
         )
 
     # --- sending ----------------------------------------------------------------------
@@ -352,6 +419,8 @@ class DeliveryWorker:
         self._wake.set()
 
     def _post(self, job: Job) -> Attempt:
+        if job.unsigned_because is not None:
+            return Attempt(False, None, 0, job.unsigned_because, "other")
         body = job.body.encode()
         headers = signing.headers(list(job.secrets), job.message_id, int(time.time()), body)
         headers["content-type"] = "application/cloudevents+json; charset=utf-8"
@@ -430,10 +499,8 @@ class DeliveryWorker:
         if not finished:
             return 0
         try:
-            outcomes = []
             with self._db.write() as conn:
-                for job, attempt, now in finished:
-                    outcomes.append(self._record(conn, job, attempt, now))
+                outcomes = self._record(conn, finished)
             for (job, attempt, _), (outcome, state) in zip(finished, outcomes, strict=True):
                 DELIVERIES.labels(outcome, job.channel).inc()
                 if not attempt.ok:
@@ -447,70 +514,118 @@ class DeliveryWorker:
                     self._in_flight[job.endpoint] -= 1
         return len(finished)
 
-    def _record(self, conn, job: Job, attempt: Attempt, now: datetime) -> tuple[str, str]:
-        """Log the attempt and settle the delivery; returns its outcome and the circuit state."""
+    def _record(self, conn, finished: list[tuple[Job, Attempt, datetime]]) -> list[tuple[str, str]]:
+        """Log the attempts and settle their deliveries, in a few statements whatever their
+        number; returns each one's outcome and its endpoint's circuit state after it."""
         settings = self._settings
-        attempts = job.attempts + 1
-        first = job.first_attempt_at or now
-        values: dict[str, Any] = {
-            "attempts": attempts,
-            "first_attempt_at": first,
-            "last_attempt_at": now,
-            "last_status_code": attempt.status_code,
-            "last_error": attempt.error[:_ERROR_CHARS] if attempt.error else None,
-            "leased_until": None,
-        }
-        if attempt.ok:
-            outcome = "delivered"
-            values |= {"status": "delivered", "delivered_at": now}
-        elif (now - first).total_seconds() >= settings.retry_for_seconds:
-            outcome = "dead_lettered"
-            values |= {"status": "failed"}
-        else:
-            outcome = "retrying"
-            wait = backoff(attempts, settings.retry_base_ms, settings.retry_max_delay_ms, self._rng)
-            values |= {"status": "retrying", "next_attempt_at": now + wait}
-        conn.execute(
-            insert(delivery_attempts),
-            {
-                "delivery_id": job.delivery_pk,
-                "attempted_at": now,
-                "outcome": "delivered" if attempt.ok else "failed",
-                "status_code": attempt.status_code,
-                "latency_ms": attempt.latency_ms,
-                "error": values["last_error"],
-            },
-        )
-        conn.execute(update(deliveries).where(deliveries.c.id == job.delivery_pk).values(values))
-        return outcome, self._trip(conn, job.endpoint, attempt.ok, now)
-
-    def _trip(self, conn, name: str, ok: bool, now: datetime) -> str:
-        """Update the endpoint's circuit after an attempt; returns its new state."""
-        settings = self._settings
-        row = conn.execute(select(endpoints).where(endpoints.c.endpoint == name)).first()
-        if ok:
-            state, failures, until = "closed", 0, None
-        else:
-            failures = (row.consecutive_failures if row else 0) + 1
-            probing = row is not None and row.state == "half_open"
-            if probing or failures >= settings.circuit_failure_threshold:
-                state = "open"
-                until = now + timedelta(milliseconds=settings.circuit_cooldown_ms)
-                if not probing and (row is None or row.state == "closed"):
-                    log.warning("circuit opened for %s after %d failures", name, failures)
+        logged: list[dict[str, Any]] = []
+        settled: dict[str, list[dict[str, Any]]] = {}
+        outcomes: list[str] = []
+        for job, attempt, now in finished:
+            attempts = job.attempts + 1
+            first = job.first_attempt_at or now
+            error = attempt.error[:_ERROR_CHARS] if attempt.error else None
+            values: dict[str, Any] = {
+                "attempts": attempts,
+                "first_attempt_at": first,
+                "last_attempt_at": now,
+                "last_status_code": attempt.status_code,
+                "last_error": error,
+                "leased_until": None,
+            }
+            if attempt.ok:
+                outcome = "delivered"
+                values |= {"status": "delivered", "delivered_at": now}
+            elif (now - first).total_seconds() >= settings.retry_for_seconds:
+                outcome = "dead_lettered"
+                values |= {"status": "failed"}
             else:
-                state, until = "closed", None
-        values = {
-            "state": state,
-            "consecutive_failures": failures,
-            "open_until": until,
-            "updated_at": now,
+                outcome = "retrying"
+                wait = backoff(
+                    attempts, settings.retry_base_ms, settings.retry_max_delay_ms, self._rng
+                )
+                values |= {"status": "retrying", "next_attempt_at": now + wait}
+            outcomes.append(outcome)
+            settled.setdefault(outcome, []).append(
+                {"pk": job.delivery_pk} | {f"new_{k}": v for k, v in values.items()}
+            )
+            logged.append(
+                {
+                    "delivery_id": job.delivery_pk,
+                    "attempted_at": now,
+                    "outcome": "delivered" if attempt.ok else "failed",
+                    "status_code": attempt.status_code,
+                    "latency_ms": attempt.latency_ms,
+                    "error": error,
+                }
+            )
+        conn.execute(insert(delivery_attempts), logged)
+        for rows in settled.values():
+            # The rows of one outcome set the same columns: one executemany each.
+            columns = [key.removeprefix("new_") for key in rows[0] if key != "pk"]
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("pk"))
+                .values({column: bindparam(f"new_{column}") for column in columns}),
+                rows,
+            )
+        states = self._trip(conn, [(job.endpoint, a.ok, now) for job, a, now in finished])
+        return list(zip(outcomes, states, strict=True))
+
+    def _trip(self, conn, results: list[tuple[str, bool, datetime]]) -> list[str]:
+        """Update the endpoints' circuits after attempts, in order; returns the state of
+        each attempt's endpoint after it."""
+        settings = self._settings
+        names = {name for name, _, _ in results}
+        stored = {
+            row.endpoint: row
+            for row in conn.execute(select(endpoints).where(endpoints.c.endpoint.in_(names)))
         }
-        if row is None:
-            conn.execute(insert(endpoints), {"endpoint": name, **values})
-        else:
-            conn.execute(update(endpoints).where(endpoints.c.endpoint == name).values(values))
-        return state
+        circuits: dict[str, dict[str, Any]] = {
+            name: {
+                "state": row.state,
+                "consecutive_failures": row.consecutive_failures,
+                "open_until": row.open_until,
+                "updated_at": row.updated_at,
+            }
+            for name, row in stored.items()
+        }
+        states = []
+        for name, ok, now in results:
+            circuit = circuits.get(name)
+            if ok:
+                state, failures, until = "closed", 0, None
+            else:
+                failures = (circuit["consecutive_failures"] if circuit else 0) + 1
+                probing = circuit is not None and circuit["state"] == "half_open"
+                if probing or failures >= settings.circuit_failure_threshold:
+                    state = "open"
+                    until = now + timedelta(milliseconds=settings.circuit_cooldown_ms)
+                    if not probing and (circuit is None or circuit["state"] == "closed"):
+                        log.warning("circuit opened for %s after %d failures", name, failures)
+                else:
+                    state, until = "closed", None
+            circuits[name] = {
+                "state": state,
+                "consecutive_failures": failures,
+                "open_until": until,
+                "updated_at": now,
+            }
+            states.append(state)
+        for name in names:
+            values = circuits[name]
+            if name not in stored:
+                conn.execute(insert(endpoints), {"endpoint": name, **values})
+                continue
+            row = stored[name]
+            unchanged = (row.state, row.consecutive_failures, row.open_until) == (
+                values["state"],
+                values["consecutive_failures"],
+                values["open_until"],
+            )
+            if not unchanged:  # a closed circuit staying closed is the common case
+                conn.execute(update(endpoints).where(endpoints.c.endpoint == name).values(values))
+        return states
 
     # --- e-mail -----------------------------------------------------------------------
 
@@ -521,6 +636,14 @@ class DeliveryWorker:
             return 0
         lease_until = now + timedelta(milliseconds=self._settings.delivery_lease_ms)
         claimed = []
+        # Most rounds have no e-mail to send: a read says so without the writer's lock.
+        with self._db.read() as conn:
+            if not conn.execute(
+                select(emails.c.message_key)
+                .where(emails.c.status == "pending", emails.c.next_attempt_at <= now)
+                .limit(1)
+            ).first():
+                return 0
         with self._db.write() as conn:
             due = conn.execute(
                 select(emails)

@@ -11,6 +11,7 @@ from hub.service import ServiceDefinition, create_service_app
 from hub.settings import HubSettings
 from notifications.api import router
 from notifications.delivery import DeliveryWorker
+from notifications.encryption import reseal_stored_secrets, secret_box
 from notifications.policy import SharingPolicy
 from notifications.projections import PROJECTIONS
 from notifications.settings import NotificationsSettings, notifications_settings
@@ -36,21 +37,29 @@ def create_app(
     """The service's app; its lifespan runs the hub's workers and, inside them, delivery.
 
     The delivery worker starts after the consumer and stops before it, so no
-    journalled event waits for a worker that has gone.
+    journalled event waits for a worker that has gone. Before anything starts,
+    every stored signing secret not encrypted under the first key is re-encrypted
+    under it; one that no key opens stops the service.
     """
     own = own or notifications_settings()
     # A policy that does not load stops the service at start, not at the first event.
     policy = SharingPolicy.load(own.policy_file)
     app = create_service_app(definition, settings)
     runtime = app.state.runtime
+    # Keys missing outside the embedded default stop the service here, before it listens.
+    box = secret_box(own, runtime.settings.var_dir, embedded=runtime.db.is_sqlite)
     app.state.sharing_policy = policy
     app.state.notifications_settings = own
+    app.state.secret_box = box
     hub_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI):
+        # Before the hub's workers start: keys that open nothing stop it before it consumes.
+        with runtime.db.write() as conn:
+            reseal_stored_secrets(conn, box)
         async with hub_lifespan(app_) as state:
-            worker = DeliveryWorker(runtime.db, runtime.settings, own, policy)
+            worker = DeliveryWorker(runtime.db, runtime.settings, own, policy, box)
             worker.start()
             try:
                 yield state

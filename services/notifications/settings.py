@@ -5,7 +5,9 @@ with exponential backoff and full jitter (1 s doubling up to 1 h) for 25 hours
 before they are dead-lettered; an endpoint's circuit opens after 5 failures in a
 row for 60 s; plain-http webhook URLs only for this machine and only on the
 embedded default; e-mail written to `<var_dir>/mailbox/` (a Maildir) when no SMTP host
-is set.
+is set; webhook signing secrets encrypted with a key generated into
+`<var_dir>/notifications-secret-keys` on the embedded default (elsewhere
+`EARLYHELP_NOTIFICATIONS_SECRET_KEYS` must be set).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.settings import REPO_ROOT
@@ -73,6 +75,14 @@ class NotificationsSettings(BaseSettings):
     )
     endpoint_max_in_flight: int = Field(
         default=8, ge=1, description="Deliveries in flight to one endpoint, so none hogs the pool."
+    )
+    secret_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Fernet keys that encrypt the webhook signing secrets at rest, comma-separated: "
+            "the first encrypts, every one decrypts (key rotation). Empty: a key generated "
+            "into <var_dir>/notifications-secret-keys, on the embedded default (SQLite) only."
+        ),
     )
     secret_rotation_grace_seconds: float = Field(
         default=24 * 3600,

@@ -114,10 +114,10 @@ subscriptions = Table(
     # What a circuit breaker guards: scheme://host:port of the URL, or kafka://<topic>.
     Column("endpoint", String(300), nullable=False),
     Column("topic", String(249), nullable=True),
-    # Stored as given (whsec_...): HMAC needs the secret itself, and no encryption
-    # library is installed; see docs/notifications.md.
-    Column("secret", String(100), nullable=True),
-    Column("previous_secret", String(100), nullable=True),
+    # The signing secret (whsec_...) encrypted with Fernet under the configured keys
+    # (notifications.encryption): HMAC needs the secret itself, so it cannot be hashed.
+    Column("secret_encrypted", Text, nullable=True),
+    Column("previous_secret_encrypted", Text, nullable=True),
     Column("previous_secret_until", UtcDateTime(), nullable=True),
     Column("status", String(10), nullable=False),  # active | paused
     Column("description", String(200), nullable=True),

@@ -1,9 +1,9 @@
 """Notifications' service tests: the real app on a real database and broker, real receivers.
 
-A `Receiver` is a real HTTP server on 127.0.0.1 that checks every request's
-Standard Webhooks signature with the published algorithm (written out here, not
-imported from the service), records what arrived, and can be told to fail or to
-go down and come back.
+A `Receiver` is a separate process (`tests/webhook_receiver.py`) serving HTTP on
+127.0.0.1 that checks every request's Standard Webhooks signature with the
+published algorithm (written out there, not imported from the service), records
+what arrived in a file, and can be told to fail or be killed and started again.
 """
 
 from __future__ import annotations
@@ -11,21 +11,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-import threading
+import sys
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
 import sqlalchemy as sa
 
-from hub.broker import free_port
 from hub.contracts.intake import ReferralReceived
 from hub.testing import bearer, settings_for
 from notifications.service import definition
 from notifications.settings import NotificationsSettings
+
+# The receiver lives in the repository's tests/ (the e2e tests and the bench use it too):
+# importable however pytest was started.
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.webhook_receiver import WebhookReceiver  # noqa: E402
 
 SCHOOL, HEALTH, POLICE = "harlesden-primary-school", "brent-health-visiting", "met-police-brent"
 SOCIAL_CARE, STAFF = "brent-childrens-social-care", "front-door-demo"
@@ -42,77 +48,64 @@ def verify_signature(secret: str, headers: dict, body: bytes) -> bool:
 
 
 class Receiver:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-        self.secret: str | None = None
-        self.received: list[dict] = []  # every request, including refused ones
-        self._fail_next = 0
-        self._fail_status = 503
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self.up()
+    """A partner's endpoint: `tests/webhook_receiver.py` running as a process of its own.
+
+    `secret` is the subscription's (set by `subscribe`); `fail_next(n)` answers the
+    next n requests with 503; `fail_each(n)` the first n attempts of every delivery;
+    `down()` kills the process (a crash: connections cut, port closed) and `up()`
+    starts a new one on the same port, which remembers everything it answered.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self._process = WebhookReceiver(state_dir).start()
+        self.port = self._process.ports[0]
+        self.url = self._process.url()
+        self._secret: str | None = None
+
+    @property
+    def secret(self) -> str | None:
+        return self._secret
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        self._secret = value
+        self._process.configure(secret=value)
 
     def fail_next(self, count: int, status: int = 503) -> None:
-        with self._lock:
-            self._fail_next, self._fail_status = count, status
+        self._process.configure(fail_first=count, fail_status=status)
+
+    def fail_each(self, count: int, status: int = 503) -> None:
+        self._process.configure(fail_each=count, fail_status=status)
 
     def up(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["content-length"]))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                with receiver._lock:
-                    failing = receiver._fail_next > 0
-                    if failing:
-                        receiver._fail_next -= 1
-                    verified = receiver.secret is not None and verify_signature(
-                        receiver.secret, headers, body
-                    )
-                    receiver.received.append(
-                        {
-                            "headers": headers,
-                            "event": json.loads(body),
-                            "verified": verified,
-                            "accepted": verified and not failing,
-                        }
-                    )
-                status = receiver._fail_status if failing else 204 if verified else 401
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._process.start()
 
     def down(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._process.kill()
+
+    def stop(self) -> None:
+        self._process.stop()
+
+    @property
+    def received(self) -> list[dict]:
+        """Every request, refused ones included, in the order the receiver answered them."""
+        return self._process.records()
 
     def accepted(self) -> list[dict]:
-        with self._lock:
-            return [r for r in self.received if r["accepted"]]
+        return [r for r in self.received if r["accepted"]]
 
 
 @pytest.fixture
-def receiver():
+def receiver(tmp_path):
     made = []
 
     def make() -> Receiver:
-        made.append(Receiver())
+        made.append(Receiver(tmp_path / f"receiver-{len(made)}"))
         return made[-1]
 
     yield make
     for r in made:
-        r.down()
+        r.stop()
 
 
 def wait_until(check, timeout_s=30.0, message="condition never held"):
@@ -124,6 +117,9 @@ def wait_until(check, timeout_s=30.0, message="condition never held"):
         time.sleep(0.05)
     raise AssertionError(message)
 
+
+# Encrypts the signing secrets where nothing is generated (PostgreSQL); a test key only.
+TEST_SECRET_KEY = "q5OnE2ri2r4bGtmFpBTDMM0x3XYuO1y3j6JbP9XSSRc="
 
 FAST = {
     "retry_base_ms": 30,
@@ -161,9 +157,14 @@ def notifications(database_url, kafka_bootstrap, tmp_path):
             running.remove(client)
             client.__exit__(None, None, None)
 
+    # SQLite is the embedded default: its key is generated into var_dir (tmp_path) and kept.
+    keys = {} if database_url.startswith("sqlite") else {"secret_keys": TEST_SECRET_KEY}
+
     def start(**own):
         settings = settings_for("notifications", database_url, kafka_bootstrap, tmp_path)
-        own_settings = NotificationsSettings(**(FAST | {"mailbox_dir": tmp_path / "mailbox"} | own))
+        own_settings = NotificationsSettings(
+            **(FAST | keys | {"mailbox_dir": tmp_path / "mailbox"} | own)
+        )
         client = TestClient(create_app(settings, own_settings))
         client.settings = settings
         client.own = own_settings

@@ -1,15 +1,15 @@
-"""Partner topics on the real broker, and e-mail to a Maildir and through a real SMTP server."""
+"""Partner topics on the real broker, and e-mail to a Maildir and through a real SMTP server
+(aiosmtpd, listening on 127.0.0.1)."""
 
 import email
 import json
 import mailbox
-import threading
-import warnings
 from datetime import UTC, date, datetime, timedelta
 from uuid import uuid4
 
 import pytest
 import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 from kafka import KafkaConsumer, TopicPartition
 
 from hub.broker import free_port
@@ -17,12 +17,6 @@ from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.intake import ReferralTriaged
 
 from .conftest import POLICE, all_fanned_out, referral, subscribe, wait_until
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    # The standard library's SMTP server (Python 3.11); aiosmtpd is not installed.
-    import asyncore
-    import smtpd
 
 
 def test_a_partner_topic_carries_the_same_minimised_events(notifications, publish, kafka_bootstrap):
@@ -141,28 +135,39 @@ def test_referrer_and_lead_professional_are_e_mailed_once_and_minimally(
     assert len(messages()) == 4
 
 
-class _Inbox(smtpd.SMTPServer):
-    def __init__(self, port):
-        super().__init__(("127.0.0.1", port), None, decode_data=True)
-        self.messages = []
+class Inbox:
+    """An aiosmtpd handler: keeps each message; refuses the next `refuse` with a 451."""
 
-    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
-        self.messages.append((rcpttos, email.message_from_string(data)))
+    def __init__(self):
+        self.messages = []
+        self.refuse = 0
+        self.refused = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.refuse > 0:
+            self.refuse -= 1
+            self.refused += 1
+            return "451 4.3.0 Mailbox busy, try again later"
+        self.messages.append((envelope.rcpt_tos, email.message_from_bytes(envelope.content)))
+        return "250 2.0.0 OK"
 
 
 @pytest.fixture
 def smtp_server():
-    port = free_port()
-    server = _Inbox(port)
-    thread = threading.Thread(target=asyncore.loop, kwargs={"timeout": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.close()
-    thread.join(2)
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    inbox.port = controller.port
+    yield inbox
+    controller.stop()
 
 
-def test_e_mail_goes_through_smtp_when_a_host_is_configured(notifications, publish, smtp_server):
-    notifications(smtp_host="127.0.0.1", smtp_port=smtp_server.socket.getsockname()[1])
+def test_e_mail_goes_through_smtp_when_a_host_is_configured(
+    notifications, publish, smtp_server, database_url
+):
+    notifications(smtp_host="127.0.0.1", smtp_port=smtp_server.port)
+    # The server turns the first two messages away: they are sent again, once.
+    smtp_server.refuse = 2
     received = referral(reference="HPS-SMTP-1", email="dsl@school.example.org")
     publish(received)
     _case(publish, received, review_in_days=30)  # no reminder yet
@@ -174,3 +179,19 @@ def test_e_mail_goes_through_smtp_when_a_host_is_configured(notifications, publi
         "samira.okafor@brent.example.gov.uk",
     ]
     assert all(m["Message-ID"].endswith("@earlyhelp.example>") for _, m in smtp_server.messages)
+    assert len({m["Message-ID"] for _, m in smtp_server.messages}) == 3
+    assert smtp_server.refused == 2
+
+    engine = sa.create_engine(database_url)
+    try:
+
+        def settled():
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT status, attempts FROM emails")).all()
+            return rows if {r.status for r in rows} == {"sent"} else None
+
+        rows = wait_until(settled, message="the sent e-mails were never recorded")
+    finally:
+        engine.dispose()
+    assert len(rows) == 3 and sum(r.attempts for r in rows) == 3 + 2
+    assert len(smtp_server.messages) == 3  # and nobody had a message twice

@@ -1,5 +1,6 @@
-"""Webhooks through the real broker to real HTTP receivers: signed, minimised, in order,
-retried, dead-lettered, redelivered, replayed, and never lost across a restart."""
+"""Webhooks through the real broker to real HTTP receivers (processes of their own): signed,
+minimised, in order, retried, dead-lettered, redelivered, replayed, and never lost across a
+restart of the receiver or of the service."""
 
 import time
 from datetime import UTC, datetime, timedelta
@@ -141,11 +142,50 @@ def test_failures_are_retried_under_one_webhook_id_in_family_order(
     assert all(a["latency_ms"] >= 0 for a in detail["attempt_log"])
 
 
+def test_every_delivery_failing_its_first_attempts_still_arrives_once_in_family_order(
+    notifications, receiver, publish
+):
+    app = notifications()
+    school = receiver()
+    subscribe(app, SCHOOL, ALL, school)
+    school.fail_each(2)  # every delivery: 503, 503, then 204
+    families = [referral() for _ in range(4)]
+    published = {}  # event id -> (family, its place in the family's order)
+    for received in families:
+        for place, event in enumerate([received, *case_events(received)]):
+            event_id = str(uuid4())
+            published[event_id] = (str(received.family_id), place)
+            publish(event, event_id=event_id)
+
+    wait_until(lambda: len(school.accepted()) == 16, message="not everything arrived")
+    time.sleep(0.3)  # nothing more arrives
+    records = school.received
+    assert all(r["verified"] for r in records)
+    # Every event arrived, once; each was tried three times under one webhook-id of its own.
+    assert sorted(r["event"]["id"] for r in school.accepted()) == sorted(published)
+    ids = {}
+    for r in records:
+        ids.setdefault(r["event"]["id"], []).append(r["webhook_id"])
+    assert all(len(tried) == 3 and len(set(tried)) == 1 for tried in ids.values()), ids
+    assert len({tried[0] for tried in ids.values()}) == 16
+    # Per family, nothing was even tried before everything before it had been accepted.
+    done = {str(f.family_id): 0 for f in families}
+    for r in records:
+        family, place = published[r["event"]["id"]]
+        assert place == done[family], f"{r['event']['type']} tried out of order"
+        done[family] += r["accepted"]
+    assert set(done.values()) == {4}
+
+
 def test_a_receiver_that_goes_down_and_comes_back_loses_nothing(notifications, receiver, publish):
     app = notifications()
     school = receiver()
     sub = subscribe(app, SCHOOL, ALL, school)
-    school.down()
+    earlier = referral()
+    for event in [earlier, *case_events(earlier)]:
+        publish(event)
+    wait_until(lambda: len(school.accepted()) == 4, message="nothing arrived before the crash")
+    school.down()  # the receiver's process is killed
     received = referral()
     for event in [received, *case_events(received)]:
         publish(event)
@@ -157,10 +197,14 @@ def test_a_receiver_that_goes_down_and_comes_back_loses_nothing(notifications, r
 
     failing = wait_until(retrying, message="the first delivery was never retried")
     assert "ConnectError" in failing[0]["last_error"]
-    school.up()
-    wait_until(lambda: len(school.accepted()) == 4, message="not everything arrived")
-    assert types_of(school.accepted())[0] == "referral.received.v1"
-    assert len({r["headers"]["webhook-id"] for r in school.received}) == 4
+    school.up()  # a new process on the same port
+    wait_until(lambda: len(school.accepted()) == 8, message="not everything arrived")
+    time.sleep(0.3)  # nothing more arrives
+    for family in (earlier.family_id, received.family_id):
+        mine = [r for r in school.accepted() if r["event"]["partitionkey"] == str(family)]
+        assert types_of(mine) == IN_ORDER
+    assert len(school.received) == 8  # nothing answered before the crash came again
+    assert len({r["headers"]["webhook-id"] for r in school.received}) == 8
 
 
 def test_dead_letters_are_listed_redelivered_and_replayed(notifications, receiver, publish):
@@ -255,6 +299,17 @@ def test_a_restart_mid_retry_loses_nothing(notifications, receiver, publish):
     wait_until(lambda: len(school.accepted()) == 4, message="lost across the restart")
     assert types_of(school.accepted()) == IN_ORDER
     assert restarted.get(path, headers=as_(restarted, SCHOOL)).status_code == 200
+    time.sleep(0.3)  # nothing more arrives
+    assert len(school.received) == 4
+    assert len({r["headers"]["webhook-id"] for r in school.received}) == 4
+
+    def recorded():
+        items = restarted.get(path, headers=as_(restarted, SCHOOL)).json()["items"]
+        return items if {d["status"] for d in items} == {"delivered"} else None
+
+    # The retry schedule was the database's: the attempts before the restart still count.
+    items = wait_until(recorded, message="the deliveries were never recorded")
+    assert max(d["attempts"] for d in items) >= 2
 
 
 def test_a_paused_subscription_queues_in_order_until_resumed(notifications, receiver, publish):
