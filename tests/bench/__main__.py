@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.bench.fanout import FanOut, measure_fanout
 from tests.bench.load import BenchError, require_wrk
 from tests.bench.measure import (
     REPO_ROOT,
@@ -40,7 +41,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=40_000,
         help="(a) distinct referrals wrk cycles through (more than a run sends)",
     )
-    parser.add_argument("--only", choices=("a", "b"), help="run one part only")
+    parser.add_argument(
+        "--fanout-events", type=int, default=1000, help="(c) events fanned out (families of 4)"
+    )
+    parser.add_argument(
+        "--fanout-subscribers", type=int, default=20, help="(c) webhook subscribers, one port each"
+    )
+    parser.add_argument(
+        "--fanout-rate", type=float, default=0.0, help="(c) events per second; 0: all at once"
+    )
+    parser.add_argument("--only", choices=("a", "b", "c"), help="run one part only")
     parser.add_argument(
         "--no-context-run",
         action="store_true",
@@ -87,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     throughput: Throughput | None = None
     end_to_end: EndToEnd | None = None
+    fanout: FanOut | None = None
     try:
         if args.only in (None, "a"):
             throughput = measure_throughput(
@@ -107,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
                 duration_s=args.seconds,
                 warmup=args.warmup_referrals,
             )
+        if args.only in (None, "c"):
+            fanout = measure_fanout(
+                workdir / "c",
+                events=args.fanout_events,
+                subscribers=args.fanout_subscribers,
+                rate=args.fanout_rate,
+            )
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         print(f"work directory kept: {workdir}", file=sys.stderr)
@@ -115,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             log(f"work directory kept: {workdir}")
 
-    report = render(facts, throughput, end_to_end, settings=settings)
+    report = render(facts, throughput, end_to_end, settings=settings, fanout=fanout)
     print()
     print(report)
     if not args.no_write:
@@ -127,12 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     problems = [
         *(throughput.problems if throughput else []),
         *(end_to_end.problems if end_to_end else []),
+        *(fanout.problems if fanout else []),
     ]
     for problem in problems:
         print(f"[bench] INVALID: {problem}", file=sys.stderr)
     # A missed target is a finding, not a failure; an invalid run is a failure.
-    for name, _wanted, measured, met in targets(throughput, end_to_end):
-        log(f"{name}: {measured} -> {'met' if met else 'NOT met'}")
+    for name, _wanted, measured, met in targets(throughput, end_to_end, fanout):
+        verdict = "no target" if met is None else "met" if met else "NOT met"
+        log(f"{name}: {measured} -> {verdict}")
     return 1 if problems else 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from tests.bench.fanout import FanOut
 from tests.bench.measure import EndToEnd, Throughput
 from tests.bench.system import CpuUsage
 
@@ -35,7 +36,9 @@ def _opt_s(value: float | None) -> str:
     return "not within the wait" if value is None else f"{value:.1f} s"
 
 
-def targets(a: Throughput | None, b: EndToEnd | None) -> list[tuple[str, str, str, bool | None]]:
+def targets(
+    a: Throughput | None, b: EndToEnd | None, c: FanOut | None = None
+) -> list[tuple[str, str, str, bool | None]]:
     rows: list[tuple[str, str, str, bool | None]] = []
     if a is not None:
         valid = not a.problems
@@ -71,6 +74,8 @@ def targets(a: Throughput | None, b: EndToEnd | None) -> list[tuple[str, str, st
                 (p99 < E2E_P99_TARGET_MS) if complete and not math.isnan(p99) else False,
             )
         )
+    if c is not None:
+        rows.append(_fanout_row(c))
     return rows
 
 
@@ -107,6 +112,7 @@ def render(
     b: EndToEnd | None,
     *,
     settings: dict[str, object],
+    fanout: FanOut | None = None,
 ) -> str:
     out: list[str] = [
         "# Benchmarks",
@@ -131,12 +137,14 @@ def render(
         "| Target | Wanted | Measured | Met |",
         "|---|---|---|---|",
     ]
-    for name, wanted, measured, met in targets(a, b):
+    for name, wanted, measured, met in targets(a, b, fanout):
         out.append(f"| {name} | {wanted} | {measured} | {_yes(met)} |")
     if a is not None:
         out += _throughput_section(a, settings)
     if b is not None:
         out += _latency_section(b, settings)
+    if fanout is not None:
+        out += _fanout_section(fanout)
     out += _method(settings)
     out += _notes(facts, a, b)
     return "\n".join(out) + "\n"
@@ -300,4 +308,60 @@ def _notes(facts: dict[str, str], a: Throughput | None, b: EndToEnd | None) -> l
         f"- Load average when the bench started: {facts['load_average']}; anything else "
         "running on the machine shows up as 'everything else' above and lowers the figures."
     )
+    return out
+
+
+# --- (c) fan-out (tests/bench/fanout.py) -------------------------------------------------
+
+
+def _fanout_row(c: FanOut) -> tuple[str, str, str, bool | None]:
+    p99 = percentile(c.latencies_ms, 99)
+    return (
+        f"(c) fan-out, {c.events:,} events to {c.subscribers} webhook subscribers: "
+        "deliveries/s and p99 event to delivery",
+        "none set (issue 6 asks for the figures)",
+        f"{c.deliveries_per_s:,.0f}/s, {_ms(p99)}" + ("" if not c.problems else " (run invalid)"),
+        None,
+    )
+
+
+def _fanout_section(c: FanOut) -> list[str]:
+    values = c.latencies_ms
+    sent = f"at {c.rate:g} events/s" if c.rate else "all at once"
+    out = [
+        "",
+        "## (c) Webhook fan-out",
+        "",
+        f"{c.events:,} events ({c.events // 4:,} families: referral, triage, allocation, "
+        f"assessment) published {sent} on the services' topics as their relays would, "
+        f"each to {c.subscribers} webhook subscriptions of the referring school; the "
+        "notifications service (`earlyhelp serve`, SQLite, `make run` defaults) signs and "
+        f"POSTs each to a webhook receiver process listening on {c.subscribers} ports "
+        "(`tests/webhook_receiver.py`: verifies every signature, records every request "
+        "before answering 204). Latency = when the receiver answered minus the event's "
+        "`time` (stamped as it was published); it includes the ordering window of "
+        f"{c.ordering_window_ms:,} ms every event waits before fan-out "
+        "(`EARLYHELP_NOTIFICATIONS_ORDERING_WINDOW_MS`).",
+        "",
+        "| | |",
+        "|---|---:|",
+        f"| Deliveries expected (events times subscribers) | {c.expected:,} |",
+        f"| Acknowledged | {c.delivered:,} |",
+        f"| Missing / acknowledged twice / out of family order | {c.missing:,} / "
+        f"{c.duplicates:,} / {c.out_of_order:,} |",
+        f"| Refused attempts (retried) | {c.refused:,} |",
+        f"| Publishing took | {c.publish_s:.2f} s |",
+        f"| First event to last delivery | {c.wall_s:.1f} s |",
+        f"| **Deliveries per second** | **{c.deliveries_per_s:,.0f}** |",
+        f"| Event to delivery p50 | {_ms(percentile(values, 50))} |",
+        f"| Event to delivery p95 | {_ms(percentile(values, 95))} |",
+        f"| **Event to delivery p99** | **{_ms(percentile(values, 99))}** |",
+        f"| Event to delivery max | {_ms(max(values) if values else math.nan)} |",
+    ]
+    if c.problems:
+        out += ["", "**The run is invalid:** " + "; ".join(c.problems) + "."]
+    cpu = _cpu_table([("fan-out run", c.cpu)])
+    if cpu:
+        out += ["", "CPU used while the events were published and delivered, in cores:", ""]
+        out += cpu
     return out
