@@ -84,6 +84,15 @@ _BACKLOG_EVERY_S = 1.0
 # Decrypted secrets kept in memory, by their encrypted form (a subscription's changes
 # with each rotation): Fernet would otherwise run for every attempt.
 _OPENED_SECRETS = 1024
+# Asked on every round of the worker: built once.
+_FAN_OUT_DUE = (
+    select(event_journal.c.seq)
+    .where(
+        event_journal.c.fanned_out.is_(False),
+        event_journal.c.journalled_at <= bindparam("journalled_by"),
+    )
+    .limit(1)
+)
 
 
 def utc_now() -> datetime:
@@ -225,17 +234,8 @@ class DeliveryWorker:
 
     def _fan_out_due(self, journalled_by: datetime) -> bool:
         with self._db.read() as conn:
-            return (
-                conn.execute(
-                    select(event_journal.c.seq)
-                    .where(
-                        event_journal.c.fanned_out.is_(False),
-                        event_journal.c.journalled_at <= journalled_by,
-                    )
-                    .limit(1)
-                ).first()
-                is not None
-            )
+            due = conn.execute(_FAN_OUT_DUE, {"journalled_by": journalled_by}).first()
+            return due is not None
 
     # --- claiming ---------------------------------------------------------------------
 
