@@ -80,9 +80,14 @@ def running_broker(log_dir: Path) -> Iterator[EmbeddedBroker]:
         broker.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka_bootstrap(request, tmp_path_factory) -> Iterator[str]:
-    """Bootstrap servers of a broker shared by the whole test session."""
+    """Bootstrap servers of a broker shared by one test module.
+
+    One per module, not per session: a module whose test leaves a consumer group
+    stuck mid-join (Tansu cannot recover such a group) must not starve the modules
+    that pytest-xdist happens to run after it in the same worker.
+    """
     if BACKEND == "testcontainers":
         yield request.getfixturevalue("_containers")["kafka"]
         return
