@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-context-run",
         action="store_true",
-        help="(a) skip the extra run of the bare `def` endpoint that parses the body",
+        help="(a) skip the context run of the bare app validating the body only",
     )
     parser.add_argument(
         "--output",
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 connections=args.connections,
                 duration_s=args.duration,
                 warmup_s=args.warmup,
-                with_sync_bare=not args.no_context_run,
+                with_validation_only=not args.no_context_run,
             )
         if args.only in (None, "b"):
             end_to_end = measure_end_to_end(

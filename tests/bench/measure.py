@@ -118,7 +118,7 @@ def _port_open(port: int) -> bool:
 class Throughput:
     bare: WrkResult
     intake: WrkResult
-    bare_sync: WrkResult | None
+    validation_only: WrkResult | None
     backlog_metric: float
     backlog_rows: int
     drain: Drain
@@ -131,7 +131,7 @@ class Throughput:
     @property
     def problems(self) -> list[str]:
         found = []
-        for run in (self.bare, self.intake, self.bare_sync):
+        for run in (self.bare, self.intake, self.validation_only):
             if run is None:
                 continue
             if run.non2xx:
@@ -156,12 +156,12 @@ def measure_throughput(
     connections: int,
     duration_s: int,
     warmup_s: int,
-    with_sync_bare: bool = True,
+    with_validation_only: bool = True,
 ) -> Throughput:
     with running_hub(workdir) as hub, bare_server(workdir) as bare_base:
         intake_url = hub.url("intake") + "/v1/referrals"
         bare_url = bare_base + "/v1/referrals"
-        sync_url = bare_base + "/v1/referrals-sync"
+        validated_url = bare_base + "/v1/referrals-validated"
         # The bare app gets the same request, bearer token included, and ignores it.
         wrk = {
             "threads": threads,
@@ -174,8 +174,8 @@ def measure_throughput(
             log(f"(a) warm-up: {warmup_s}s each on the bare app and intake")
             run_wrk(bare_url, target="bare", **warm)
             run_wrk(intake_url, target="intake", **warm)
-            if with_sync_bare:
-                run_wrk(sync_url, target="bare (def, parsed)", **warm)
+            if with_validation_only:
+                run_wrk(validated_url, target="validation only", **warm)
             settled = wait_until_idle(hub, since=time.monotonic())
             if settled.idle_after_s is None:
                 raise BenchError("the hub did not drain the warm-up: " + hub.logs_tail())
@@ -193,12 +193,16 @@ def measure_throughput(
         empty, idle = _s(drain.outbox_empty_after_s), _s(drain.idle_after_s)
         log(f"    outbox empty after {empty}, hub idle after {idle}")
         stored = count_rows(hub.database_url("intake"), "event_store", event_type=REFERRAL_RECEIVED)
-        bare_sync = None
-        if with_sync_bare:
-            log(f"(a) context: bare `def` endpoint with a parsed body, -d{duration_s}s")
-            bare_sync = run_wrk(sync_url, target="bare (def, parsed)", duration_s=duration_s, **wrk)
-            log(f"    {bare_sync.rps:,.0f} req/s, p99 {bare_sync.p99_ms:.1f} ms")
-        return Throughput(bare, intake, bare_sync, backlog_metric, backlog_rows, drain, stored)
+        validation_only = None
+        if with_validation_only:
+            log(f"(a) context: the bare app validating the body only, -d{duration_s}s")
+            validation_only = run_wrk(
+                validated_url, target="validation only", duration_s=duration_s, **wrk
+            )
+            log(f"    {validation_only.rps:,.0f} req/s, p99 {validation_only.p99_ms:.1f} ms")
+        return Throughput(
+            bare, intake, validation_only, backlog_metric, backlog_rows, drain, stored
+        )
 
 
 def _s(seconds: float | None) -> str:
