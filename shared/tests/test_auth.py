@@ -1,12 +1,22 @@
 """Tokens and secrets, without HTTP: what every service relies on."""
 
+import base64
+import json
 import threading
+import time
 from pathlib import Path
 
 import jwt
 import pytest
 
-from hub.auth import Identities, InvalidToken, hash_secret, signing_key, verify_secret
+from hub.auth import (
+    Identities,
+    InvalidToken,
+    TokenService,
+    hash_secret,
+    signing_key,
+    verify_secret,
+)
 from hub.settings import REPO_ROOT, HubSettings
 from hub.testing import TEST_SIGNING_KEY
 
@@ -14,8 +24,6 @@ IDENTITIES = Identities.load(REPO_ROOT / "config" / "identities.yaml")
 
 
 def _tokens(key=TEST_SIGNING_KEY, ttl=900):
-    from hub.auth import TokenService
-
     return TokenService(key, IDENTITIES, ttl)
 
 
@@ -64,6 +72,58 @@ def test_tokens_signed_with_another_key_expired_or_tampered_are_refused():
     for bad in (other_key.issue(school)[0], expired, widened, "not-a-jwt"):
         with pytest.raises(InvalidToken):
             _tokens().verify(bad)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_verified_before_is_still_refused_once_it_expires():
+    clock = Clock()
+    tokens = TokenService(TEST_SIGNING_KEY, IDENTITIES, 60, clock=clock)
+    token, _ = tokens.issue(IDENTITIES.client("harlesden-primary-school"))
+    first = tokens.verify(token)
+    assert tokens.verify(token) is first  # the second time comes from the cache
+
+    clock.now += 59
+    assert tokens.verify(token) is first
+    clock.now += 2
+    with pytest.raises(InvalidToken, match="expired"):
+        tokens.verify(token)
+    with pytest.raises(InvalidToken, match="expired"):
+        tokens.verify(token)
+
+
+def test_a_cached_token_lends_nothing_to_a_tampered_copy():
+    tokens = _tokens()
+    school = IDENTITIES.client("harlesden-primary-school")
+    token = tokens.issue(school, ["referrals:read"])[0]
+    assert tokens.verify(token).scopes == {"referrals:read"}
+    header, _payload, signature = token.split(".")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    widened = (
+        base64.urlsafe_b64encode(json.dumps(claims | {"scope": "referrals:triage"}).encode())
+        .rstrip(b"=")
+        .decode()
+    )
+    for bad in (f"{header}.{widened}.{signature}", token + "x", token[:-1]):
+        with pytest.raises(InvalidToken):
+            tokens.verify(bad)
+
+
+def test_the_cache_of_verified_tokens_stays_bounded():
+    tokens = _tokens()
+    school = IDENTITIES.client("harlesden-primary-school")
+    issued = [tokens.issue(school)[0] for _ in range(TokenService.VERIFIED_CACHE_SIZE + 10)]
+    for token in issued:
+        tokens.verify(token)
+    assert len(tokens._verified) == TokenService.VERIFIED_CACHE_SIZE
+    assert issued[0] not in tokens._verified
+    assert tokens.verify(issued[0]).subject == "harlesden-primary-school"
 
 
 def test_services_starting_together_share_one_generated_key(tmp_path: Path):
