@@ -47,11 +47,19 @@ async def run_command(
 
     The transaction is group-committed with concurrent ones (see `Runtime.write`).
     """
-    body = "" if payload is None else payload.model_dump_json()
-    request_fingerprint = fingerprint(request.method, request.url.path, body)
+    # Only a keyed request is remembered, so only its body is worth serialising again.
+    request_fingerprint = (
+        None
+        if idempotency_key is None
+        else fingerprint(
+            request.method,
+            request.url.path,
+            "" if payload is None else payload.model_dump_json(),
+        )
+    )
 
     def transact(uow: UnitOfWork) -> Response:
-        if idempotency_key is not None:
+        if idempotency_key is not None and request_fingerprint:
             earlier = previous_response(uow.conn, principal, idempotency_key, request_fingerprint)
             if earlier is not None:
                 return Response(
@@ -62,7 +70,7 @@ async def run_command(
                 )
         result = command(uow)
         body = result.body.model_dump_json()
-        if idempotency_key is not None:
+        if idempotency_key is not None and request_fingerprint:
             remember_response(
                 uow.conn,
                 principal,
