@@ -136,11 +136,23 @@ def current_trace_id() -> str | None:
     return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
 
 
+# What the hub stores and forwards of a `tracestate`: the W3C asks every hop to carry
+# at least 512 characters and lets it drop the header when it cannot carry it all.
+TRACESTATE_MAX_CHARS = 512
+
+
 def current_traceparent() -> tuple[str | None, str | None]:
-    """W3C `traceparent` and `tracestate` of the current span, for message headers."""
+    """W3C `traceparent` and `tracestate` of the current span, for message headers.
+
+    A `tracestate` longer than TRACESTATE_MAX_CHARS is left out: a partner's
+    oversized header must not make its referral (or any event) fail to store.
+    """
     carrier: dict[str, str] = {}
     _W3C_PROPAGATOR.inject(carrier)
-    return carrier.get("traceparent"), carrier.get("tracestate")
+    tracestate = carrier.get("tracestate")
+    if tracestate is not None and len(tracestate) > TRACESTATE_MAX_CHARS:
+        tracestate = None
+    return carrier.get("traceparent"), tracestate
 
 
 def context_from_traceparent(traceparent: str | None, tracestate: str | None = None) -> Context:

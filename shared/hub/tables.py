@@ -17,6 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from hub.observability import TRACESTATE_MAX_CHARS
 from hub.sql import UtcDateTime
 
 metadata = MetaData()
@@ -39,7 +40,7 @@ event_store = Table(
     Column("data", Text, nullable=False),
     Column("actor", String(200), nullable=True),
     Column("traceparent", String(55), nullable=True),
-    Column("tracestate", String(512), nullable=True),
+    Column("tracestate", String(TRACESTATE_MAX_CHARS), nullable=True),
     UniqueConstraint("stream_id", "stream_version", name="uq_event_store_stream_version"),
 )
 Index("ix_event_store_family", event_store.c.family_id, event_store.c.position)

@@ -139,3 +139,22 @@ def test_the_partners_trace_continues_into_the_stored_event(intake, database_url
         stored = conn.execute(select(event_store.c.traceparent)).scalar_one()
     engine.dispose()
     assert stored.split("-")[1] == trace_id
+
+
+def test_a_tracestate_too_long_to_keep_is_dropped_not_the_referral(intake, database_url):
+    # 30 vendors' entries, each valid, about 1,000 characters together: W3C lets a
+    # hop drop what it cannot carry, and the event store keeps at most 512.
+    tracestate = ",".join(f"vendor{i:02d}=" + "v" * 24 for i in range(30))
+    headers = {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": tracestate,
+    }
+
+    assert intake.post("/v1/referrals", json=EXAMPLE, headers=headers).status_code == 202
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        stored = conn.execute(select(event_store.c.traceparent, event_store.c.tracestate)).one()
+    engine.dispose()
+    assert stored.traceparent.split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert stored.tracestate is None
