@@ -17,7 +17,8 @@ and `fail_status` (503 unless set). Every request is
    fail, else 204;
 3. recorded, before it is answered, as one JSON line in `DIR/received.jsonl`:
    `seq`, `endpoint`, `webhook_id`, `status`, `verified`, `accepted` (a 2xx),
-   `received_at` (Unix time), the `webhook-*` headers and the parsed event.
+   `received_at` (Unix time), the `webhook-*` headers and the W3C trace context
+   (`traceparent`, `tracestate`) headers, and the parsed event.
 
 Everything it must remember lives in `DIR`, so a receiver that is killed and
 started again with the same `--state-dir` and `--port` carries on where it was:
@@ -57,6 +58,7 @@ ENDPOINTS = "endpoints.json"
 READY = "ready.json"
 TOLERANCE_S = 300
 DEFAULTS = {"secret": None, "fail_first": 0, "fail_each": 0, "fail_status": 503}
+TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate")
 
 
 def verify(secret: str, webhook_id: str, timestamp: str, signatures: str, body: bytes) -> bool:
@@ -154,7 +156,11 @@ class State:
                 "verified": verified,
                 "accepted": 200 <= status < 300,
                 "received_at": time.time(),
-                "headers": {k: v for k, v in headers.items() if k.startswith("webhook-")},
+                "headers": {
+                    k: v
+                    for k, v in headers.items()
+                    if k.startswith("webhook-") or k in TRACE_CONTEXT_HEADERS
+                },
                 "event": event,
             }
             # Written (to the OS) before the answer: a receiver killed after answering

@@ -15,6 +15,10 @@ Everything it owes is in the database: a delivery row is due at its
    jitter, or dead-lettered once `retry_for_seconds` have passed since the first
    attempt;
 4. send due e-mails.
+
+Each webhook attempt is a CLIENT span whose parent is the trace context stored
+with its delivery (the consumer's span for the event), and sends its own context
+as the W3C `traceparent` header, so one referral's trace reaches the partner.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography.fernet import InvalidToken
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from opentelemetry import trace
+from opentelemetry.trace import Span, StatusCode
 from prometheus_client import Counter, Gauge
 from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 
@@ -42,6 +49,7 @@ from hub.contracts.codes import DataClassification
 from hub.contracts.envelope import Envelope, to_kafka
 from hub.db import Database
 from hub.kafka import ensure_topics, new_producer
+from hub.observability import context_from_traceparent, current_traceparent, tracer
 from hub.settings import HubSettings
 from notifications import signing
 from notifications.encryption import SecretBox
@@ -59,6 +67,7 @@ from notifications.tables import (
 )
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 DELIVERIES = Counter(
     "earlyhelp_webhook_deliveries_total",
@@ -103,6 +112,8 @@ def utc_now() -> datetime:
 class Job:
     delivery_pk: int
     message_id: str
+    event_id: str
+    event_type: str
     body: str
     channel: str
     endpoint: str
@@ -113,6 +124,9 @@ class Job:
     first_attempt_at: datetime | None
     # Why the webhook cannot be signed (its secret opens with none of the keys), if so.
     unsigned_because: str | None = None
+    # The trace context stored with the delivery: its attempts' spans are children of it.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,7 +282,11 @@ class DeliveryWorker:
         columns = (
             deliveries.c.id,
             deliveries.c.message_id,
+            deliveries.c.event_id,
+            deliveries.c.event_type,
             deliveries.c.body,
+            deliveries.c.traceparent,
+            deliveries.c.tracestate,
             deliveries.c.attempts,
             deliveries.c.first_attempt_at,
             deliveries.c.next_attempt_at,
@@ -395,6 +413,8 @@ class DeliveryWorker:
         return Job(
             delivery_pk=row.id,
             message_id=row.message_id,
+            event_id=row.event_id,
+            event_type=row.event_type,
             body=row.body,
             channel=row.channel,
             endpoint=name,
@@ -404,6 +424,8 @@ class DeliveryWorker:
             attempts=row.attempts,
             first_attempt_at=row.first_attempt_at,
             unsigned_because=unsigned_because,
+            traceparent=row.traceparent,
+            tracestate=row.tracestate,
         )
 
     # --- sending ----------------------------------------------------------------------
@@ -424,21 +446,43 @@ class DeliveryWorker:
         body = job.body.encode()
         headers = signing.headers(list(job.secrets), job.message_id, int(time.time()), body)
         headers["content-type"] = "application/cloudevents+json; charset=utf-8"
-        started = time.perf_counter()
-        try:
-            response = self._http.post(job.url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            return Attempt(False, None, _ms_since(started), f"timeout: {exc}", "timeout")
-        except httpx.HTTPError as exc:
+        # Exceptions are not recorded on the span: their messages are not ours to vet.
+        with _tracer.start_as_current_span(
+            "POST",
+            context=context_from_traceparent(job.traceparent, job.tracestate),
+            kind=trace.SpanKind.CLIENT,
+            attributes=webhook_span_attributes(job),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            traceparent, tracestate = current_traceparent()
+            if traceparent is not None:
+                headers["traceparent"] = traceparent
+                if tracestate:
+                    headers["tracestate"] = tracestate
+            started = time.perf_counter()
+            try:
+                response = self._http.post(job.url, content=body, headers=headers)
+            except httpx.TimeoutException as exc:
+                _span_failed(span, exc)
+                return Attempt(False, None, _ms_since(started), f"timeout: {exc}", "timeout")
+            except httpx.HTTPError as exc:
+                _span_failed(span, exc)
+                return Attempt(
+                    False, None, _ms_since(started), f"{type(exc).__name__}: {exc}", "connection"
+                )
+            except Exception as exc:
+                _span_failed(span, exc)
+                raise
+            latency = _ms_since(started)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if 200 <= response.status_code < 300:
+                return Attempt(True, response.status_code, latency, None, None)
+            span.set_attribute("error.type", str(response.status_code))
+            span.set_status(StatusCode.ERROR)
             return Attempt(
-                False, None, _ms_since(started), f"{type(exc).__name__}: {exc}", "connection"
+                False, response.status_code, latency, f"HTTP {response.status_code}", "status"
             )
-        latency = _ms_since(started)
-        if 200 <= response.status_code < 300:
-            return Attempt(True, response.status_code, latency, None, None)
-        return Attempt(
-            False, response.status_code, latency, f"HTTP {response.status_code}", "status"
-        )
 
     def _produce(self, job: Job) -> Attempt:
         event = json.loads(job.body)
@@ -713,3 +757,48 @@ class DeliveryWorker:
 
 def _ms_since(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
+
+
+def webhook_span_attributes(job: Job) -> dict[str, str | int]:
+    """The HTTP client semantic conventions' attributes of a webhook attempt's span.
+
+    Never the body, the headers or anything else about the family: traces leave
+    the hub for a collector, which must never hold children's data.
+    """
+    parts = urlsplit(job.url or "")
+    default_port = 443 if parts.scheme == "https" else 80
+    attributes: dict[str, str | int] = {
+        "http.request.method": "POST",
+        "url.full": url_without_secrets(job.url or ""),
+        "server.address": parts.hostname or "",
+        "server.port": parts.port or default_port,
+        "cloudevents.event_id": job.event_id,
+        "cloudevents.event_type": job.event_type,
+    }
+    if job.attempts:
+        attributes["http.request.resend_count"] = job.attempts
+    return attributes
+
+
+def url_without_secrets(url: str) -> str:
+    """`url` with every query value `REDACTED` and no user info or fragment.
+
+    Partners sometimes authenticate webhooks with a token in the query string.
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{pair.partition('=')[0]}=REDACTED" for pair in parts.query.split("&") if pair
+    )
+    return parts._replace(netloc=netloc, query=query, fragment="").geturl()
+
+
+def _span_failed(span: Span, exc: BaseException) -> None:
+    kind = type(exc)
+    span.set_attribute(
+        "error.type",
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}",
+    )
+    span.set_status(StatusCode.ERROR)

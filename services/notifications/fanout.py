@@ -58,6 +58,9 @@ class JournalEntry:
     subject: str | None
     occurred_at: datetime
     data: dict[str, Any]
+    # The consumer's span for the event, which its deliveries' attempts continue.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @classmethod
     def of(cls, row: Any) -> JournalEntry:
@@ -68,6 +71,8 @@ class JournalEntry:
             subject=row.subject,
             occurred_at=row.occurred_at,
             data=json.loads(row.data),
+            traceparent=row.traceparent,
+            tracestate=row.tracestate,
         )
 
 
@@ -173,6 +178,8 @@ def _new_delivery(subscription_id: str, entry: JournalEntry, body: str, now: dat
         "attempts": 0,
         "next_attempt_at": now,
         "created_at": now,
+        "traceparent": entry.traceparent,
+        "tracestate": entry.tracestate,
     }
 
 

@@ -24,6 +24,7 @@ from hub.contracts.intake import (
     ReferralUnlinked,
 )
 from hub.contracts.registry import EVENT_TYPES
+from hub.observability import current_traceparent
 from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime, insert_if_absent
 from notifications.tables import (
@@ -69,6 +70,9 @@ _INSERT_JOURNAL = insert(event_journal)
 
 
 def _journal_and_learn(conn: Connection, event: EventData, meta: EventMeta) -> None:
+    # Handlers run inside the consumer's span for the record: the deliveries of the
+    # event continue from it.
+    traceparent, tracestate = current_traceparent()
     conn.execute(
         _INSERT_JOURNAL,
         {
@@ -82,6 +86,8 @@ def _journal_and_learn(conn: Connection, event: EventData, meta: EventMeta) -> N
             "journalled_at": datetime.now(UTC),
             "data": event.model_dump_json(),
             "fanned_out": False,
+            "traceparent": traceparent,
+            "tracestate": tracestate,
         },
     )
     learn = _LEARNERS.get(type(event))

@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from hub.observability import TRACESTATE_MAX_CHARS
 from hub.sql import UtcDateTime
 from hub.tables import Position
 
@@ -46,6 +47,10 @@ event_journal = Table(
     Column("data", Text, nullable=False),
     # Fanned out to the subscriptions and e-mail recipients of the moment.
     Column("fanned_out", Boolean, nullable=False),
+    # The W3C trace context of the consumer's span for the event: its deliveries carry
+    # it on, so their webhook attempts belong to the referral's trace.
+    Column("traceparent", String(55), nullable=True),
+    Column("tracestate", String(TRACESTATE_MAX_CHARS), nullable=True),
 )
 Index("ix_event_journal_pending", event_journal.c.fanned_out, event_journal.c.seq)
 
@@ -148,6 +153,9 @@ deliveries = Table(
     Column("delivered_at", UtcDateTime(), nullable=True),
     Column("leased_until", UtcDateTime(), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
+    # The event's trace context, from the journal: each attempt's span is its child.
+    Column("traceparent", String(55), nullable=True),
+    Column("tracestate", String(TRACESTATE_MAX_CHARS), nullable=True),
     UniqueConstraint("subscription_id", "event_id", name="uq_deliveries_subscription_event"),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)

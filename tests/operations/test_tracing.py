@@ -1,10 +1,12 @@
 """One trace per referral: the partner's `traceparent` through intake, the outbox, Kafka
-and every consuming service, in the Kafka headers, the JSON logs and the exported spans.
+and every consuming service, in the Kafka headers, the JSON logs and the exported spans,
+and on to the webhook notifications sends the partner.
 
 The four services run as processes with the standard OpenTelemetry variables
 pointing their OTLP/HTTP exporter at a collector this test runs (a plain HTTP
 server decoding the protobuf requests), and at DEBUG so each consumer logs the
-record it applied, inside that record's span.
+record it applied, inside that record's span. The partner's webhook endpoint is
+`tests/webhook_receiver.py`, a process of its own that records each request's headers.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from hub.broker import EmbeddedBroker
 from tests.e2e.support import (
@@ -34,7 +39,8 @@ from tests.e2e.support import (
     referral_body,
     wait_everywhere,
 )
-from tests.harness import Hub, query, wait_for
+from tests.harness import PARTNER, Hub, query, wait_for
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +58,7 @@ class Span:
     trace_id: str
     span_id: str
     parent_span_id: str
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 class Collector(ThreadingHTTPServer):
@@ -88,6 +95,11 @@ class _Receiver(BaseHTTPRequestHandler):
                             span.trace_id.hex(),
                             span.span_id.hex(),
                             span.parent_span_id.hex(),
+                            {
+                                a.key: getattr(a.value, a.value.WhichOneof("value"))
+                                for a in span.attributes
+                                if a.value.WhichOneof("value")
+                            },
                         )
                     )
         with self.server.lock:
@@ -101,6 +113,12 @@ class _Receiver(BaseHTTPRequestHandler):
 
     def log_message(self, *_args) -> None:
         pass
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(tmp_path / "receiver") as started:
+        yield started
 
 
 @pytest.fixture
@@ -131,15 +149,40 @@ def handled_lines(hub: Hub, service: str, event_id: str) -> list[dict]:
     ]
 
 
-def test_one_trace_from_the_partners_post_through_every_consumer(
-    own_broker: EmbeddedBroker, tmp_path, collector: Collector, client: httpx.Client
+def ancestors(span: Span, spans: list[Span]) -> list[Span]:
+    """The spans above `span` in its trace, nearest first, as far as the collector has them."""
+    by_id = {s.span_id: s for s in spans}
+    chain = []
+    while (span := by_id.get(span.parent_span_id)) is not None:
+        chain.append(span)
+    return chain
+
+
+def test_one_trace_from_the_partners_post_through_every_consumer_to_its_webhook(
+    own_broker: EmbeddedBroker,
+    tmp_path,
+    collector: Collector,
+    receiver: WebhookReceiver,
+    client: httpx.Client,
 ) -> None:
     otel = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "EARLYHELP_LOG_LEVEL": "DEBUG",
+        "EARLYHELP_NOTIFICATIONS_ORDERING_WINDOW_MS": "300",
     }
     with Hub(tmp_path / "hub", own_broker.bootstrap_servers, extra_env=otel) as hub:
+        # The referring school subscribes to hear of its own referrals by webhook.
+        subscribed = client.post(
+            hub.url("notifications") + "/v1/subscriptions",
+            json={
+                "event_types": ["earlyhelp.referral.received.v1"],
+                "delivery": {"type": "webhook", "url": receiver.url(PARTNER)},
+            },
+            headers=hub.auth(PARTNER),
+        )
+        assert subscribed.status_code == 201, subscribed.text
+        receiver.configure(PARTNER, secret=subscribed.json()["secret"])
         url = hub.url("intake") + "/v1/referrals"
         traced = accepted(
             client.post(
@@ -210,3 +253,42 @@ def test_one_trace_from_the_partners_post_through_every_consumer(
             ]
             assert len(processed) == 1, (service, spans)
             assert processed[0].parent_span_id == intake_span
+
+        # The webhook telling the school of its referral goes on in the same trace: the
+        # receiver got a traceparent of the partner's trace id, whose parent is
+        # notifications' CLIENT span for the attempt, under its consumer span of the event.
+        def webhooks() -> dict[str, dict]:
+            found = {r["event"]["id"]: r for r in receiver.records(PARTNER) if r["accepted"]}
+            return found if {event_id, other_event_id} <= found.keys() else {}
+
+        delivered = wait_for(
+            webhooks, 30, lambda: "webhooks missing\n" + hub.logs_tail(["notifications"])
+        )
+        webhook = delivered[event_id]
+        sent = re.fullmatch(
+            r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}",
+            webhook["headers"].get("traceparent", ""),
+        )
+        assert sent and sent[1] == TRACE_ID, webhook["headers"]
+        untraced_sent = delivered[other_event_id]["headers"]["traceparent"]
+        assert untraced_sent.split("-")[1] == other_trace, untraced_sent
+
+        def client_span() -> Span | None:
+            spans = collector.of_trace(TRACE_ID)
+            return next((s for s in spans if s.span_id == sent[2]), None)
+
+        posted = wait_for(
+            client_span, 15, lambda: f"spans of the trace: {collector.of_trace(TRACE_ID)}"
+        )
+        assert (posted.service, posted.kind) == ("notifications", OtlpSpan.SPAN_KIND_CLIENT)
+        assert posted.attributes["http.response.status_code"] == 204
+        assert posted.attributes["url.full"] == receiver.url(PARTNER)
+        (consumed,) = [
+            s for s in spans if s.service == "notifications" and s.name == f"{INTAKE_TOPIC} process"
+        ]
+        chain = ancestors(posted, collector.of_trace(TRACE_ID))
+        assert consumed in chain, chain
+        assert [s.span_id for s in chain[chain.index(consumed) :]] == [
+            consumed.span_id,
+            intake_span,
+        ]
