@@ -147,6 +147,7 @@ def _view(conn: Connection, row: Any) -> Subscription:
         event_types=json.loads(row.event_types),
         delivery=DeliveryTarget(type=row.channel, url=row.url, topic=row.topic),
         status=row.status,
+        paused_reason=row.paused_reason,
         description=row.description,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -302,7 +303,7 @@ async def read_subscription(
     return await runtime.read(lambda conn: _view(conn, _own(conn, caller, subscription_id)))
 
 
-def _set_status(status: str):
+def _set_status(status: str, paused_reason: str | None):
     async def change(
         subscription_id: SubscriptionId,
         request: Request,
@@ -316,7 +317,7 @@ def _set_status(status: str):
             uow.conn.execute(
                 update(subscriptions)
                 .where(subscriptions.c.subscription_id == str(subscription_id))
-                .values(status=status, updated_at=now)
+                .values(status=status, paused_reason=paused_reason, updated_at=now)
             )
             return CommandResult(200, _view(uow.conn, _own(uow.conn, caller, subscription_id)))
 
@@ -327,7 +328,7 @@ def _set_status(status: str):
 
 router.add_api_route(
     "/subscriptions/{subscription_id}/pause",
-    _set_status("paused"),
+    _set_status("paused", "partner"),
     methods=["POST"],
     response_model=Subscription,
     responses=problem_responses(401, 403, 404),
@@ -335,7 +336,7 @@ router.add_api_route(
 )
 router.add_api_route(
     "/subscriptions/{subscription_id}/resume",
-    _set_status("active"),
+    _set_status("active", None),
     methods=["POST"],
     response_model=Subscription,
     responses=problem_responses(401, 403, 404),

@@ -71,7 +71,7 @@ _tracer = tracer(__name__)
 
 DELIVERIES = Counter(
     "earlyhelp_webhook_deliveries_total",
-    "Delivery attempts by outcome (delivered, retrying, dead_lettered) and channel",
+    "Delivery attempts by outcome (delivered, retrying, dead_lettered, endpoint_gone) and channel",
     ["outcome", "channel"],
 )
 FAILURES = Counter(
@@ -80,12 +80,19 @@ FAILURES = Counter(
     ["reason"],
 )
 BACKLOG = Gauge("earlyhelp_webhook_backlog", "Deliveries pending or retrying")
+SUBSCRIPTIONS_PAUSED = Counter(
+    "earlyhelp_webhook_subscriptions_paused_total",
+    "Subscriptions the hub paused itself, by reason (endpoint_gone: the receiver answered 410)",
+    ["reason"],
+)
 CIRCUIT_OPEN = Gauge(
     "earlyhelp_webhook_circuit_open", "1 while an endpoint's circuit is open", ["endpoint"]
 )
 EMAILS = Counter("earlyhelp_emails_total", "E-mails by outcome (sent, failed)", ["outcome"])
 
 _ERROR_CHARS = 500
+# Standard Webhooks: a receiver answers 410 Gone to say the endpoint no longer exists.
+_GONE = 410
 # The e-mails being sent count against the pool's capacity under this name.
 _MAIL = "mail"
 # Counting the backlog reads every waiting delivery: often enough for a gauge.
@@ -111,6 +118,7 @@ def utc_now() -> datetime:
 @dataclass(frozen=True)
 class Job:
     delivery_pk: int
+    subscription_id: str
     message_id: str
     event_id: str
     event_type: str
@@ -281,6 +289,7 @@ class DeliveryWorker:
         )
         columns = (
             deliveries.c.id,
+            deliveries.c.subscription_id,
             deliveries.c.message_id,
             deliveries.c.event_id,
             deliveries.c.event_type,
@@ -412,6 +421,7 @@ class DeliveryWorker:
             )
         return Job(
             delivery_pk=row.id,
+            subscription_id=row.subscription_id,
             message_id=row.message_id,
             event_id=row.event_id,
             event_type=row.event_type,
@@ -565,6 +575,7 @@ class DeliveryWorker:
         logged: list[dict[str, Any]] = []
         settled: dict[str, list[dict[str, Any]]] = {}
         outcomes: list[str] = []
+        gone: dict[str, Job] = {}
         for job, attempt, now in finished:
             attempts = job.attempts + 1
             first = job.first_attempt_at or now
@@ -580,6 +591,13 @@ class DeliveryWorker:
             if attempt.ok:
                 outcome = "delivered"
                 values |= {"status": "delivered", "delivered_at": now}
+            elif attempt.status_code == _GONE and job.channel == "webhook":
+                # The receiver says the endpoint is gone for good: stop sending to it, but
+                # keep the delivery first in line, its retry window not yet started, for
+                # when the partner resumes the subscription.
+                outcome = "endpoint_gone"
+                gone.setdefault(job.subscription_id, job)
+                values |= {"status": "pending", "next_attempt_at": now, "first_attempt_at": None}
             elif (now - first).total_seconds() >= settings.retry_for_seconds:
                 outcome = "dead_lettered"
                 values |= {"status": "failed"}
@@ -613,8 +631,38 @@ class DeliveryWorker:
                 .values({column: bindparam(f"new_{column}") for column in columns}),
                 rows,
             )
-        states = self._trip(conn, [(job.endpoint, a.ok, now) for job, a, now in finished])
+        if gone:
+            self._pause_gone(conn, gone, finished[-1][2])
+        # An endpoint answering 410 is up: it counts as no failure for its circuit.
+        states = self._trip(
+            conn,
+            [
+                (job.endpoint, a.ok or outcome == "endpoint_gone", now)
+                for (job, a, now), outcome in zip(finished, outcomes, strict=True)
+            ],
+        )
         return list(zip(outcomes, states, strict=True))
+
+    @staticmethod
+    def _pause_gone(conn, gone: dict[str, Job], now: datetime) -> None:
+        """Pause the subscriptions whose endpoint answered 410 Gone."""
+        paused = conn.execute(
+            update(subscriptions)
+            .where(
+                subscriptions.c.subscription_id.in_(list(gone)),
+                subscriptions.c.status == "active",
+            )
+            .values(status="paused", paused_reason="endpoint_gone", updated_at=now)
+            .returning(subscriptions.c.subscription_id, subscriptions.c.partner_id)
+        ).all()
+        for row in paused:
+            SUBSCRIPTIONS_PAUSED.labels("endpoint_gone").inc()
+            log.warning(
+                "subscription %s of %s paused: %s answered 410 Gone",
+                row.subscription_id,
+                row.partner_id,
+                gone[row.subscription_id].endpoint,
+            )
 
     def _trip(self, conn, results: list[tuple[str, bool, datetime]]) -> list[str]:
         """Update the endpoints' circuits after attempts, in order; returns the state of

@@ -83,6 +83,7 @@ class Subscription(BaseModel):
                         "url": "https://mis.harlesden-primary.example.org/hooks/earlyhelp",
                     },
                     "status": "active",
+                    "paused_reason": None,
                     "description": "Safeguarding lead's dashboard",
                     "created_at": "2025-03-01T09:00:00Z",
                     "updated_at": "2025-03-01T09:00:00Z",
@@ -97,6 +98,12 @@ class Subscription(BaseModel):
     event_types: list[str]
     delivery: DeliveryTarget
     status: Literal["active", "paused"]
+    paused_reason: Literal["partner", "endpoint_gone"] | None = Field(
+        default=None,
+        description="Why deliveries are paused: `partner` (POST .../pause) or `endpoint_gone` "
+        "(the webhook answered 410 Gone). Deliveries keep queueing, in order, until "
+        "POST .../resume.",
+    )
     description: str | None
     created_at: datetime
     updated_at: datetime

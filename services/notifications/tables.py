@@ -125,6 +125,7 @@ subscriptions = Table(
     Column("previous_secret_encrypted", Text, nullable=True),
     Column("previous_secret_until", UtcDateTime(), nullable=True),
     Column("status", String(10), nullable=False),  # active | paused
+    Column("paused_reason", String(20), nullable=True),  # partner | endpoint_gone
     Column("description", String(200), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),

@@ -56,9 +56,10 @@ def test_pause_resume_rotate_and_delete(app):
     body = create(app).json()
     path = f"/v1/subscriptions/{body['subscription_id']}"
     paused = app.post(f"{path}/pause", headers=as_(app, SCHOOL))
-    assert paused.status_code == 200 and paused.json()["status"] == "paused"
+    assert paused.status_code == 200
+    assert (paused.json()["status"], paused.json()["paused_reason"]) == ("paused", "partner")
     resumed = app.post(f"{path}/resume", headers=as_(app, SCHOOL))
-    assert resumed.json()["status"] == "active"
+    assert (resumed.json()["status"], resumed.json()["paused_reason"]) == ("active", None)
 
     rotated = app.post(f"{path}/secret/rotate", headers=as_(app, SCHOOL))
     assert rotated.status_code == 200

@@ -331,6 +331,43 @@ def test_a_paused_subscription_queues_in_order_until_resumed(notifications, rece
     assert types_of(school.accepted())[0] == "referral.received.v1"
 
 
+def test_an_endpoint_answering_410_gone_pauses_its_subscription_and_loses_nothing(
+    notifications, receiver, publish
+):
+    app = notifications()
+    gone, other = receiver(), receiver()
+    sub = subscribe(app, SCHOOL, ALL, gone)
+    subscribe(app, SCHOOL, ALL, other)
+    path = f"/v1/subscriptions/{sub['subscription_id']}"
+    gone.fail_next(1, status=410)
+    received = referral()
+    for event in [received, *case_events(received)]:
+        publish(event)
+
+    def paused():
+        view = app.get(path, headers=as_(app, SCHOOL)).json()
+        return view if view["status"] == "paused" else None
+
+    view = wait_until(paused, message="the subscription was never paused")
+    assert view["paused_reason"] == "endpoint_gone"
+    # The other subscription, on another endpoint, goes on.
+    wait_until(lambda: len(other.accepted()) == 4, message="the other endpoint got nothing")
+    assert types_of(other.accepted()) == IN_ORDER
+    # Nothing more is sent to the gone endpoint, and nothing is dropped.
+    time.sleep(0.5)
+    assert [r["status"] for r in gone.received] == [410]
+    assert app.get(path, headers=as_(app, SCHOOL)).json()["backlog"] == 4
+    attempts = app.get(f"{path}/deliveries", headers=as_(app, SCHOOL)).json()["items"]
+    assert sorted(d["status"] for d in attempts) == ["pending"] * 4
+
+    resumed = app.post(f"{path}/resume", headers=as_(app, SCHOOL)).json()
+    assert (resumed["status"], resumed["paused_reason"]) == ("active", None)
+    wait_until(lambda: len(gone.accepted()) == 4, message="nothing arrived after resuming")
+    assert types_of(gone.accepted()) == IN_ORDER
+    assert len({r["headers"]["webhook-id"] for r in gone.accepted()}) == 4
+    assert gone.received[0]["headers"]["webhook-id"] == gone.accepted()[0]["headers"]["webhook-id"]
+
+
 def test_a_rotated_secret_and_the_old_one_both_sign_during_the_grace_period(
     notifications, receiver, publish
 ):
