@@ -455,6 +455,8 @@ def test_dashboard_queries_only_metrics_the_hub_exports() -> None:
         "earlyhelp_consumer_events_total",
         "earlyhelp_webhook_deliveries_total",
         "earlyhelp_webhook_circuit_open",
+        "earlyhelp_webhook_failures_total",
+        "earlyhelp_webhook_subscriptions_paused_total",
     ):
         assert needed in used, needed
     ids = [panel["id"] for panel in dashboard["panels"]]
