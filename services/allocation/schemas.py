@@ -7,12 +7,12 @@ from enum import StrEnum
 from typing import Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from allocation.registry import Locality, Provider, Team, Worker
 from hub.contracts.allocation import SupportService
 from hub.contracts.codes import SupportIntensity, Urgency
-from hub.contracts.common import Name, Narrative, Practitioner, ShortText
+from hub.contracts.common import IsoDate, Name, Narrative, Practitioner, ShortText
 from hub.contracts.identifiers import Slug
 
 SAMIRA = "7e4b2d1a-9c8f-4a6e-b3d2-1f0e9d8c7b65"
@@ -22,6 +22,9 @@ _PANEL = "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
 
 
 class Request(BaseModel):
+    """What staff send. Dates are ISO 8601 strings and booleans true or false only, as the
+    schema says: pydantic's lax mode would read 0 as 1 January 1970 and "off" as false."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -43,7 +46,7 @@ class AllocationRequest(Request):
         },
     )
 
-    auto: bool = Field(default=False, description="Let the service choose team and worker.")
+    auto: StrictBool = Field(default=False, description="Let the service choose team and worker.")
     team_id: Slug | None = None
     worker_id: UUID | None = None
     override_reason: Narrative | None = Field(
@@ -235,7 +238,7 @@ class PanelRequest(Request):
 
     locality: Slug
     name: ShortText
-    meets_on: date
+    meets_on: IsoDate
     members: list[PanelMemberIn] = Field(min_length=1, max_length=30)
 
 
@@ -262,7 +265,7 @@ class PanelList(BaseModel):
 class PackageItemIn(Request):
     provider_id: Slug
     service_id: Slug
-    start_date: date
+    start_date: IsoDate
     intensity: SupportIntensity
 
 
@@ -307,7 +310,7 @@ class DecisionRequest(Request):
     lead_professional: LeadProfessionalChoice = Field(
         description="Confirms the case's worker, or names another (the case moves to them)."
     )
-    review_date: date | None = Field(
+    review_date: IsoDate | None = Field(
         default=None, description="Defaults to three months on; no later than the maximum."
     )
     members_present: list[PanelMemberIn] = Field(min_length=1, max_length=30)

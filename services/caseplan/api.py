@@ -57,6 +57,7 @@ from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.base import EventData
 from hub.contracts.caseplan import IdentifiedNeed
 from hub.contracts.codes import PartnerOrganisationType
+from hub.contracts.common import IsoDate
 from hub.contracts.registry import event_model
 from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import FieldError, Problem, problem_responses, problem_type
@@ -433,9 +434,13 @@ async def _run(runtime, request, caller, idempotency_key, payload, work) -> Resp
 
 @router.post(
     "/cases/{case_id}/assessments",
-    response_model=AssessmentRecorded | AssessmentDraftView,
+    response_model=AssessmentRecorded,
     status_code=201,
-    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    responses={
+        # `complete: false` saves the draft (200); only a completed assessment is created.
+        200: {"model": AssessmentDraftView, "description": "The draft, saved"},
+        **problem_responses(401, 403, 404, 409, 413, 422),
+    },
     summary="Save the whole-family assessment as a draft, or complete it",
 )
 async def submit_assessment(
@@ -807,8 +812,9 @@ async def performance(
     caller: Reader,
     now: Now,
     locality: Annotated[str | None, Query(max_length=100)] = None,
-    from_: Annotated[date | None, Query(alias="from")] = None,
-    to: Annotated[date | None, Query()] = None,
+    # ISO dates only: `?to=0` was read as 1 January 1970.
+    from_: Annotated[IsoDate | None, Query(alias="from")] = None,
+    to: Annotated[IsoDate | None, Query()] = None,
 ) -> Any:
     """Managers only (role team_manager). Every measure counts what happened in the period
     (`from` and `to` inclusive, either may be left open) in the locality, if given. A

@@ -7,9 +7,10 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from hub.contracts.caseplan import FamilyViews, NeedProgress, PersonAssessment, SteppedDownChild
+from hub.contracts import caseplan as events
+from hub.contracts.caseplan import FamilyViews, NeedProgress, PersonAssessment
 from hub.contracts.codes import (
     CinFactor,
     ClosureReason,
@@ -17,6 +18,7 @@ from hub.contracts.codes import (
     SupportingFamiliesOutcome,
 )
 from hub.contracts.common import (
+    IsoDate,
     Narrative,
     ShortText,
     SocialCareContact,
@@ -62,6 +64,9 @@ class Chronology(BaseModel):
 
 
 class _Request(BaseModel):
+    """What callers send. Dates are ISO 8601 strings and booleans true or false only, as
+    the schema says: pydantic's lax mode would read 0 as 1 January 1970 and "off" as false."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -81,7 +86,7 @@ class AssessmentSubmission(_Request):
     one is named in the 422).
     """
 
-    complete: bool = Field(default=False, description="Complete it (else save as the draft).")
+    complete: StrictBool = Field(default=False, description="Complete it (else save as the draft).")
     factors: list[CinFactor] = Field(default_factory=list)
     needs: list[NeedInput] = Field(default_factory=list)
     recommended_level_of_need: LevelOfNeed | None = None
@@ -122,7 +127,7 @@ class AssessmentRecorded(BaseModel):
 class ActionSubmission(_Request):
     what: Narrative
     who: ShortText
-    by_when: date
+    by_when: IsoDate
     need_id: UUID | None = None
 
 
@@ -134,7 +139,7 @@ class OutcomeSubmission(_Request):
 
 class ReviewSubmission(_Request):
     progress: list[NeedProgress] = Field(min_length=1)
-    next_review_date: date
+    next_review_date: IsoDate
 
     @field_validator("progress")
     @classmethod
@@ -156,6 +161,12 @@ class StepUpSubmission(_Request):
         return factors
 
 
+# The event's child, under the same name so that the API documents it as before, with its
+# date of birth an ISO 8601 string only: the event model read 0 as 1 January 1970.
+class SteppedDownChild(events.SteppedDownChild):
+    date_of_birth: IsoDate
+
+
 class StepDownSubmission(_Request):
     """Children's social care hands a family down to early help."""
 
@@ -173,7 +184,7 @@ class StepDownSubmission(_Request):
 
 class NeedOutcomeInput(_Request):
     need_id: UUID
-    achieved: bool
+    achieved: StrictBool
 
 
 class ClosureSubmission(_Request):

@@ -112,9 +112,14 @@ def _check_event_types(patterns: list[str], partner: Partner, policy: SharingPol
 
 def _check_url(url: str, settings: NotificationsSettings, embedded: bool) -> str:
     """The URL's origin (scheme://host:port), which its circuit breaker guards."""
-    parts = urlsplit(url)
     field = "delivery.url"
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        # Read inside the try: a port out of range raises only when it is read.
+        explicit_port = parts.port
+    except ValueError:  # an unclosed IPv6 bracket, a port that is no number from 0 to 65535
+        parts, explicit_port = None, None
+    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
         raise _invalid([FieldError(field=field, message="must be an absolute URL", code="url")])
     if parts.username or parts.password:
         raise _invalid(
@@ -128,7 +133,7 @@ def _check_url(url: str, settings: NotificationsSettings, embedded: bool) -> str
             raise _invalid(
                 [FieldError(field=field, message="must use https", code="https_required")]
             )
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = explicit_port or (443 if parts.scheme == "https" else 80)
     return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
@@ -519,6 +524,8 @@ async def read_delivery(
 
 @router.post(
     "/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver",
+    # Queued, not yet sent: it always answered 202, which the OpenAPI document said was 200.
+    status_code=202,
     response_model=DeliveryView,
     responses=problem_responses(401, 403, 404, 422),
     summary="Send one delivery again (a dead-lettered one, say), with a fresh retry schedule",

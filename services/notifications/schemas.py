@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from hub.contracts.common import IsoDateTime
 
 _SUBSCRIPTION = "8f14e45f-ceea-4e7a-9b8c-2d1f3a4b5c6d"
 
@@ -169,7 +171,7 @@ class ReplayRequest(Request):
         extra="forbid", json_schema_extra={"examples": [{"since": "2025-03-01T00:00:00Z"}]}
     )
 
-    since: AwareDatetime = Field(description="Every event from this time on is queued again.")
+    since: IsoDateTime = Field(description="Every event from this time on is queued again.")
 
 
 class ReplayQueued(BaseModel):

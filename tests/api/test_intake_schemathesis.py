@@ -3,7 +3,9 @@
 Schemathesis generates requests from every operation intake documents (the
 documented examples, then boundary and type-mutated values of each field, then
 random ones, valid and invalid) and sends them to the live intake service.
-Each response is checked:
+Part of those naming a referral name one of two the school referred before the
+run (see `steer_to_seeded_records`); the rest name none. Each response is
+checked:
 
 - `test_no_server_errors_and_responses_conform`, as a partner system (Harlesden
   Primary School: `referrals:write referrals:read`) and as front-door staff (who
@@ -12,7 +14,9 @@ Each response is checked:
 - `test_unsupported_methods_are_refused_with_allow`: a method the path does not
   offer gets 405 with an `Allow` header naming the path's methods.
 - `test_invalid_requests_are_refused`: a request the schema forbids is refused
-  (4xx), not accepted.
+  (4xx), not accepted. It is sent by a caller the operation lets through
+  (front-door staff for triage and matching, the partner for the rest), since a
+  403 for the wrong caller would pass whatever the request.
 
 Not checked, on purpose: `positive_data_acceptance` (a schema-valid request is
 accepted). The schema cannot express the rules intake enforces beyond it (the
@@ -28,10 +32,7 @@ their exact inputs: numbers read as dates and "off" as a boolean (pydantic's
 lax mode), and a 405 whose `Allow` named one route's method, not the path's.
 
 The schema the tests are generated from is built at import time from intake's
-routers, the way intake builds it: pytest needs the operations when it collects
-the tests, before any hub runs, and `schemathesis.pytest.from_fixture`, which
-would load them from the running service, fails on pytest 9.2 (it sets
-`Node._nodeid`, which pytest removed).
+routers, the way intake builds it (tests/api/support.py says why);
 `test_the_schema_under_test_is_the_one_intake_serves` proves it is the document
 the live service serves at `/openapi.json`.
 
@@ -43,87 +44,47 @@ and bounded: at most 50 random examples per operation and generation mode,
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-from schemathesis import checks
 
-from hub.http.app import create_app
-from hub.testing import BACKEND, running_broker
 from intake.schemas import ReferralSubmission
 from intake.service import definition
+from tests.api.support import (
+    ALL_PHASES,
+    CONFORMANCE_CHECKS,
+    METHODS_PHASES,
+    NEGATIVE_DATA_CHECKS,
+    REQUEST_TIMEOUT_S,
+    UNSUPPORTED_METHOD_CHECKS,
+    assert_served_schema_is,
+    schemathesis_schema,
+    service_openapi,
+    steer_to_seeded_records,
+)
 from tests.harness import PARTNER, STAFF, Hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Under pytest-xdist schemathesis collapses each test's operations into one item
-    # that passes whatever the API does (seen with schemathesis 4): refuse to run here.
-    raise pytest.UsageError(
-        "tests/api runs without pytest-xdist: `pytest tests/api` (make test does it)"
-    )
-
 MAX_EXAMPLES = 50
-REQUEST_TIMEOUT_S = 10
 
-
-def intake_openapi() -> dict[str, Any]:
-    """Intake's OpenAPI document, built the way `create_service_app` builds it, without I/O."""
-    app = create_app(
-        service_name=definition.name,
-        title=definition.title,
-        version=definition.version,
-        description=definition.description,
-        routers=definition.routers,
-    )
-    return app.openapi()
-
-
-def _schema(phases: list[str]) -> schemathesis.BaseSchema:
-    schema = schemathesis.openapi.from_dict(intake_openapi())
-    schema.config.update(request_timeout=REQUEST_TIMEOUT_S)
-    # Deterministic, so that a failure is one every run reproduces; no Hypothesis
-    # example database, so that a run leaves nothing behind.
-    schema.config.generation.update(max_examples=MAX_EXAMPLES, deterministic=True, database="none")
-    schema.config.phases.update(phases=phases)
-    return schema
-
-
-SCHEMA = _schema(["examples", "coverage", "fuzzing"])
-# Undocumented methods are only tried in the coverage phase.
-METHODS_SCHEMA = _schema(["coverage"])
+OPENAPI = service_openapi(definition)
+SCHEMA = schemathesis_schema(OPENAPI, phases=ALL_PHASES, max_examples=MAX_EXAMPLES)
+METHODS_SCHEMA = schemathesis_schema(OPENAPI, phases=METHODS_PHASES, max_examples=MAX_EXAMPLES)
+SEEDED: dict[str, list[str]] = {}
+steer_to_seeded_records(SCHEMA, SEEDED)
 EXAMPLE = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
 
 
-# --- the hub -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bootstrap(request, tmp_path_factory) -> Iterator[str]:
-    if BACKEND == "testcontainers":
-        yield request.getfixturevalue("kafka_bootstrap")
-        return
-    with running_broker(tmp_path_factory.mktemp("broker")) as broker:
-        yield broker.bootstrap_servers
-
-
-@pytest.fixture(scope="module")
-def hub(bootstrap: str, tmp_path_factory) -> Iterator[Hub]:
-    extra_env = {}
-    if BACKEND == "testcontainers":
-        # Apache Kafka refuses sessions shorter than group.min.session.timeout.ms (6 s).
-        extra_env = {
-            "EARLYHELP_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "EARLYHELP_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
-        }
-    # SQLite only: the HTTP layer under test is the same on PostgreSQL, where the
-    # other suites exercise the stores.
-    with Hub(tmp_path_factory.mktemp("hub"), bootstrap, extra_env=extra_env) as started:
-        yield started
+def authorised_caller(operation: schemathesis.APIOperation) -> str:
+    """A caller intake lets through to the operation: staff triage and match, partners refer."""
+    path = operation.path
+    if path.endswith("/triage") or "/matches/" in path or path.endswith("/unlinking"):
+        return STAFF
+    return PARTNER
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +93,26 @@ def intake_url(hub: Hub) -> str:
 
 
 @pytest.fixture(scope="module")
-def partner(hub: Hub) -> dict[str, str]:
-    """The partner's Authorization header (its token lasts 15 minutes: the whole module)."""
-    return hub.auth(PARTNER)
+def partner(auth: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return auth(PARTNER)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def seeded_referrals(intake_url: str, partner: dict[str, str]) -> Iterator[list[str]]:
+    """Two referrals of the school's (the documented example, under two references)."""
+    referral_ids = []
+    for reference in ("SCHEMATHESIS-1", "SCHEMATHESIS-2"):
+        response = httpx.post(
+            intake_url + "/v1/referrals",
+            json={**EXAMPLE, "partner_reference": reference},
+            headers=partner,
+            timeout=REQUEST_TIMEOUT_S,
+        )
+        assert response.status_code == 202, response.text
+        referral_ids.append(response.json()["referral_id"])
+    SEEDED.update(referral_id=referral_ids)
+    yield referral_ids
+    SEEDED.clear()
 
 
 # --- regressions found by schemathesis ------------------------------------------------
@@ -197,41 +175,21 @@ def test_a_405_names_every_method_of_the_path(intake_url, partner, path, method)
 
 
 def test_the_schema_under_test_is_the_one_intake_serves(intake_url: str) -> None:
-    served = httpx.get(intake_url + "/openapi.json", timeout=10)
-
-    assert served.status_code == 200
-    assert served.json() == SCHEMA.raw_schema
+    assert_served_schema_is(intake_url, SCHEMA)
 
 
 @pytest.mark.parametrize("caller", [PARTNER, STAFF])
 @SCHEMA.parametrize()
-def test_no_server_errors_and_responses_conform(case, hub, caller) -> None:
-    case.call_and_validate(
-        base_url=hub.url("intake"),
-        headers=hub.auth(caller),
-        checks=[
-            checks.not_a_server_error,
-            checks.status_code_conformance,
-            checks.content_type_conformance,
-            checks.response_headers_conformance,
-            checks.response_schema_conformance,
-        ],
-    )
+def test_no_server_errors_and_responses_conform(case, auth, intake_url, caller) -> None:
+    case.call_and_validate(base_url=intake_url, headers=auth(caller), checks=CONFORMANCE_CHECKS)
 
 
 @METHODS_SCHEMA.parametrize()
 def test_unsupported_methods_are_refused_with_allow(case, intake_url, partner) -> None:
-    case.call_and_validate(
-        base_url=intake_url,
-        headers=partner,
-        checks=[checks.unsupported_method, checks.allow_header_conformance],
-    )
+    case.call_and_validate(base_url=intake_url, headers=partner, checks=UNSUPPORTED_METHOD_CHECKS)
 
 
 @SCHEMA.parametrize()
-def test_invalid_requests_are_refused(case, intake_url, partner) -> None:
-    case.call_and_validate(
-        base_url=intake_url,
-        headers=partner,
-        checks=[checks.not_a_server_error, checks.negative_data_rejection],
-    )
+def test_invalid_requests_are_refused(case, auth, intake_url) -> None:
+    caller = authorised_caller(case.operation)
+    case.call_and_validate(base_url=intake_url, headers=auth(caller), checks=NEGATIVE_DATA_CHECKS)
