@@ -18,7 +18,17 @@ from typing import Literal, Self
 from uuid import UUID
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import Connection, select
 
 from allocation.tables import registry_entries
@@ -77,8 +87,8 @@ class Entry(BaseModel):
 class AgeRange(Entry):
     """Ages in whole years, both ends included: 0-5 and 5-19 both take a five-year-old."""
 
-    minimum: int = Field(ge=0, le=25)
-    maximum: int = Field(ge=0, le=25)
+    minimum: StrictInt = Field(ge=0, le=25)
+    maximum: StrictInt = Field(ge=0, le=25)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -125,11 +135,12 @@ class Worker(ContactDetails):
     name: Name
     role: ShortText
     team: Slug
-    hours_per_week: float = Field(gt=0, le=60)
-    caseload_limit: int = Field(
+    # Strict: a manager's "30" or "off" is refused, not read as a number or as False.
+    hours_per_week: StrictFloat = Field(gt=0, le=60)
+    caseload_limit: StrictInt = Field(
         ge=0, le=100, description="Cases held before a manager must override."
     )
-    available: bool = Field(
+    available: StrictBool = Field(
         default=True, description="False while on long absence or after leaving: takes no cases."
     )
 
@@ -142,7 +153,7 @@ class ProviderService(Entry):
     status: Literal["active", "inactive"] = "active"
     age_range: AgeRange | None = None
     service_areas: tuple[Slug, ...] = Field(default=(), description="Localities served.")
-    capacity: int | None = Field(
+    capacity: StrictInt | None = Field(
         default=None, ge=0, description="Places a panel can commission; none means not limited."
     )
 

@@ -355,6 +355,32 @@ def test_a_panel_refuses_a_commission_with_no_places_left_and_bad_references(
     assert stored(cases[1]) == []
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("available", "off"), ("available", 0), ("caseload_limit", "5"), ("hours_per_week", "30")],
+)
+def test_a_worker_s_numbers_and_availability_are_not_coerced(allocation, field, value):
+    # Found by schemathesis: "off" was stored as False and "5" as 5, where the schema
+    # documents a boolean and numbers.
+    worker = {
+        "worker_id": TOMASZ,
+        "name": "Tomasz Nowak",
+        "role": "Youth and family worker",
+        "team": "harlesden-early-help",
+        "hours_per_week": 30,
+        "caseload_limit": 5,
+        "available": True,
+        "email": "tomasz.nowak@brent.example.gov.uk",
+    }
+    url = f"/v1/registry/workers/{TOMASZ}"
+
+    refused = allocation.put(url, json=worker | {field: value}, headers=as_(allocation, MANAGER))
+
+    assert refused.status_code == 422, refused.text
+    assert field in [error["field"] for error in refused.json()["errors"]]
+    assert allocation.put(url, json=worker, headers=as_(allocation, MANAGER)).status_code == 200
+
+
 def test_registry_changes_are_checked_and_audited(allocation, database_url):
     team = {
         "team_id": "harlesden-youth",
