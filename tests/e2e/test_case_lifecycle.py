@@ -64,6 +64,10 @@ def test_a_referral_becomes_a_case_that_is_planned_reviewed_closed_and_referred_
 ) -> None:
     intake, allocation, caseplan = (hub.url(s) for s in ("intake", "allocation", "caseplan"))
     body = referral_body()
+    # School-age children, so that auto-allocation's choice is Harlesden's early help team
+    # (5-19) and never its early years team (0-5): the generated ages are random.
+    for years, child in zip((8, 11), body["children"], strict=True):
+        child["date_of_birth"] = (TODAY - timedelta(days=365 * years + 30)).isoformat()
     referral = accepted(post_referral(client, hub, body), hub)
     triaged = _ok(
         client.post(
