@@ -825,7 +825,7 @@ def _panel(row: Any, agenda: list[Any] = ()) -> Panel:
     "/panels",
     status_code=201,
     response_model=Panel,
-    responses=problem_responses(401, 403, 413, 422),
+    responses=problem_responses(401, 403, 409, 413, 422),
     summary="Schedule a locality's panel meeting",
     tags=["panels"],
 )

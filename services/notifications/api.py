@@ -336,7 +336,7 @@ router.add_api_route(
     _set_status("paused", "partner"),
     methods=["POST"],
     response_model=Subscription,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 409, 422),
     summary="Pause deliveries (events keep queueing, in order, until resumed)",
 )
 router.add_api_route(
@@ -344,7 +344,7 @@ router.add_api_route(
     _set_status("active", None),
     methods=["POST"],
     response_model=Subscription,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 409, 422),
     summary="Resume deliveries, starting with what queued while paused",
 )
 
@@ -375,7 +375,7 @@ async def delete_subscription(
 @router.post(
     "/subscriptions/{subscription_id}/secret/rotate",
     response_model=SecretRotated,
-    responses=problem_responses(401, 403, 404, 409),
+    responses=problem_responses(401, 403, 404, 409, 422),
     summary="Replace the webhook signing secret",
 )
 async def rotate_secret(
@@ -527,7 +527,7 @@ async def read_delivery(
     # Queued, not yet sent: it always answered 202, which the OpenAPI document said was 200.
     status_code=202,
     response_model=DeliveryView,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 409, 422),
     summary="Send one delivery again (a dead-lettered one, say), with a fresh retry schedule",
 )
 async def redeliver(
@@ -553,7 +553,7 @@ async def redeliver(
     "/subscriptions/{subscription_id}/replay",
     status_code=202,
     response_model=ReplayQueued,
-    responses=problem_responses(401, 403, 404, 413, 422),
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
     summary="Queue again every event since a point in time",
 )
 async def replay(

@@ -52,6 +52,23 @@ def test_an_idempotency_key_returns_the_first_subscription(app):
     assert len(app.get("/v1/subscriptions", headers=as_(app, SCHOOL)).json()["items"]) == 1
 
 
+def test_a_key_used_to_pause_cannot_resume_and_both_answers_are_documented(app):
+    path = f"/v1/subscriptions/{create(app).json()['subscription_id']}"
+    key = {"Idempotency-Key": "pause-1"}
+    assert app.post(f"{path}/pause", headers=as_(app, SCHOOL) | key).status_code == 200
+
+    reused = app.post(f"{path}/resume", headers=as_(app, SCHOOL) | key)
+
+    assert reused.status_code == 422
+    assert reused.json()["type"].endswith("/idempotency-key-reused")
+    assert app.get(path, headers=as_(app, SCHOOL)).json()["status"] == "paused"
+    paths = app.get("/openapi.json").json()["paths"]
+    for action in ("pause", "resume"):
+        # 409: the same key still in flight in another request; 422: as above.
+        documented = paths[f"/v1/subscriptions/{{subscription_id}}/{action}"]["post"]
+        assert {"409", "422"} <= set(documented["responses"])
+
+
 def test_pause_resume_rotate_and_delete(app):
     body = create(app).json()
     path = f"/v1/subscriptions/{body['subscription_id']}"
