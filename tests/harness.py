@@ -97,7 +97,7 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, message: str | Callab
 def _engine(database_url: str) -> sa.Engine:
     # NullPool: the test holds no connection between reads, so a database can be
     # dropped (PostgreSQL) or a service restarted without waiting for the pool.
-    return sa.create_engine(database_url, poolclass=NullPool)
+    return sa.create_engine(database_url, poolclass=NullPool, hide_parameters=True)
 
 
 def dispose_engine(database_url: str) -> None:

@@ -50,6 +50,7 @@ from hub.contracts.envelope import Envelope, to_kafka
 from hub.db import Database
 from hub.kafka import ensure_topics, new_producer
 from hub.observability import context_from_traceparent, current_traceparent, tracer
+from hub.privacy import describe_error, error_stack
 from hub.settings import HubSettings
 from notifications import signing
 from notifications.encryption import SecretBox
@@ -221,8 +222,8 @@ class DeliveryWorker:
         while not stop.is_set():
             try:
                 busy = self.tick()
-            except Exception:
-                log.exception("delivery loop failed; trying again")
+            except Exception as exc:
+                _log_failure("delivery loop failed; trying again: %s", exc)
                 busy = False
             if not busy:
                 # A finished attempt wakes the loop early, so its slot is free again at once.
@@ -445,8 +446,8 @@ class DeliveryWorker:
         try:
             attempt = self._post(job) if job.channel == "webhook" else self._produce(job)
         except Exception as exc:
-            log.exception("a delivery attempt failed unexpectedly")
-            attempt = Attempt(False, None, 0, f"{type(exc).__name__}: {exc}", "other")
+            _log_failure("a delivery attempt failed unexpectedly: %s", exc)
+            attempt = Attempt(False, None, 0, describe_error(exc), "other")
         self._results.put((job, attempt, self._clock()))
         self._wake.set()
 
@@ -475,12 +476,12 @@ class DeliveryWorker:
                 response = self._http.post(job.url, content=body, headers=headers)
             except httpx.TimeoutException as exc:
                 _span_failed(span, exc)
-                return Attempt(False, None, _ms_since(started), f"timeout: {exc}", "timeout")
+                return Attempt(
+                    False, None, _ms_since(started), f"timeout: {describe_error(exc)}", "timeout"
+                )
             except httpx.HTTPError as exc:
                 _span_failed(span, exc)
-                return Attempt(
-                    False, None, _ms_since(started), f"{type(exc).__name__}: {exc}", "connection"
-                )
+                return Attempt(False, None, _ms_since(started), describe_error(exc), "connection")
             except Exception as exc:
                 _span_failed(span, exc)
                 raise
@@ -523,9 +524,7 @@ class DeliveryWorker:
                 if self._producer is not None:
                     self._producer.close(timeout=1)
                     self._producer = None
-            return Attempt(
-                False, None, _ms_since(started), f"{type(exc).__name__}: {exc}", "broker"
-            )
+            return Attempt(False, None, _ms_since(started), describe_error(exc), "broker")
         return Attempt(True, None, _ms_since(started), None, None)
 
     def _partner_producer(self, topic: str) -> KafkaProducer:
@@ -560,8 +559,8 @@ class DeliveryWorker:
                 if not attempt.ok:
                     FAILURES.labels(attempt.reason).inc()
                 CIRCUIT_OPEN.labels(job.endpoint).set(0 if state == "closed" else 1)
-        except Exception:
-            log.exception("recording %d delivery attempts failed", len(finished))
+        except Exception as exc:
+            _log_failure("recording %d delivery attempts failed: %s", exc, len(finished))
         finally:
             with self._lock:
                 for job, _, _ in finished:
@@ -774,7 +773,7 @@ class DeliveryWorker:
             try:
                 self._mailer.send(message)
             except (OSError, ValueError) as exc:
-                error = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
+                error = describe_error(exc)[:_ERROR_CHARS]
             now = self._clock()
             attempts = row.attempts + 1
             values: dict[str, Any] = {"attempts": attempts, "leased_until": None}
@@ -796,8 +795,8 @@ class DeliveryWorker:
                     .values(values)
                 )
             EMAILS.labels("sent" if error is None else "failed").inc()
-        except Exception:
-            log.exception("sending an e-mail failed")
+        except Exception as exc:
+            _log_failure("sending an e-mail failed: %s", exc)
         finally:
             with self._lock:
                 self._in_flight[_MAIL] -= 1
@@ -839,6 +838,12 @@ def url_without_secrets(url: str) -> str:
         f"{pair.partition('=')[0]}=REDACTED" for pair in parts.query.split("&") if pair
     )
     return parts._replace(netloc=netloc, query=query, fragment="").geturl()
+
+
+def _log_failure(message: str, exc: BaseException, *args: object) -> None:
+    """Logs `message` (its last `%s` the error) with the error's safe description and stack:
+    an exception's own text may quote a family's values."""
+    log.error(message, *args, describe_error(exc), extra={"stack": error_stack(exc)})
 
 
 def _span_failed(span: Span, exc: BaseException) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -30,6 +29,7 @@ from hub.db import Database
 from hub.envelopes import meta_of
 from hub.kafka import ensure_topics, new_group_consumer, new_producer
 from hub.observability import context_from_traceparent, tracer
+from hub.privacy import describe_error, error_stack
 from hub.projections import Projection
 from hub.settings import HubSettings
 
@@ -208,15 +208,15 @@ class ProjectionConsumer:
                     envelope.type,
                     attempt,
                     attempts,
-                    exc,
+                    describe_error(exc),
                     extra={"event_id": envelope.id, "error_type": type(exc).__name__},
                 )
                 if attempt == attempts:
                     self._dead_letter(
                         record,
-                        f"{type(exc).__name__}: {exc}",
+                        describe_error(exc),
                         attempts=attempts,
-                        stack=traceback.format_exc(limit=5),
+                        stack=error_stack(exc, limit=5),
                     )
                     return []
                 time.sleep(self._settings.consumer_retry_backoff_ms / 1000 * 2 ** (attempt - 1))

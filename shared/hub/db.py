@@ -30,11 +30,16 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 connect_args={"check_same_thread": False, "timeout": 30},
+                hide_parameters=True,
             )
             _configure_sqlite(self.engine)
         else:
             self.engine = create_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                hide_parameters=True,
             )
         # The writer engine shares the pool; on SQLite its transactions start with
         # BEGIN IMMEDIATE so two writers never deadlock upgrading a read lock.

@@ -44,7 +44,7 @@ def run_env(service_metadata: MetaData) -> None:
     from hub.tables import metadata as hub_metadata
 
     url = context.config.get_main_option("sqlalchemy.url")
-    engine = sa.create_engine(url, poolclass=pool.NullPool)
+    engine = sa.create_engine(url, poolclass=pool.NullPool, hide_parameters=True)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

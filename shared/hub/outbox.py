@@ -21,6 +21,7 @@ from hub.contracts.envelope import to_kafka
 from hub.db import Database
 from hub.envelopes import envelope_of
 from hub.kafka import ensure_topics, new_producer
+from hub.privacy import describe_error
 from hub.settings import HubSettings
 from hub.store import RECORDED_COLUMNS, recorded_from_row
 from hub.tables import event_store, outbox
@@ -85,7 +86,7 @@ class OutboxRelay:
                 log.warning(
                     "outbox publish failed; retrying in %.1fs: %s",
                     backoff_s,
-                    exc,
+                    describe_error(exc),
                     extra={"error_type": type(exc).__name__},
                 )
                 self._discard_producer()
@@ -111,7 +112,9 @@ class OutboxRelay:
                 backoff_s = 0.1
             except Exception as exc:  # the broker away for a moment: try until the deadline
                 OUTBOX_FAILURES.labels(self._service).inc()
-                log.warning("outbox drain failed; retrying in %.1fs: %s", backoff_s, exc)
+                log.warning(
+                    "outbox drain failed; retrying in %.1fs: %s", backoff_s, describe_error(exc)
+                )
                 self._discard_producer()
                 self._resign()
                 time.sleep(max(min(backoff_s, deadline - time.monotonic()), 0))
@@ -122,7 +125,7 @@ class OutboxRelay:
         try:
             self._purge(force=True)
         except Exception as exc:  # the rows stay and are sent again: harmless
-            log.warning("could not remove acknowledged outbox rows: %s", exc)
+            log.warning("could not remove acknowledged outbox rows: %s", describe_error(exc))
         self._discard_producer()
         self._resign()
 

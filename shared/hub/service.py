@@ -287,6 +287,7 @@ class Runtime:
             self.db.url,
             poolclass=NullPool,
             connect_args={"connect_timeout": max(1, math.ceil(timeout_s))},
+            hide_parameters=True,
         )
         try:
             with probe.connect() as conn:

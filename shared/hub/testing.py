@@ -29,7 +29,9 @@ BACKEND = os.environ.get("HUB_TEST_BACKEND", "embedded")
 def _postgres_reason() -> str | None:
     """Why PostgreSQL tests cannot run here, or None when they can."""
     try:
-        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 2})
+        engine = sa.create_engine(
+            POSTGRES_URL, connect_args={"connect_timeout": 2}, hide_parameters=True
+        )
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         engine.dispose()
@@ -107,7 +109,7 @@ def own_broker(tmp_path) -> Iterator[EmbeddedBroker]:
 def new_postgres_database(admin_url: str = POSTGRES_URL) -> str:
     """Create an empty database for one test; returns its URL."""
     name = f"eh_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", hide_parameters=True)
     with engine.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
@@ -116,7 +118,7 @@ def new_postgres_database(admin_url: str = POSTGRES_URL) -> str:
 
 def drop_postgres_database(url: str, admin_url: str = POSTGRES_URL) -> None:
     name = sa.engine.make_url(url).database
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", hide_parameters=True)
     with engine.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from hub.db import Database
+from hub.privacy import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class GroupCommitWriter:
                         savepoint.commit()
                         outcomes.append((queued, value, None))
         except Exception as exc:
-            log.error("a group commit of %d writes failed: %s", len(batch), exc)
+            log.error("a group commit of %d writes failed: %s", len(batch), describe_error(exc))
             self._answer([(queued, None, exc) for queued in batch])
             return
         self._after_commit()

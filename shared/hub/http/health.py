@@ -15,6 +15,7 @@ from prometheus_client.exposition import choose_encoder
 from starlette.responses import JSONResponse, Response
 
 from hub.http.problems import PROBLEM_MEDIA_TYPE, problem_type
+from hub.privacy import describe_error
 
 ReadinessCheck = Callable[[], None]
 """Returns when the dependency is usable, raises when it is not."""
@@ -58,9 +59,9 @@ class _TimedCheck:
         error = running.exception()
         if error is None:
             return None
-        _log.warning("Readiness check %s failed", self.name, exc_info=error)
-        reason = str(error).splitlines()[0][:120] if str(error) else ""
-        return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+        reason = describe_error(error)
+        _log.warning("Readiness check %s failed: %s", self.name, reason)
+        return reason if len(reason) <= 160 else reason[:157] + "..."
 
     def _run(self, result: Future[None]) -> None:
         try:

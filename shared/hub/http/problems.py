@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.observability import current_trace_id
+from hub.privacy import describe_error, error_stack
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://earlyhelp.example/problems/"
@@ -300,15 +301,17 @@ class UnhandledErrorMiddleware:
 
         try:
             await self.app(scope, receive, send_noting_start)
-        except Exception:
+        except Exception as exc:
             # Without a span there is no trace id; a random one still pairs the
             # response with its log line.
             trace_id = current_trace_id() or secrets.token_hex(16)
-            _log.exception(
-                "Unhandled error in %s %s",
+            # Not the traceback: its exception text may quote the request's values.
+            _log.error(
+                "Unhandled error in %s %s: %s",
                 scope["method"],
                 scope["path"],
-                extra={"trace_id": trace_id},
+                describe_error(exc),
+                extra={"trace_id": trace_id, "stack": error_stack(exc)},
             )
             if response_started:
                 raise

@@ -82,7 +82,11 @@ async def test_log_lines_are_json_with_the_request_trace_id(
     [error] = [line for line in lines if line["logger"] == "hub.http"]
     assert error["level"] == "ERROR"
     assert error["trace_id"] == TRACE_ID
-    assert "RuntimeError" in error["exc_info"]
+    # The error's class and its stack, never its text (which quoted a child) nor exc_info.
+    assert error["message"].endswith(": RuntimeError")
+    assert error["stack"].endswith("\nRuntimeError")
+    assert "exc_info" not in error
+    assert "Jane Doe" not in error["message"]
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -154,7 +154,12 @@ async def test_unhandled_error_is_a_500_problem_that_leaks_nothing(
         assert leak not in response.text
     [logged] = [record for record in caplog.records if record.name == "hub.http"]
     assert logged.trace_id == problem["trace_id"]
-    assert logged.exc_info is not None
+    # The log says what failed and where, but not the exception's text: it quoted a child.
+    assert logged.exc_info is None
+    assert logged.getMessage() == "Unhandled error in GET /v1/broken: RuntimeError"
+    # Its stack: the frames and their lines of code, then the exception's class alone.
+    assert "conftest.py" in logged.stack
+    assert logged.stack.splitlines()[-1] == "RuntimeError"
 
 
 async def test_problem_responses_and_422_are_documented_as_problem_details(
