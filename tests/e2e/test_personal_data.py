@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from kafka import KafkaProducer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -343,9 +344,28 @@ def test_personal_values_reach_no_log_header_span_metric_or_problem(
         wanted = {"earlyhelp-allocation", "earlyhelp-caseplan"}
         return records if wanted <= consumers else []
 
-    dead = wait_for(dead_letters, WAIT_S, lambda: "no dead letters\n" + hub.logs_tail())
+    wait_for(dead_letters, WAIT_S, lambda: "no dead letters\n" + hub.logs_tail())
     accept_inserts(hub.database_url("allocation"), "incoming_referrals")
     accept_inserts(hub.database_url("caseplan"), "family_referrals")
+
+    # A copy whose data no longer validates (a name where the date of birth belongs) is
+    # dead-lettered by every consumer without being decoded.
+    (original,) = read_topic(hub.bootstrap_servers, service_topic("intake"))
+    tampered = original.value.replace(
+        f'"{REFUSED.child_dob}"'.encode(), f'"{" ".join(REFUSED.child)}"'.encode()
+    )
+    assert tampered != original.value
+    producer = KafkaProducer(bootstrap_servers=hub.bootstrap_servers)
+    producer.send(original.topic, key=original.key, value=tampered, headers=original.headers).get(
+        timeout=10
+    )
+    producer.close()
+
+    def undecoded() -> list:
+        records = read_topic(hub.bootstrap_servers, intake_dlq)
+        return [r for r in records if dict(r.headers)["dlq_reason"].startswith(b"invalid data")]
+
+    wait_for(lambda: len(undecoded()) == 3, WAIT_S, lambda: "not dead-lettered\n" + hub.logs_tail())
 
     # Another family's referral carried through triage, allocation and an assessment.
     referral = accepted(
@@ -417,6 +437,7 @@ def test_personal_values_reach_no_log_header_span_metric_or_problem(
         for service in SERVICES
     }
     stored = query(hub.database_url("intake"), "SELECT data FROM event_store")
+    dead = read_topic(hub.bootstrap_servers, intake_dlq)
     for service in SERVICES:
         hub.stop_service(service)  # flushes the last spans and log lines
 
