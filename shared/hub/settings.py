@@ -6,12 +6,17 @@ With nothing set, a service runs on the embedded defaults: a SQLite file under
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+PostgresSslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
 class HubSettings(BaseSettings):
@@ -30,6 +35,24 @@ class HubSettings(BaseSettings):
         description="SQLAlchemy URL; empty means sqlite:///<var_dir>/<service>.db.",
     )
     database_pool_size: int = Field(default=10, ge=1)
+    # PostgreSQL TLS, handed to libpq; see _database_tls for what may be combined.
+    database_sslmode: PostgresSslMode | None = Field(
+        default=None,
+        description=(
+            "libpq sslmode for PostgreSQL; verify-full in production. Unset: the URL's own, "
+            "else libpq's default (prefer, which falls back to no TLS)."
+        ),
+    )
+    database_sslrootcert: str | None = Field(
+        default=None,
+        description="CA certificate file that signed the server's, or `system` for the OS store.",
+    )
+    database_sslcert: Path | None = Field(
+        default=None, description="Client certificate file, where the server asks for one."
+    )
+    database_sslkey: Path | None = Field(
+        default=None, description="The client certificate's private key file (mode 0600)."
+    )
 
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092")
     kafka_client_id_prefix: str = Field(default="earlyhelp")
@@ -103,6 +126,40 @@ class HubSettings(BaseSettings):
             self.database_url = f"sqlite:///{self.var_dir / (self.service_name + '.db')}"
         return self
 
+    @model_validator(mode="after")
+    def _database_tls(self) -> HubSettings:
+        """Adds the TLS settings to the PostgreSQL URL as libpq parameters, so that every
+        engine made from it (service, migrations, CLI) uses them; refuses combinations
+        that would connect without the protection they seem to ask for."""
+        given = {
+            name: str(value)
+            for name, value in {
+                "sslmode": self.database_sslmode,
+                "sslrootcert": self.database_sslrootcert,
+                "sslcert": self.database_sslcert,
+                "sslkey": self.database_sslkey,
+            }.items()
+            if value is not None
+        }
+        if not given or not self.database_url:  # no database: a Kafka-only command
+            return self
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "postgresql":
+            raise ValueError(
+                f"TLS settings ({_tls_variables(given)}) are for PostgreSQL only, and "
+                f"EARLYHELP_DATABASE_URL is {url.get_backend_name() or 'empty'}"
+            )
+        for name, value in given.items():
+            if url.query.get(name, value) != value:
+                raise ValueError(
+                    f"{name} is given both in EARLYHELP_DATABASE_URL and as "
+                    f"EARLYHELP_DATABASE_{name.upper()}, differently: give it once"
+                )
+        tls = {**url.query, **given}
+        _check_database_tls(tls)
+        self.database_url = url.update_query_dict(tls).render_as_string(hide_password=False)
+        return self
+
     @property
     def bootstrap_servers(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
@@ -110,3 +167,40 @@ class HubSettings(BaseSettings):
     @property
     def consumer_group(self) -> str:
         return f"earlyhelp-{self.service_name}"
+
+
+_VERIFYING_MODES = ("verify-ca", "verify-full")
+
+
+def _tls_variables(names: dict[str, str]) -> str:
+    return ", ".join(f"EARLYHELP_DATABASE_{name.upper()}" for name in names)
+
+
+def _check_database_tls(tls: Mapping[str, str | tuple[str, ...]]) -> None:
+    """Refuses TLS parameters that libpq would accept but that do not do what they say."""
+    mode = tls.get("sslmode")
+    rootcert, cert, key = tls.get("sslrootcert"), tls.get("sslcert"), tls.get("sslkey")
+    if (cert is None) != (key is None):
+        raise ValueError(
+            "give both EARLYHELP_DATABASE_SSLCERT and EARLYHELP_DATABASE_SSLKEY, or neither"
+        )
+    if rootcert is not None and mode not in _VERIFYING_MODES:
+        # libpq would use it only with verify-ca or verify-full (or require, silently
+        # upgraded): say which is meant rather than leave it to a file's presence.
+        raise ValueError(
+            "EARLYHELP_DATABASE_SSLROOTCERT is used only with EARLYHELP_DATABASE_SSLMODE "
+            f"verify-ca or verify-full, not {mode or 'unset (prefer)'}"
+        )
+    if mode in _VERIFYING_MODES and rootcert is None:
+        raise ValueError(
+            f"EARLYHELP_DATABASE_SSLMODE={mode} needs EARLYHELP_DATABASE_SSLROOTCERT: the CA "
+            "certificate file that signed the server's, or `system`"
+        )
+    if cert is not None and mode not in ("require", *_VERIFYING_MODES):
+        raise ValueError(
+            "a client certificate needs EARLYHELP_DATABASE_SSLMODE require, verify-ca or "
+            f"verify-full, not {mode or 'unset (prefer)'}: it would be sent in clear or not at all"
+        )
+    for name, path in (("sslrootcert", rootcert), ("sslcert", cert), ("sslkey", key)):
+        if isinstance(path, str) and path != "system" and not Path(path).is_file():
+            raise ValueError(f"EARLYHELP_DATABASE_{name.upper()}: no file at {path}")
