@@ -41,6 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     """
     import uvicorn
 
+    from hub.privacy import describe_error, error_stack
     from hub.service import check_configuration, describe_failure
 
     definition = load_definition(args.service)
@@ -50,7 +51,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         app = importlib.import_module(f"{args.service}.service").create_app()
         app.state.runtime.preflight()
     except Exception as exc:
-        logging.getLogger(__name__).debug("start-up failed", exc_info=True)
+        # The stack without exception text: a settings error's would quote its inputs.
+        logging.getLogger(__name__).debug(
+            "start-up failed: %s", describe_error(exc), extra={"stack": error_stack(exc)}
+        )
         print(
             f"earlyhelp serve {args.service}: cannot start: {describe_failure(exc)}",
             file=sys.stderr,

@@ -76,6 +76,23 @@ def configure_logging(
         uvicorn_logger.handlers.clear()
         uvicorn_logger.setLevel(level.upper())
         uvicorn_logger.propagate = True
+    # Python prints an uncaught exception of a thread with its text to stderr.
+    threading.excepthook = _log_thread_failure
+
+
+def _log_thread_failure(args: threading.ExceptHookArgs) -> None:
+    """A background thread died: say so in a log line that carries no exception text."""
+    from hub.privacy import describe_error, error_stack
+
+    if args.exc_value is None or isinstance(args.exc_value, SystemExit):
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("hub.threads").critical(
+        "thread %s died: %s",
+        name,
+        describe_error(args.exc_value),
+        extra={"stack": error_stack(args.exc_value)},
+    )
 
 
 def _json_formatter(service_name: str) -> logging.Formatter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Literal
 
@@ -146,7 +147,9 @@ def restore_logging() -> Iterator[None]:
     """configure_logging changes process-wide state: put it back after the test."""
     loggers = [logging.getLogger(), *(logging.getLogger(name) for name in UVICORN_LOGGERS)]
     saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    saved_thread_hook = threading.excepthook
     yield
+    threading.excepthook = saved_thread_hook
     for lg, handlers, level, propagate in saved:
         lg.handlers[:] = handlers
         lg.setLevel(level)

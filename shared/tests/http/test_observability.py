@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from collections.abc import Callable
 
 import httpx
@@ -106,6 +107,26 @@ def test_configure_logging_is_idempotent_and_takes_over_uvicorn() -> None:
     ]
     assert "color_message" not in lines[1]
     assert "trace_id" not in lines[0]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_thread_that_dies_is_logged_without_its_exception_text() -> None:
+    stream = io.StringIO()
+    configure_logging("testsvc", stream=stream)
+
+    def work() -> None:
+        raise RuntimeError("no such child Jane Doe")
+
+    thread = threading.Thread(target=work, name="testsvc-outbox-relay")
+    thread.start()
+    thread.join()
+
+    [line] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert line["level"] == "CRITICAL"
+    assert line["message"] == "thread testsvc-outbox-relay died: RuntimeError"
+    assert line["stack"].endswith("\nRuntimeError")
+    # The stack's lines of code may quote the source; never the exception's text.
+    assert "Jane Doe" not in line["message"]
 
 
 @pytest.mark.usefixtures("restore_logging")
