@@ -27,7 +27,7 @@ from hub.store import EventStore, PendingEvent
 from hub.testing import BACKEND, settings_for
 
 from ..events import referral_received
-from .tls import CertificateAuthority, Credentials, TlsProxy
+from hub.testing_tls import CertificateAuthority, Credentials, TlsProxy
 
 pytestmark = pytest.mark.skipif(
     BACKEND == "testcontainers", reason="TLS is proven with stunnel in front of the embedded broker"

@@ -1,4 +1,4 @@
-"""TLS in front of the embedded broker: test certificates and a stunnel proxy.
+"""Test support for TLS: throw-away certificates, and a stunnel proxy in front of the broker.
 
 Tansu 0.6's own TLS does not answer a handshake, so the broker listens on an
 inner port, advertises the proxy's port, and Debian's stunnel4 terminates TLS
