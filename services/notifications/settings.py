@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.settings import REPO_ROOT
@@ -124,9 +124,22 @@ class NotificationsSettings(BaseSettings):
         default=300, gt=0, description="How often reviews falling due are looked for."
     )
 
+    @field_validator("smtp_cafile", "smtp_password_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _smtp_login_only_over_tls(self) -> NotificationsSettings:
-        has_password = bool(self.smtp_password.get_secret_value()) or bool(self.smtp_password_file)
+        if self.smtp_password_file is not None and not self.smtp_password_file.is_file():
+            raise ValueError(
+                f"EARLYHELP_NOTIFICATIONS_SMTP_PASSWORD_FILE {self.smtp_password_file} "
+                "is not a readable file"
+            )
+        # An empty password file (compose mounts one always) means no login.
+        has_password = bool(self.smtp_password.get_secret_value()) or bool(
+            self.smtp_password_file and self.smtp_login_password()
+        )
         if self.smtp_password.get_secret_value() and self.smtp_password_file:
             raise ValueError("set EARLYHELP_NOTIFICATIONS_SMTP_PASSWORD or its _FILE, not both")
         if has_password and not self.smtp_username:

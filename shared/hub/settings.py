@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -139,6 +139,18 @@ class HubSettings(BaseSettings):
     http_max_body_bytes: int = Field(default=1_000_000, ge=1024)
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True)
+
+    @field_validator(
+        "kafka_sasl_password_file",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        # A ConfigMap or compose file often sets a variable to "" to mean "not used".
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _writable_topics(self) -> HubSettings:

@@ -39,11 +39,20 @@ def test_the_password_comes_from_a_file_and_is_never_in_a_repr(tmp_path: Path) -
     [
         ({"smtp_password": "s"}, "needs EARLYHELP_NOTIFICATIONS_SMTP_USERNAME"),
         (
-            {"smtp_username": "hub", "smtp_password": "s", "smtp_password_file": "/run/s"},
+            {"smtp_username": "hub", "smtp_password": "s", "smtp_password_file": __file__},
             "not both",
         ),
+        ({"smtp_password_file": "/nonexistent/smtp"}, "is not a readable file"),
     ],
 )
 def test_inconsistent_credentials_are_refused(values: dict, problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         NotificationsSettings(**values)
+
+
+def test_an_empty_password_file_means_no_login(tmp_path: Path) -> None:
+    empty = tmp_path / "smtp-password"
+    empty.write_text("")
+    settings = NotificationsSettings(smtp_host="relay.example", smtp_password_file=empty)
+    assert settings.smtp_login_password() == ""
+    assert NotificationsSettings(smtp_password_file="").smtp_password_file is None

@@ -25,9 +25,9 @@ from hub.outbox import OutboxRelay
 from hub.projections import Projection
 from hub.store import EventStore, PendingEvent
 from hub.testing import BACKEND, settings_for
+from hub.testing_tls import CertificateAuthority, Credentials, TlsProxy
 
 from ..events import referral_received
-from hub.testing_tls import CertificateAuthority, Credentials, TlsProxy
 
 pytestmark = pytest.mark.skipif(
     BACKEND == "testcontainers", reason="TLS is proven with stunnel in front of the embedded broker"
