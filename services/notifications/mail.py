@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import mailbox
 import smtplib
+import ssl
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -239,7 +240,9 @@ class Mailer:
             return
         with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=10) as smtp:
             if settings.smtp_starttls:
-                smtp.starttls()
+                # smtplib's own default context checks no certificate: anyone on the path
+                # could read the mail. A relay without STARTTLS raises here: nothing is sent.
+                smtp.starttls(context=ssl.create_default_context(cafile=settings.smtp_cafile))
             if settings.smtp_username:
-                smtp.login(settings.smtp_username, settings.smtp_password)
+                smtp.login(settings.smtp_username, settings.smtp_login_password())
             smtp.send_message(message)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.settings import REPO_ROOT
@@ -91,10 +91,26 @@ class NotificationsSettings(BaseSettings):
     )
 
     smtp_host: str = Field(default="", description="Empty: write e-mail to mailbox_dir instead.")
-    smtp_port: int = Field(default=25, ge=1, le=65535)
-    smtp_starttls: bool = Field(default=False)
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = Field(
+        default=True,
+        description=(
+            "Upgrade to TLS (STARTTLS), checking the relay's certificate, before anything is "
+            "sent; a relay that does not offer it gets nothing. Off only for a relay on the "
+            "same host."
+        ),
+    )
+    smtp_cafile: Path | None = Field(
+        default=None,
+        description="PEM bundle trusted for the relay's certificate; unset: the system's store.",
+    )
     smtp_username: str = Field(default="")
-    smtp_password: str = Field(default="")
+    smtp_password: SecretStr = Field(
+        default=SecretStr(""), description="Prefer smtp_password_file (a mounted secret)."
+    )
+    smtp_password_file: Path | None = Field(
+        default=None, description="A file holding the SMTP password, read when mail is sent."
+    )
     mail_from: str = Field(default="Early Help Hub <no-reply@earlyhelp.example>")
     mailbox_dir: Path | None = Field(
         default=None,
@@ -107,6 +123,38 @@ class NotificationsSettings(BaseSettings):
     review_check_seconds: float = Field(
         default=300, gt=0, description="How often reviews falling due are looked for."
     )
+
+    @field_validator("smtp_cafile", "smtp_password_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _smtp_login_only_over_tls(self) -> NotificationsSettings:
+        if self.smtp_password_file is not None and not self.smtp_password_file.is_file():
+            raise ValueError(
+                f"EARLYHELP_NOTIFICATIONS_SMTP_PASSWORD_FILE {self.smtp_password_file} "
+                "is not a readable file"
+            )
+        # An empty password file (compose mounts one always) means no login.
+        has_password = bool(self.smtp_password.get_secret_value()) or bool(
+            self.smtp_password_file and self.smtp_login_password()
+        )
+        if self.smtp_password.get_secret_value() and self.smtp_password_file:
+            raise ValueError("set EARLYHELP_NOTIFICATIONS_SMTP_PASSWORD or its _FILE, not both")
+        if has_password and not self.smtp_username:
+            raise ValueError("an SMTP password needs EARLYHELP_NOTIFICATIONS_SMTP_USERNAME")
+        if self.smtp_username and not self.smtp_starttls:
+            raise ValueError(
+                "an SMTP login without STARTTLS would send the password unencrypted: "
+                "set EARLYHELP_NOTIFICATIONS_SMTP_STARTTLS=true"
+            )
+        return self
+
+    def smtp_login_password(self) -> str:
+        if self.smtp_password_file is not None:
+            return self.smtp_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        return self.smtp_password.get_secret_value()
 
 
 @lru_cache(maxsize=1)

@@ -20,9 +20,18 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedBroker:
-    def __init__(self, port: int = 9092, host: str = "127.0.0.1", log_path: Path | None = None):
+    def __init__(
+        self,
+        port: int = 9092,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+    ):
+        """`advertised_port`: where clients are told to connect, when a TLS-terminating
+        proxy listens there in front of the broker (Tansu 0.6's own TLS does not work)."""
         self.host = host
         self.port = port
+        self.advertised_port = advertised_port or port
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -55,7 +64,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    f"tcp://{self.host}:{self.advertised_port}",
                 ],
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -4,6 +4,7 @@ earlyhelp dev                              the whole hub on the embedded default
 earlyhelp serve intake                     one service (uvicorn)
 earlyhelp migrate intake [--revision R]    apply Alembic migrations
 earlyhelp topics                           create every hub topic and its DLQ
+earlyhelp kafka-acls                       the broker ACL script (deploy/kafka/acls.sh)
 earlyhelp projections intake               list projections and their checkpoints
 earlyhelp rebuild intake [NAME ...]        drop and rebuild projections by replay
 earlyhelp republish intake --from-position N   publish stored events again
@@ -95,6 +96,12 @@ def cmd_topics(_args: argparse.Namespace) -> None:
     print(f"{len(topics)} topics present ({len(created)} created)")
 
 
+def cmd_kafka_acls(_args: argparse.Namespace) -> None:
+    from hub.kafka_acls import render_script
+
+    print(render_script(load_definition(service) for service in SERVICES), end="")
+
+
 def cmd_projections(args: argparse.Namespace) -> None:
     from hub.db import Database
     from hub.projections import checkpoints
@@ -160,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="create every service topic and its DLQ")
     topics.set_defaults(func=cmd_topics)
+
+    acls = sub.add_parser(
+        "kafka-acls", help="print the kafka-acls.sh script granting each principal its topics"
+    )
+    acls.set_defaults(func=cmd_kafka_acls)
 
     projections = sub.add_parser("projections", help="list a service's projections")
     projections.add_argument("service", choices=SERVICES)

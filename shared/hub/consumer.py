@@ -31,6 +31,7 @@ from hub.kafka import ensure_topics, new_group_consumer, new_producer
 from hub.observability import context_from_traceparent, tracer
 from hub.privacy import describe_error, error_stack
 from hub.projections import Projection
+from hub.provenance import provenance_problem
 from hub.settings import HubSettings
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,9 @@ class ProjectionConsumer:
             envelope = from_kafka(record.key, record.value, list(record.headers or []))
         except UndecodableMessage as exc:
             self._dead_letter(record, f"undecodable: {exc}", attempts=1)
+            return []
+        if distrust := provenance_problem(record.topic, envelope):
+            self._dead_letter(record, f"untrusted: {distrust}", attempts=1)
             return []
         followers = [p for p in self._projections if p.handles(envelope.type)]
         if not followers:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -65,8 +65,50 @@ class HubSettings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=0)
     kafka_request_timeout_ms: int = Field(default=10_000, ge=1)
     kafka_topic_partitions: int = Field(default=4, ge=1)
-    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of each topic the hub creates; production: 3."
+    )
+    kafka_min_insync_replicas: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "min.insync.replicas of each topic the hub creates: with acks=all, a write "
+            "succeeds only once this many replicas have it; production: 2."
+        ),
+    )
     kafka_linger_ms: int = Field(default=2, ge=0)
+
+    # How every Kafka client (relay, consumers, DLQ and partner-topic producers, admin,
+    # probes, replays) authenticates and encrypts; checked together by KafkaSecurity.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT on the embedded default only; production brokers use SASL_SSL.",
+    )
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="", description="Required with SASL_PLAINTEXT and SASL_SSL."
+    )
+    kafka_sasl_username: str = Field(default="", description="This service's Kafka principal.")
+    kafka_sasl_password: SecretStr = Field(
+        default=SecretStr(""),
+        description="The principal's password; prefer kafka_sasl_password_file (a mounted secret).",
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="A file holding the principal's password (read at start-up)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM bundle of the CAs that sign the brokers' certificates; unset: the "
+        "system's trust store.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="This client's certificate (PEM), for mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="The private key (PEM) of kafka_ssl_certfile."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that the broker's certificate names the host dialled."
+    )
 
     consumer_max_attempts: int = Field(
         default=3, ge=1, description="Attempts at one message before it goes to the DLQ."
@@ -119,6 +161,35 @@ class HubSettings(BaseSettings):
     http_max_body_bytes: int = Field(default=1_000_000, ge=1024)
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True)
+
+    @field_validator(
+        "kafka_sasl_password_file",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        # A ConfigMap or compose file often sets a variable to "" to mean "not used".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _writable_topics(self) -> HubSettings:
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(
+                f"EARLYHELP_KAFKA_MIN_INSYNC_REPLICAS ({self.kafka_min_insync_replicas}) "
+                f"exceeds EARLYHELP_KAFKA_REPLICATION_FACTOR ({self.kafka_replication_factor}): "
+                "no write with acks=all could ever succeed"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _consistent_kafka_security(self) -> HubSettings:
+        from hub.kafka_security import check_kafka_security
+
+        check_kafka_security(self)
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> HubSettings:

@@ -4,6 +4,7 @@
 import email
 import json
 import mailbox
+import ssl
 from datetime import UTC, date, datetime, timedelta
 from uuid import uuid4
 
@@ -15,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from hub.broker import free_port
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.intake import ReferralTriaged
+from hub.testing_tls import CertificateAuthority
 
 from .conftest import POLICE, all_fanned_out, referral, subscribe, wait_until
 
@@ -152,20 +154,76 @@ class Inbox:
         return "250 2.0.0 OK"
 
 
-@pytest.fixture
-def smtp_server():
+@pytest.fixture(scope="module")
+def relay_certificates(tmp_path_factory):
+    """A CA the hub is told to trust, the relay's certificate from it, and a stranger CA."""
+    folder = tmp_path_factory.mktemp("smtp-tls")
+    trusted = CertificateAuthority(folder, "council")
+    stranger = CertificateAuthority(folder / "stranger", "stranger")
+    return trusted, trusted.issue("relay", server=True), stranger
+
+
+def _inbox(**server_options):
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **server_options)
     controller.start()
     inbox.port = controller.port
+    return inbox, controller
+
+
+@pytest.fixture
+def smtp_server(relay_certificates):
+    """A relay that accepts mail only after STARTTLS, as a council's relay should."""
+    _, relay, _ = relay_certificates
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(relay.certfile, relay.keyfile)
+    inbox, controller = _inbox(tls_context=context, require_starttls=True)
     yield inbox
     controller.stop()
 
 
-def test_e_mail_goes_through_smtp_when_a_host_is_configured(
-    notifications, publish, smtp_server, database_url
+@pytest.fixture
+def plain_smtp_server():
+    """A relay that does not offer STARTTLS."""
+    inbox, controller = _inbox()
+    yield inbox
+    controller.stop()
+
+
+def _errors(database_url) -> list[str]:
+    """The last error of every e-mail tried and not sent."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            query = "SELECT last_error FROM emails WHERE attempts > 0 AND status <> 'sent'"
+            return conn.execute(sa.text(query)).scalars().all()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("trust", ["none offered", "untrusted certificate"])
+def test_no_e_mail_leaves_without_a_trusted_starttls(
+    trust, notifications, publish, smtp_server, plain_smtp_server, relay_certificates, database_url
 ):
-    notifications(smtp_host="127.0.0.1", smtp_port=smtp_server.port)
+    _, _, stranger = relay_certificates
+    if trust == "none offered":
+        relay, cafile, why = plain_smtp_server, None, "SMTPNotSupportedError: STARTTLS"
+    else:
+        relay, cafile, why = smtp_server, stranger.cafile, "CERTIFICATE_VERIFY_FAILED"
+    notifications(smtp_host="127.0.0.1", smtp_port=relay.port, smtp_cafile=cafile)
+    received = referral(reference="HPS-SMTP-2", email="dsl@school.example.org")
+    publish(received)
+    _case(publish, received, review_in_days=30)
+    errors = wait_until(lambda: _errors(database_url), message="the e-mail was never tried")
+    assert all(why in error for error in errors), errors
+    assert relay.messages == []
+
+
+def test_e_mail_goes_through_smtp_when_a_host_is_configured(
+    notifications, publish, smtp_server, relay_certificates, database_url
+):
+    trusted, _, _ = relay_certificates
+    notifications(smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_cafile=trusted.cafile)
     # The server turns the first two messages away: they are sent again, once.
     smtp_server.refuse = 2
     received = referral(reference="HPS-SMTP-1", email="dsl@school.example.org")

@@ -31,6 +31,11 @@ def partner_topic(partner_id: str) -> str:
 SERVICE_TOPICS: dict[str, str] = {service: service_topic(service) for service in PRODUCERS}
 
 
+def topic_owner(topic: str) -> str | None:
+    """The only service that writes `topic`, or None for a topic no service owns."""
+    return next((service for service, owned in SERVICE_TOPICS.items() if owned == topic), None)
+
+
 def topic_for_event(event_type: str) -> str:
     """The service topic an event type is published on; raises UnknownEventType."""
     return SERVICE_TOPICS[event_model(event_type).producer]
