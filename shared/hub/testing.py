@@ -280,3 +280,44 @@ def publish(kafka_bootstrap):
 
     yield send
     producer.close()
+
+
+class JwksServer:
+    """A real HTTP server publishing a JWK Set, as an identity provider does, for tests:
+    `publish(jwks)` changes what it serves (a key rotation); `fetches` counts requests."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        served = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                served.fetches += 1
+                body = json.dumps(served.jwks).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.jwks: dict = {"keys": []}
+        self.fetches = 0
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/keys"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def publish(self, jwks: dict) -> None:
+        self.jwks = jwks
+
+    def __enter__(self) -> JwksServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
