@@ -273,6 +273,10 @@ class Hub:
                 process.kill()
             self.exit_codes[name] = process.wait()
 
+    def signal_service(self, name: str, signum: int) -> None:
+        """Send a signal to a running service (SIGHUP: read the identities file again)."""
+        self._processes[name].send_signal(signum)
+
     def start_service(self, name: str, timeout_s: float = 60) -> None:
         """Start one service again, on the same port and database."""
         if self.running(name):
