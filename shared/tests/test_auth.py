@@ -1,5 +1,6 @@
 """Tokens and secrets, without HTTP: what every service relies on."""
 
+import asyncio
 import base64
 import json
 import shutil
@@ -189,6 +190,38 @@ def test_during_a_rotation_tokens_of_both_keys_verify_and_the_new_key_signs():
         assert verifier.verify(issuer.issue(_client(issuer))[0]).subject == SCHOOL
     with pytest.raises(KeyConfigurationError, match="more than two"):
         SigningKeys({"keys": [new_signing_key(), new_key, KEY]})
+
+
+def test_secrets_are_checked_off_the_event_loop(tmp_path: Path):
+    """A coroutine keeps running while a secret is checked (scrypt): had the check run on
+    the event loop, it could not have advanced until the check was over."""
+    tokens = token_service(HubSettings(var_dir=tmp_path), issues=True, embedded=True)
+    ticks = 0
+    checking = True
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while checking:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def scenario():
+        nonlocal checking
+        running = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        ticks_before = ticks
+        client = await tokens.authenticate(SCHOOL, "demo-school-secret")
+        ticks_during = ticks - ticks_before
+        checking = False
+        await running
+        return client, ticks_during
+
+    try:
+        client, ticks_during = asyncio.run(scenario())
+    finally:
+        tokens.close()
+    assert client is not None and client.client_id == SCHOOL
+    assert ticks_during > 0
 
 
 # --- revocation ------------------------------------------------------------------------

@@ -4,14 +4,15 @@ refused everywhere after SIGHUP, and a burst at the token endpoint stalls nothin
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import shutil
 import signal
 import statistics
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -70,8 +71,12 @@ def hub(module_bootstrap, provider, provider_key, identities_file, tmp_path_fact
         "EARLYHELP_OIDC_AUDIENCE": AUDIENCE,
         "EARLYHELP_OIDC_JWKS_URL": provider.url,
     }
-    with Hub(workdir, module_bootstrap, extra_env=extra_env) as started:
+    started = Hub(workdir, module_bootstrap, extra_env=extra_env)
+    started.start(timeout_s=120)  # four processes at once, on a busy machine
+    try:
         yield started
+    finally:
+        started.stop()
 
 
 def _statuses(hub: Hub, token: str) -> dict[str, int]:
@@ -154,56 +159,79 @@ def test_a_removed_client_is_refused_everywhere_after_sighup(hub, identities_fil
     )
 
 
-def test_a_burst_of_bad_token_requests_leaves_healthz_answering(hub):
-    """200 bad token requests at once: most are refused by the per-address limit before
-    any secret is hashed, the hashing left runs off the event loop, and /healthz goes on
-    answering throughout. The property asserted is structural (every probe answered, at
-    most the limit's worth of secrets hashed); the latency is reported, and bounded only
-    far above what a stalled event loop would show (200 scrypt checks on it: ~18 s)."""
+def test_a_burst_of_bad_token_requests_leaves_healthz_answering(hub, record_property):
+    """200 bad token requests at once: beyond the per-address limit they are refused
+    before any secret is hashed, the hashing left runs off the event loop, and /healthz
+    goes on answering throughout. What is asserted is structural: every probe during
+    the burst answered, and no more secrets were hashed than the limit allows in the
+    burst's time. The latency is reported (printed, and as the test's properties), not
+    asserted: on a shared CI machine it measures the machine as much as the service.
+    That the hashing leaves the event loop free is asserted directly in
+    shared/tests/test_auth.py."""
     intake = hub.url("intake")
+    per_minute = hub.settings("intake").token_attempts_per_address_per_minute
     before = _metric(intake, 'earlyhelp_token_requests_total{outcome="invalid_client"}')
     burst_done = threading.Event()
     probes: list[tuple[int, float]] = []
+    probing = threading.Event()
 
     def probe() -> None:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=60) as client:
             while not burst_done.is_set():
                 started = time.perf_counter()
                 status = client.get(intake + "/healthz").status_code
                 probes.append((status, (time.perf_counter() - started) * 1000))
+                probing.set()
 
-    def bad_request(i: int) -> httpx.Response:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": f"no-such-client-{i}",
-            "client_secret": "wrong",
-        }
-        return httpx.post(intake + "/v1/oauth/token", data=form, timeout=60)
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        intake + "/v1/oauth/token",
+                        data={
+                            "grant_type": "client_credentials",
+                            "client_id": f"no-such-client-{i}",
+                            "client_secret": "wrong",
+                        },
+                    )
+                    for i in range(200)
+                )
+            )
 
     prober = threading.Thread(target=probe)
     prober.start()
+    assert probing.wait(60), "/healthz never answered before the burst"
+    probes.clear()
+    started = time.monotonic()
     try:
-        with ThreadPoolExecutor(32) as pool:
-            answers = list(pool.map(bad_request, range(200)))
+        answers = asyncio.run(burst())
     finally:
+        elapsed_s = time.monotonic() - started
         burst_done.set()
         prober.join()
 
     statuses = [a.status_code for a in answers]
     assert set(statuses) <= {401, 429}, statuses
+    hashed = _metric(intake, 'earlyhelp_token_requests_total{outcome="invalid_client"}') - before
+    # The bucket holds a minute's attempts and refills at that rate: no more got through.
+    assert hashed == statuses.count(401) <= per_minute + math.ceil(elapsed_s * per_minute / 60)
     limited = [a for a in answers if a.status_code == 429]
-    assert limited, "the per-address limit never answered"
+    assert limited, f"the per-address limit never answered ({elapsed_s:.1f} s)"
     assert limited[0].headers["content-type"] == "application/problem+json"
     assert int(limited[0].headers["retry-after"]) >= 1
-    hashed = _metric(intake, 'earlyhelp_token_requests_total{outcome="invalid_client"}') - before
-    assert hashed == statuses.count(401) <= 60  # EARLYHELP_TOKEN_ATTEMPTS_PER_ADDRESS_PER_MINUTE
-    assert probes and all(status == 200 for status, _ in probes), probes
+    assert probes, "no /healthz probe ran during the burst"
+    assert all(status == 200 for status, _ in probes), probes
     latencies = sorted(ms for _, ms in probes)
     p50, worst = statistics.median(latencies), latencies[-1]
     print(
-        f"\n/healthz during the burst: {len(probes)} probes, p50 {p50:.1f} ms, max {worst:.1f} ms"
+        f"\n200 bad token requests in {elapsed_s:.1f} s ({statuses.count(429)} limited, "
+        f"{hashed:g} hashed); /healthz meanwhile: {len(probes)} probes, "
+        f"p50 {p50:.1f} ms, max {worst:.1f} ms"
     )
-    assert worst < 2000, latencies
+    record_property("healthz_p50_ms", round(p50, 1))
+    record_property("healthz_max_ms", round(worst, 1))
 
 
 def _metric(base_url: str, sample: str) -> float:
