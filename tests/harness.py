@@ -36,10 +36,11 @@ from hub.migrations import upgrade
 from hub.settings import HubSettings
 from hub.testing import (
     POSTGRES_URL,
-    TEST_SIGNING_KEY,
+    TEST_PUBLIC_KEYS,
     bearer,
     drop_postgres_database,
     new_postgres_database,
+    token_keys_env,
 )
 
 SERVICES = ("intake", "allocation", "caseplan", "notifications")
@@ -52,7 +53,9 @@ FAST_ENV = {
     "EARLYHELP_LOG_JSON": "true",
     "EARLYHELP_KAFKA_REQUEST_TIMEOUT_MS": "3000",
     "EARLYHELP_RELAY_RETRY_BACKOFF_MAX_MS": "500",
-    "EARLYHELP_JWT_SIGNING_KEY": TEST_SIGNING_KEY,
+    # Every service verifies tokens with the test issuer's public keys; only intake (see
+    # `env`) gets the private ones.
+    "EARLYHELP_TOKEN_PUBLIC_KEYS": TEST_PUBLIC_KEYS,
     # Encrypts notifications' webhook signing secrets (required outside SQLite); a test key.
     "EARLYHELP_NOTIFICATIONS_SECRET_KEYS": "q5OnE2ri2r4bGtmFpBTDMM0x3XYuO1y3j6JbP9XSSRc=",
 }
@@ -201,6 +204,7 @@ class Hub:
         return {
             **inherited,
             **FAST_ENV,
+            **{f"EARLYHELP_{k.upper()}": v for k, v in token_keys_env(service).items()},
             "EARLYHELP_SERVICE_NAME": service,
             "EARLYHELP_DATABASE_URL": self._database_urls[service],
             "EARLYHELP_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
@@ -268,6 +272,10 @@ class Hub:
             if process.poll() is None:
                 process.kill()
             self.exit_codes[name] = process.wait()
+
+    def signal_service(self, name: str, signum: int) -> None:
+        """Send a signal to a running service (SIGHUP: read the identities file again)."""
+        self._processes[name].send_signal(signum)
 
     def start_service(self, name: str, timeout_s: float = 60) -> None:
         """Start one service again, on the same port and database."""

@@ -8,7 +8,6 @@ from allocation import registry
 from allocation.api import router
 from allocation.projections import PROJECTIONS
 from allocation.settings import allocation_settings
-from hub.auth import token_router
 from hub.contracts.topics import service_topic
 from hub.service import ServiceDefinition, create_service_app
 
@@ -21,7 +20,7 @@ definition = ServiceDefinition(
     ),
     port=8002,
     migrations=Path(__file__).parent / "migrations",
-    routers=[token_router, router],
+    routers=[router],
     projections=PROJECTIONS,
     consumes=[service_topic("intake"), service_topic("caseplan")],
     # The registry file seeds an empty database; a missing or invalid one is found at

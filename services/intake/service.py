@@ -21,6 +21,7 @@ definition = ServiceDefinition(
     port=8001,
     migrations=Path(__file__).parent / "migrations",
     routers=[token_router, router],
+    issues_tokens=True,
     projections=PROJECTIONS,
     # Allocation's CaseAllocated tells a referrer who the lead professional is; case
     # plan's step-downs and closures tell matching which families have open cases.

@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 from cryptography.fernet import InvalidToken
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from sqlalchemy import Connection, delete, func, insert, select, update
+from starlette.concurrency import run_in_threadpool
 
 from hub.audit import record_read
 from hub.auth import Principal, require_scopes
@@ -254,10 +255,18 @@ async def create_subscription(
     }
     if isinstance(body.delivery, WebhookDelivery):
         embedded = runtime.db.is_sqlite
+        endpoint = _check_url(body.delivery.url, settings, embedded)
+        # Resolving the host may wait on DNS: off the event loop.
+        refusal = await run_in_threadpool(
+            settings.webhook_destinations().refusal, body.delivery.url
+        )
+        if refusal:
+            field = FieldError(field="delivery.url", message=refusal, code="forbidden_address")
+            raise _invalid([field])
         row |= {
             "channel": "webhook",
             "url": body.delivery.url,
-            "endpoint": _check_url(body.delivery.url, settings, embedded),
+            "endpoint": endpoint,
             "secret_encrypted": box.seal(signing.new_secret()),
         }
     else:

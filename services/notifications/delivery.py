@@ -56,6 +56,7 @@ from notifications import signing
 from notifications.encryption import SecretBox
 from notifications.fanout import OPEN_STATUSES, backlog, fan_out
 from notifications.mail import Mailer, plan_review_reminders
+from notifications.outbound import webhook_client
 from notifications.policy import SharingPolicy
 from notifications.settings import NotificationsSettings
 from notifications.tables import (
@@ -172,13 +173,13 @@ class DeliveryWorker:
         self._clock = clock
         self._rng = random.Random()
         self._mailer = Mailer(settings, settings.mailbox_dir or hub_settings.var_dir / "mailbox")
-        self._http = httpx.Client(
+        self._http = webhook_client(
+            settings.webhook_destinations(),
             timeout=httpx.Timeout(
                 settings.webhook_timeout_ms / 1000,
                 connect=settings.webhook_connect_timeout_ms / 1000,
             ),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=settings.worker_concurrency * 2),
+            max_connections=settings.worker_concurrency * 2,
         )
         self._pool = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="webhook")
         self._producer: KafkaProducer | None = None

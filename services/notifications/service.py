@@ -5,7 +5,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from hub.auth import token_router
 from hub.contracts.topics import SERVICE_TOPICS
 from hub.service import ServiceDefinition, create_service_app
 from hub.settings import HubSettings
@@ -25,7 +24,7 @@ definition = ServiceDefinition(
     ),
     port=8004,
     migrations=Path(__file__).parent / "migrations",
-    routers=[token_router, router],
+    routers=[router],
     projections=PROJECTIONS,
     consumes=list(SERVICE_TOPICS.values()),
 )

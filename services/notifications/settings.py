@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.settings import REPO_ROOT
+from notifications.outbound import Destinations, parse_networks
 
 
 class NotificationsSettings(BaseSettings):
@@ -60,6 +61,15 @@ class NotificationsSettings(BaseSettings):
     )
     circuit_cooldown_ms: int = Field(
         default=60_000, ge=1, description="How long an open circuit waits before one probe."
+    )
+    webhook_allowed_networks: str = Field(
+        default="",
+        description=(
+            "Private networks webhooks may reach, comma-separated CIDRs (e.g. 10.20.0.0/16 for "
+            "partners on the council network, 127.0.0.1/32 to try a local receiver). Every "
+            "other loopback, private, link-local, unique-local, multicast and metadata address "
+            "is refused."
+        ),
     )
     webhook_connect_timeout_ms: int = Field(default=2000, ge=1)
     webhook_timeout_ms: int = Field(default=5000, ge=1, description="Whole-response timeout.")
@@ -155,6 +165,15 @@ class NotificationsSettings(BaseSettings):
         if self.smtp_password_file is not None:
             return self.smtp_password_file.read_text(encoding="utf-8").rstrip("\r\n")
         return self.smtp_password.get_secret_value()
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)  # a value that is not CIDRs stops the service at start
+        return value
+
+    def webhook_destinations(self) -> Destinations:
+        return Destinations(parse_networks(self.webhook_allowed_networks))
 
 
 @lru_cache(maxsize=1)

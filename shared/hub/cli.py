@@ -135,6 +135,25 @@ def cmd_republish(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_token_keys(args: argparse.Namespace) -> None:
+    """Print a JWK Set: `new` (with --rotate: new key first, the signing one kept second)
+    for EARLYHELP_TOKEN_SIGNING_KEYS, or `public`, the public keys for the other services."""
+    import json
+
+    from hub.tokens import SigningKeys, new_signing_key
+
+    current = HubSettings().token_signing_keys.get_secret_value()
+    if args.action == "public" or args.rotate:
+        if not current.strip():
+            raise SystemExit("EARLYHELP_TOKEN_SIGNING_KEYS is not set")
+        keys = json.loads(current)["keys"]
+        SigningKeys({"keys": keys})  # refuses what is not a valid signing key set
+    if args.action == "public":
+        print(json.dumps(SigningKeys({"keys": keys}).public_jwks()))
+    else:
+        print(json.dumps({"keys": [new_signing_key(), *(keys[:1] if args.rotate else [])]}))
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     from hub.dev import run_hub
 
@@ -188,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     republish.add_argument("service", choices=SERVICES)
     republish.add_argument("--from-position", type=int, required=True)
     republish.set_defaults(func=cmd_republish)
+
+    token_keys = sub.add_parser("token-keys", help="make the token issuer's keys (JWK Sets)")
+    token_keys.add_argument("action", choices=["new", "public"])
+    token_keys.add_argument(
+        "--rotate",
+        action="store_true",
+        help="new: keep the key of EARLYHELP_TOKEN_SIGNING_KEYS that signs now, second",
+    )
+    token_keys.set_defaults(func=cmd_token_keys)
     return parser
 
 

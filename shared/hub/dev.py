@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from hub.auth import token_service
+from hub.auth import embedded_issuer
 from hub.broker import EmbeddedBroker
 from hub.contracts.topics import hub_topics
 from hub.kafka import ensure_topics, wait_for_broker
@@ -94,9 +94,9 @@ DEMO_CLIENTS = {
 
 def _write_demo_tokens(settings: HubSettings) -> None:
     """Ready-made tokens so that a newcomer can curl at once (embedded default only)."""
-    tokens = token_service(settings)
+    tokens = embedded_issuer(settings)
     for file_name, (client_id, _) in DEMO_CLIENTS.items():
-        client = tokens.identities.client(client_id)
+        client = tokens.identities.current.client(client_id)
         if client is None:
             continue  # the identities file was changed and no longer has the demo client
         token, _ = tokens.issue(client, ttl_seconds=DEMO_TOKEN_TTL_S)

@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 from starlette.concurrency import run_in_threadpool
 
-from hub.auth import Identities, token_service
+from hub.auth import Identities, reload_identities_on_sighup, token_service
 from hub.consumer import ProjectionConsumer
 from hub.contracts.base import EventData
 from hub.contracts.registry import EVENT_TYPES
@@ -40,6 +40,7 @@ from hub.outbox import OutboxRelay
 from hub.projections import Projection
 from hub.settings import HubSettings
 from hub.store import EventStore, PendingEvent, RecordedEvent
+from hub.tokens import KeyConfigurationError
 from hub.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,9 @@ def describe_failure(exc: BaseException) -> str:
 def check_configuration(settings: HubSettings) -> None:
     """What can be known wrong without reaching anything: raises StartupError.
 
-    The database URL must parse and name an installed driver; outside the
-    embedded SQLite default the token signing key must be given (replicas on
-    other machines would each generate their own, and refuse each other's
-    tokens); the identities file must exist and be valid.
+    The database URL must parse and name an installed driver; the identities
+    file must exist and be valid. (Token keys are checked when the
+    service is built, since only the token issuer may hold the private ones.)
     """
     try:
         url = make_url(settings.database_url)
@@ -92,14 +92,6 @@ def check_configuration(settings: HubSettings) -> None:
             "EARLYHELP_DATABASE_URL is not a database URL "
             "(expected e.g. postgresql+psycopg://user:password@host:5432/dbname)"
         ) from exc
-    key = settings.jwt_signing_key.get_secret_value()
-    if not key and url.get_backend_name() != "sqlite":
-        raise StartupError(
-            "EARLYHELP_JWT_SIGNING_KEY is not set: outside the embedded SQLite default every "
-            "service and replica must be given the same signing key (32+ characters)"
-        )
-    if key and len(key) < 32:
-        raise StartupError("EARLYHELP_JWT_SIGNING_KEY must be at least 32 characters")
     if not settings.identities_file.is_file():
         raise StartupError(
             f"identities file {settings.identities_file} not found (EARLYHELP_IDENTITIES_FILE)"
@@ -129,6 +121,8 @@ class ServiceDefinition:
     # Checks `earlyhelp serve` runs once before listening (a service's own config
     # files, say): one that raises stops the process with its message.
     startup_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
+    # The token issuer (intake) alone holds the private keys that sign bearer tokens.
+    issues_tokens: bool = False
 
     @property
     def topic(self) -> str | None:
@@ -200,7 +194,12 @@ class Runtime:
             if definition.consumes
             else None
         )
-        self.tokens = token_service(settings)
+        try:
+            self.tokens = token_service(
+                settings, issues=definition.issues_tokens, embedded=self.db.is_sqlite
+            )
+        except KeyConfigurationError as exc:
+            raise StartupError(str(exc)) from exc
         self._writer: GroupCommitWriter | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -336,6 +335,7 @@ class Runtime:
             workers.append(("outbox-relay", self.relay.run))
         if self.consumer is not None:
             workers.append(("consumer", self.consumer.run))
+        workers.append(("identities", self.tokens.identities.run))
         for name, target in workers:
             thread = threading.Thread(
                 target=target,
@@ -377,6 +377,7 @@ class Runtime:
             if not self.relay.drain(drain_s):
                 log.warning("stopping with events still in the outbox; they are sent at next start")
             self.relay.close()
+        self.tokens.close()
         self.db.dispose()
         _flush_spans()
 
@@ -408,6 +409,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         runtime.start()
+        reload_identities_on_sighup(runtime.tokens.identities)
         try:
             yield
         finally:

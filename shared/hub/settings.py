@@ -143,12 +143,77 @@ class HubSettings(BaseSettings):
         default=REPO_ROOT / "config" / "identities.yaml",
         description="Partner systems and staff: client ids, hashed secrets, scopes and roles.",
     )
-    jwt_signing_key: SecretStr = Field(
+    identities_reload_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "How often the identities file is checked for changes (SIGHUP reloads it at once): "
+            "a client removed or narrowed there loses its tokens within this time."
+        ),
+    )
+    token_signing_keys: SecretStr = Field(
         default=SecretStr(""),
         description=(
-            "Key that signs and verifies bearer tokens, shared by every service; empty means "
-            "one generated in var_dir (embedded default only)."
+            "The token issuer's (intake's) private keys: a JWK Set of one or two Ed25519 keys, "
+            "the first of which signs (`earlyhelp token-keys new`). Give it to intake only. "
+            "Empty on the embedded default: keys generated into var_dir."
         ),
+    )
+    token_public_keys: str = Field(
+        default="",
+        description=(
+            "Public keys every service trusts for the hub's tokens, as a JWK Set "
+            "(`earlyhelp token-keys public`)."
+        ),
+    )
+    token_jwks_url: str = Field(
+        default="",
+        description=(
+            "The issuer's key set, fetched and cached, and fetched again when a token names "
+            "an unknown key, e.g. http://intake:8001/.well-known/jwks.json."
+        ),
+    )
+    jwks_refresh_min_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "The shortest time between two fetches of a key set triggered by unknown key ids, "
+            "so that made-up key ids cannot make every request a fetch."
+        ),
+    )
+    oidc_issuer: str = Field(
+        default="",
+        description="The council's OpenID Connect provider whose staff tokens are accepted "
+        "(its `iss`); empty: none.",
+    )
+    oidc_audience: str = Field(
+        default="", description="The `aud` the provider puts in tokens meant for the hub."
+    )
+    oidc_jwks_url: str = Field(default="", description="The provider's JWK Set URL.")
+    oidc_groups_claim: str = Field(
+        default="groups",
+        description="The claim listing the groups (or app roles) that `staff_groups` in the "
+        "identities file maps to the hub's roles, localities and teams.",
+    )
+    oidc_subject_claim: str = Field(
+        default="sub", description="The claim that names a member of staff in the audit log."
+    )
+    oidc_name_claim: str = Field(default="name", description="The claim with the person's name.")
+    token_attempts_per_address_per_minute: int = Field(
+        default=60,
+        ge=1,
+        description="Token requests one remote address may make a minute (burst: the same).",
+    )
+    token_failures_per_client_per_minute: int = Field(
+        default=10,
+        ge=1,
+        description="Failed token requests naming one client id allowed a minute.",
+    )
+    token_secret_check_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Threads that check client secrets (scrypt), apart from the event loop "
+        "and the threads that read the database.",
     )
     token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     http_access_log: bool = Field(

@@ -8,6 +8,7 @@ no Docker engine is reachable).
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 
 from hub.broker import EmbeddedBroker, free_port
 from hub.settings import HubSettings
+from hub.tokens import SigningKeys, new_signing_key
 
 POSTGRES_URL = os.environ.get(
     "HUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -153,19 +155,41 @@ def _postgres_database(request) -> Iterator[str]:
         drop_postgres_database(url, admin_url)
 
 
-TEST_SIGNING_KEY = "test-signing-key-for-the-hub-test-suite-only"
+# The test suite's token issuer keys: generated for each test process, never stored. The
+# token issuer under test (intake) is given the private ones, every other service the
+# public ones, as a deployment would be.
+TEST_SIGNING_KEYS = json.dumps({"keys": [new_signing_key()]})
+TEST_PUBLIC_KEYS = json.dumps(SigningKeys.from_json(TEST_SIGNING_KEYS).public_jwks())
+
+
+def test_issuer(settings: HubSettings):
+    """The token issuer with the test keys, as intake under test holds them."""
+    from hub.auth import IdentitiesWatch, TokenIssuer
+
+    identities = IdentitiesWatch(settings.identities_file, settings.identities_reload_seconds)
+    keys = SigningKeys.from_json(TEST_SIGNING_KEYS)
+    return TokenIssuer(keys, identities, settings.token_ttl_seconds)
 
 
 def bearer(settings: HubSettings, client_id: str, scopes: list[str] | None = None) -> dict:
-    """An Authorization header for a client of the identities file, as its token would give."""
-    from hub.auth import token_service
-
-    tokens = token_service(settings)
-    client = tokens.identities.client(client_id)
+    """An Authorization header for a client of the identities file, as its token would give:
+    signed by the test issuer's private key, which only the token issuer under test holds."""
+    issuer = test_issuer(settings)
+    client = issuer.identities.current.client(client_id)
     if client is None:
         raise LookupError(f"{client_id} is not in {settings.identities_file}")
-    token, _ = tokens.issue(client, scopes)
+    token, _ = issuer.issue(client, scopes)
     return {"Authorization": f"Bearer {token}"}
+
+
+def token_keys_env(service_name: str) -> dict[str, str]:
+    """The token key settings a service under test gets: private keys for the issuer only."""
+    from hub.cli import load_definition
+
+    keys = {"token_public_keys": TEST_PUBLIC_KEYS}
+    if load_definition(service_name).issues_tokens:
+        keys["token_signing_keys"] = TEST_SIGNING_KEYS
+    return keys
 
 
 def settings_for(
@@ -178,7 +202,7 @@ def settings_for(
             "kafka_session_timeout_ms": 6000,
             "kafka_heartbeat_interval_ms": 1000,
         } | overrides
-    overrides.setdefault("jwt_signing_key", TEST_SIGNING_KEY)
+    overrides = token_keys_env(service_name) | overrides
     return HubSettings(
         service_name=service_name,
         database_url=database_url,
@@ -258,3 +282,44 @@ def publish(kafka_bootstrap):
 
     yield send
     producer.close()
+
+
+class JwksServer:
+    """A real HTTP server publishing a JWK Set, as an identity provider does, for tests:
+    `publish(jwks)` changes what it serves (a key rotation); `fetches` counts requests."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        served = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                served.fetches += 1
+                body = json.dumps(served.jwks).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.jwks: dict = {"keys": []}
+        self.fetches = 0
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/keys"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def publish(self, jwks: dict) -> None:
+        self.jwks = jwks
+
+    def __enter__(self) -> JwksServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -400,7 +400,15 @@ def test_compose_runs_migrations_and_topics_before_each_service(compose) -> None
             assert services[name]["read_only"] is True
         assert service in init_script.split("for service in ", 1)[1].splitlines()[0]
     environment = services["intake"]["environment"]
-    assert environment["EARLYHELP_JWT_SIGNING_KEY"].startswith("${EARLYHELP_JWT_SIGNING_KEY:?")
+    assert environment["EARLYHELP_TOKEN_SIGNING_KEYS"].startswith(
+        "${EARLYHELP_TOKEN_SIGNING_KEYS:?"
+    )
+    for service in ("allocation", "caseplan", "notifications"):
+        # Only the token issuer holds the private keys; the others fetch the public ones.
+        assert "EARLYHELP_TOKEN_SIGNING_KEYS" not in services[service]["environment"]
+        assert services[service]["environment"]["EARLYHELP_TOKEN_JWKS_URL"].startswith(
+            "http://intake:8001/"
+        )
     assert int(environment["EARLYHELP_KAFKA_SESSION_TIMEOUT_MS"]) >= 6000
     assert "EARLYHELP_KAFKA_TOPIC_PARTITIONS" in services["topics"]["environment"]
 

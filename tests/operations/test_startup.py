@@ -21,7 +21,7 @@ import pytest
 from hub.broker import EmbeddedBroker, free_port
 from hub.cli import load_definition
 from hub.migrations import upgrade
-from hub.testing import TEST_SIGNING_KEY
+from hub.testing import TEST_PUBLIC_KEYS, token_keys_env
 from tests.harness import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ def serve_env(tmp_path: Path, **earlyhelp: str) -> dict[str, str]:
     env.update(
         {
             "EARLYHELP_VAR_DIR": str(tmp_path / "var"),
-            "EARLYHELP_JWT_SIGNING_KEY": TEST_SIGNING_KEY,
+            "EARLYHELP_TOKEN_PUBLIC_KEYS": TEST_PUBLIC_KEYS,
             "EARLYHELP_STARTUP_DATABASE_WAIT_S": "0.5",
             "EARLYHELP_STARTUP_BROKER_WAIT_S": "0.5",
             # Nothing listens there unless a case says otherwise.
@@ -56,7 +56,11 @@ def serve_command(service: str, port: int | None = None) -> list[str]:
 
 
 def refuses(service: str, env: dict[str, str], tmp_path: Path) -> str:
-    """Run `serve`, which must exit 1 by itself; returns the one line it gave as its reason."""
+    """Run `serve`, which must exit 1 by itself; returns the one line it gave as its reason.
+
+    The token issuer gets the test's private keys unless `env` says otherwise."""
+    private = token_keys_env(service).get("token_signing_keys")
+    env = ({"EARLYHELP_TOKEN_SIGNING_KEYS": private} if private else {}) | env
     done = subprocess.run(
         serve_command(service),
         env=env,
@@ -169,22 +173,36 @@ def test_a_broker_that_comes_up_within_the_wait_is_waited_for(
 # --- secrets and files -------------------------------------------------------------------
 
 
-def test_postgresql_without_a_signing_key_is_refused(tmp_path: Path) -> None:
+def test_the_token_issuer_on_postgresql_without_its_private_keys_is_refused(
+    tmp_path: Path,
+) -> None:
     # Checked before anything is reached: no PostgreSQL is needed to see it.
     env = serve_env(
         tmp_path,
         EARLYHELP_DATABASE_URL=UNREACHABLE_PG.format(port=free_port()),
-        EARLYHELP_JWT_SIGNING_KEY=None,
+        EARLYHELP_TOKEN_SIGNING_KEYS="",
+    )
+    reason = refuses("intake", env, tmp_path)
+    assert reason.startswith("EARLYHELP_TOKEN_SIGNING_KEYS is not set"), reason
+    assert not (tmp_path / "var").exists(), "no key may be generated"
+
+
+def test_a_service_that_does_not_issue_tokens_refuses_the_private_keys(tmp_path: Path) -> None:
+    env = serve_env(
+        tmp_path, **{f"EARLYHELP_{k.upper()}": v for k, v in token_keys_env("intake").items()}
     )
     reason = refuses("caseplan", env, tmp_path)
-    assert reason.startswith("EARLYHELP_JWT_SIGNING_KEY is not set"), reason
-    assert not (tmp_path / "var" / "jwt-signing-key").exists(), "no key may be generated"
+    assert reason.startswith("EARLYHELP_TOKEN_SIGNING_KEYS is set, but only the token issuer")
 
 
-def test_a_short_signing_key_is_refused(tmp_path: Path) -> None:
-    env = serve_env(tmp_path, EARLYHELP_JWT_SIGNING_KEY="too-short")
-    reason = refuses("intake", env, tmp_path)
-    assert reason == "EARLYHELP_JWT_SIGNING_KEY must be at least 32 characters"
+def test_a_service_on_postgresql_without_public_keys_is_refused(tmp_path: Path) -> None:
+    env = serve_env(
+        tmp_path,
+        EARLYHELP_DATABASE_URL=UNREACHABLE_PG.format(port=free_port()),
+        EARLYHELP_TOKEN_PUBLIC_KEYS=None,
+    )
+    reason = refuses("allocation", env, tmp_path)
+    assert reason.startswith("no public keys to verify tokens with"), reason
 
 
 def test_a_missing_identities_file_is_refused(tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 
 import base64
 
+import jwt
 import pytest
 from sqlalchemy import create_engine, select
 
+from hub.ratelimit import AttemptLimiter
 from hub.tables import audit_log
-from hub.testing import bearer
+from hub.testing import TEST_SIGNING_KEYS, bearer
+from hub.tokens import SigningKeys
 from intake.schemas import ReferralSubmission, TriageDecision
 from intake.service import definition
 
@@ -113,6 +116,52 @@ def test_no_token_or_a_forged_one_is_a_401(intake, method, path):
         assert response.status_code == 401
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_validly_signed_token_whose_exp_is_not_a_number_is_a_401_not_a_500(intake):
+    genuine = _as(intake, SCHOOL)["Authorization"].removeprefix("Bearer ")
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+    keys = SigningKeys.from_json(TEST_SIGNING_KEYS)  # the issuer's own key
+    for broken in ({"exp": str(claims["exp"])}, {"exp": None}, {"scope": 7}):
+        token = keys.sign(claims | broken)
+        response = intake.get(
+            "/v1/referrals/6f1c9a1e-0000-4000-8000-000000000000",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 401, (broken, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_intake_publishes_the_public_keys_of_its_tokens(intake):
+    response = intake.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    published = response.json()
+    assert published == SigningKeys.from_json(TEST_SIGNING_KEYS).public_jwks()
+    assert all("d" not in key for key in published["keys"])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_wrong_secrets_for_one_client_id_are_limited_with_a_429(intake):
+    # The limiter's clock stands still: every attempt falls in the same minute.
+    limit = intake.settings.token_failures_per_client_per_minute
+    tokens = intake.app.state.runtime.tokens
+    tokens.failures_by_client = AttemptLimiter(limit, clock=lambda: 1000.0)
+    wrong = {"grant_type": "client_credentials", "client_id": SCHOOL, "client_secret": "nope"}
+    right = wrong | {"client_secret": "demo-school-secret"}
+
+    assert [intake.post("/v1/oauth/token", data=wrong).status_code for _ in range(limit)] == [
+        401
+    ] * limit
+    for form in (wrong, right):  # until the wait is over, not even the right secret is tried
+        limited = intake.post("/v1/oauth/token", data=form)
+        assert limited.status_code == 429
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert int(limited.headers["retry-after"]) == 6  # one attempt back every 60 s / 10
+    other = right | {"client_id": HEALTH, "client_secret": "demo-health-secret"}
+    assert intake.post("/v1/oauth/token", data=other).status_code == 200
+    metrics = intake.get("/metrics").text
+    assert 'earlyhelp_token_requests_total{outcome="rate_limited_client"}' in metrics
 
 
 def test_a_token_without_the_scope_is_a_403_and_stores_nothing(intake):

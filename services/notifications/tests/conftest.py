@@ -132,8 +132,10 @@ FAST = {
     "review_check_seconds": 0.1,
     "webhook_timeout_ms": 2000,
     "delivery_lease_ms": 5000,
-    # The receivers are plain http on 127.0.0.1, on PostgreSQL too.
+    # The receivers are plain http on 127.0.0.1, on PostgreSQL too: the operator's
+    # allow-list lets the hub reach them, as it would a partner on the council network.
     "allow_http_webhooks": True,
+    "webhook_allowed_networks": "127.0.0.1/32",
 }
 
 

@@ -17,7 +17,7 @@ from hub import migrations
 from hub.broker import free_port
 from hub.idempotency import fingerprint
 from hub.service import StartupError
-from hub.testing import TEST_SIGNING_KEY, settings_for
+from hub.testing import TEST_PUBLIC_KEYS, settings_for
 from notifications.schemas import SubscriptionRequest
 from notifications.service import create_app, definition
 from notifications.settings import NotificationsSettings
@@ -127,7 +127,7 @@ def test_earlyhelp_serve_refuses_to_start_without_keys_on_postgresql(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("EARLYHELP_")}
     env |= {
         "EARLYHELP_VAR_DIR": str(tmp_path / "var"),
-        "EARLYHELP_JWT_SIGNING_KEY": TEST_SIGNING_KEY,
+        "EARLYHELP_TOKEN_PUBLIC_KEYS": TEST_PUBLIC_KEYS,
         "EARLYHELP_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x",
     }
     done = subprocess.run(

@@ -47,13 +47,31 @@ def _rows(database: Path) -> list[tuple]:
             return []
 
 
+@pytest.fixture
+def intake(kafka_bootstrap, tmp_path):
+    """Intake beside notifications, on its own database: it alone issues tokens."""
+    from fastapi.testclient import TestClient
+
+    from hub.migrations import upgrade
+    from hub.service import create_service_app
+    from hub.testing import settings_for
+    from intake.service import definition
+
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    upgrade(definition.migrations, url)
+    settings = settings_for("intake", url, kafka_bootstrap, tmp_path / "intake")
+    with TestClient(create_service_app(definition, settings)) as client:
+        yield client
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_documented_receiver_verifies_deduplicates_and_refuses_forgeries(
-    notifications, publish, tmp_path
+    notifications, intake, publish, tmp_path
 ):
     app = notifications()
-    # The documented token request, then the documented subscription (to our receiver).
-    token = app.post(
+    # The documented token request (to intake, the token issuer), then the documented
+    # subscription (to our receiver).
+    token = intake.post(
         "/v1/oauth/token",
         data={
             "grant_type": "client_credentials",
