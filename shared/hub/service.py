@@ -242,6 +242,10 @@ class Runtime:
             **self.definition.readiness_checks,
         }
 
+    def degradation_checks(self) -> dict[str, Callable[[], str | None]]:
+        """What /readyz reports as degraded: the consumer waiting for its infrastructure."""
+        return {"consumer": self.consumer.degradation} if self.consumer is not None else {}
+
     def preflight(self) -> None:
         """Before listening: the database answers and is migrated, a broker answers,
         and the service's own start-up checks pass; raises StartupError otherwise.
@@ -419,6 +423,7 @@ def create_service_app(
         description=definition.description,
         routers=definition.routers,
         readiness_checks=runtime.readiness_checks(),
+        degradation_checks=runtime.degradation_checks(),
         lifespan=lifespan,
         max_body_bytes=settings.http_max_body_bytes,
     )
