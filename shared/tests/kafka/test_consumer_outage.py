@@ -178,9 +178,7 @@ def test_a_database_outage_pauses_the_consumer_and_dead_letters_nothing(
             if not db.is_sqlite:
                 time.sleep(max(OUTAGE_S - (time.monotonic() - started), 0))
             assert consumer.degradation() is not None
-        _wait_for(
-            lambda: sorted(_applied(db)) == sorted(before + during), "every record applied"
-        )
+        _wait_for(lambda: sorted(_applied(db)) == sorted(before + during), "every record applied")
         _wait_for(lambda: consumer.degradation() is None, "the consumer to report recovery")
     finally:
         stop.set()
