@@ -179,10 +179,15 @@ class ProjectionConsumer:
                 stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
         self._settle_membership()
-        self._close_consumer()
         self._forget_waits(lambda _partition: True)
+        self.close()
+
+    def close(self) -> None:
+        """Release the Kafka clients (after `run`, or after calling `handle` directly)."""
+        self._close_consumer()
         if self._dlq_producer is not None:
             self._dlq_producer.close(timeout=5)
+            self._dlq_producer = None
 
     def _settle_membership(self) -> None:
         """Finish a group join in progress before leaving the group.

@@ -32,6 +32,7 @@ from hub.contracts.base import EventData
 from hub.contracts.registry import EVENT_TYPES
 from hub.contracts.topics import service_topic
 from hub.db import Database
+from hub.dlq_api import router as dead_letters_router
 from hub.envelopes import meta_of_recorded
 from hub.http.app import create_app
 from hub.kafka import check_broker
@@ -421,7 +422,10 @@ def create_service_app(
         title=definition.title,
         version=definition.version,
         description=definition.description,
-        routers=definition.routers,
+        # Every consuming service offers its operators the dead-letter API.
+        routers=[*definition.routers, dead_letters_router]
+        if definition.consumes
+        else definition.routers,
         readiness_checks=runtime.readiness_checks(),
         degradation_checks=runtime.degradation_checks(),
         lifespan=lifespan,
