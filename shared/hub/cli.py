@@ -201,7 +201,17 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> None:
 def cmd_dev(args: argparse.Namespace) -> None:
     from hub.dev import run_hub
 
-    raise SystemExit(run_hub(SERVICES, embedded_broker=not args.external_broker))
+    for name in args.skip:
+        if name not in SERVICES:
+            raise SystemExit(f"unknown service {name!r}; choose among {', '.join(SERVICES)}")
+    raise SystemExit(
+        run_hub(
+            SERVICES,
+            embedded_broker=not args.external_broker,
+            skip=args.skip,
+            port_offset=args.port_offset,
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--external-broker",
         action="store_true",
         help="use EARLYHELP_KAFKA_BOOTSTRAP_SERVERS instead of starting the embedded broker",
+    )
+    dev.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="SERVICE",
+        help="migrate but do not start SERVICE, to run it yourself with `earlyhelp serve`",
+    )
+    dev.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        help="serve each service on its port plus this (8001+N, ...)",
     )
     dev.set_defaults(func=cmd_dev)
 
