@@ -16,7 +16,7 @@ from hub.consumer import InfrastructureUnavailable
 from hub.dlq import DeadLetter, DeadLetters, Status, UnknownDeadLetter
 from hub.http.problems import FieldError, Problem, problem_responses, problem_type
 
-router = APIRouter(prefix="/v1/dead-letters", tags=["operations"])
+router = APIRouter(tags=["operations"])
 
 DeadLetterId = Annotated[
     str,
@@ -124,7 +124,7 @@ def _unavailable(exc: InfrastructureUnavailable) -> Problem:
     )
 
 
-@router.get("", responses=problem_responses(401, 403, 503))
+@router.get("/v1/dead-letters", responses=problem_responses(401, 403, 503))
 def list_dead_letters(
     request: Request,
     _caller: Annotated[Principal, Depends(_staff("dead-letters:read"))],
@@ -134,7 +134,7 @@ def list_dead_letters(
     return DeadLetterList(items=_described(dead_letters.read(), dead_letters))
 
 
-@router.get("/{dead_letter_id}", responses=problem_responses(401, 403, 404, 422))
+@router.get("/v1/dead-letters/{dead_letter_id}", responses=problem_responses(401, 403, 404, 422))
 def show_dead_letter(
     request: Request,
     dead_letter_id: DeadLetterId,
@@ -148,7 +148,8 @@ def show_dead_letter(
     return _described(letters, dead_letters)[0]
 
 
-@router.post("/redrive", responses=problem_responses(401, 403, 422, 503))
+# Not /v1/dead-letters/redrive: a GET there would be taken for a record's id.
+@router.post("/v1/dead-letter-redrives", responses=problem_responses(401, 403, 422, 503))
 async def redrive_dead_letters(
     request: Request,
     body: RedriveRequest,

@@ -131,6 +131,12 @@ class ServiceDefinition:
     # files, say): one that raises stops the process with its message.
     startup_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Every consuming service offers its operators the dead-letter API; as one of
+        # its routers, so that whatever builds its OpenAPI document sees it too.
+        if self.consumes and dead_letters_router not in self.routers:
+            object.__setattr__(self, "routers", (*self.routers, dead_letters_router))
+
     @property
     def topic(self) -> str | None:
         """The topic this service writes, if it produces events."""
@@ -422,10 +428,7 @@ def create_service_app(
         title=definition.title,
         version=definition.version,
         description=definition.description,
-        # Every consuming service offers its operators the dead-letter API.
-        routers=[*definition.routers, dead_letters_router]
-        if definition.consumes
-        else definition.routers,
+        routers=definition.routers,
         readiness_checks=runtime.readiness_checks(),
         degradation_checks=runtime.degradation_checks(),
         lifespan=lifespan,

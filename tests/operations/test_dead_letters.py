@@ -122,7 +122,7 @@ def test_operators_list_and_redrive_what_a_service_dead_lettered(
 
     _refuse_referrals(database_url, refuse=False)  # the fix is deployed
     unknown = caseplan.post(
-        "/v1/dead-letters/redrive",
+        "/v1/dead-letter-redrives",
         json={"ids": [item["id"], "earlyhelp.intake.v1.dlq:0:999"]},
         headers=bearer(caseplan.settings, OPERATOR),
     )
@@ -130,12 +130,12 @@ def test_operators_list_and_redrive_what_a_service_dead_lettered(
     assert _referrals(database_url, str(referral.referral_id)) == 0  # nothing redriven
     assert (
         caseplan.post(
-            "/v1/dead-letters/redrive", json={}, headers=bearer(caseplan.settings, OPERATOR)
+            "/v1/dead-letter-redrives", json={}, headers=bearer(caseplan.settings, OPERATOR)
         ).status_code
         == 422
     )
     redriven = caseplan.post(
-        "/v1/dead-letters/redrive",
+        "/v1/dead-letter-redrives",
         json={"ids": [item["id"]]},
         headers=bearer(caseplan.settings, OPERATOR),
     )
