@@ -215,6 +215,7 @@ class ProjectionConsumer:
         batch = consumer.poll(timeout_ms=200)
         self.ready.set()
         done: dict[TopicPartition, OffsetAndMetadata] = {}
+        waiting: set[TopicPartition] = set()
         for partition, records in batch.items():
             for record in records:
                 if stop.is_set():
@@ -225,10 +226,11 @@ class ProjectionConsumer:
                     # Not the record's fault: nothing past it is committed, and the
                     # partition is fetched from it again once the wait is over.
                     self._wait(consumer, partition, record, exc)
+                    waiting.add(partition)
                     break
                 done[partition] = OffsetAndMetadata(record.offset + 1, "", -1)
         if done:
-            self._forget_waits(lambda partition: partition in done, recovered=True)
+            self._forget_waits(lambda p: p in done and p not in waiting, recovered=True)
             try:
                 consumer.commit(done)
             except CommitFailedError as exc:

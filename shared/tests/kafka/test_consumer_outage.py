@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 import sqlalchemy as sa
@@ -45,11 +45,17 @@ applied_referrals = Table(
 )
 
 
+# Referrals whose handler times out (as on a call to something away) until emptied.
+timing_out: set[str] = set()
+
+
 def _projection() -> Projection:
     projection = Projection("applied", [applied_referrals])
 
     @projection.on(ReferralReceived)
     def _applied(conn, event, meta):
+        if str(event.referral_id) in timing_out:
+            raise TimeoutError("the other end did not answer")
         conn.execute(
             insert(applied_referrals).values(
                 event_id=meta.event_id, referral_id=str(event.referral_id)
@@ -105,11 +111,13 @@ def database_outage(db: Database) -> Iterator[None]:
         admin.dispose()
 
 
-def _publish(producer: KafkaProducer, topic: str, count: int) -> list[str]:
+def _publish(
+    producer: KafkaProducer, topic: str, count: int, family_id: UUID | None = None
+) -> list[str]:
     ids = []
     for _ in range(count):
         event_id = str(uuid4())
-        event_data = referral_received()
+        event_data = referral_received(family_id=family_id)
         record = to_kafka(
             envelope_for(
                 event_data,
@@ -196,3 +204,51 @@ def test_a_database_outage_pauses_the_consumer_and_dead_letters_nothing(
     )
     assert not dead
     assert read_topic(kafka_bootstrap, dlq_topic(topic), expected=0, timeout_s=1) == []
+
+
+def test_a_record_waiting_holds_back_its_partition_and_nothing_past_it_is_committed(
+    db, kafka_bootstrap, tmp_path
+):
+    topic = f"earlyhelp.test-{uuid4().hex[:8]}.v1"
+    service = f"holdback-{uuid4().hex[:6]}"
+    settings = settings_for(
+        service, "", kafka_bootstrap, tmp_path, consumer_wait_backoff_max_ms=200
+    )
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    family = uuid4()  # one key: one partition, in order
+    [first] = _publish(producer, topic, 1, family)
+    blocked = referral_received(family_id=family)
+    timing_out.add(str(blocked.referral_id))
+    record = to_kafka(
+        envelope_for(
+            blocked,
+            event_id=(blocked_id := str(uuid4())),
+            source_service="intake",
+            time=blocked.received_at,
+            sequence=None,
+        )
+    )
+    producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(10)
+    behind = _publish(producer, topic, 2, family)
+    consumer = ProjectionConsumer(settings, db, [_projection()], [topic])
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: _waits(service) >= 5, "several attempts at the blocked record")
+        held = _applied(db)
+        degradation = consumer.degradation()
+        timing_out.clear()  # the other end answers again
+        _wait_for(lambda: sorted(_applied(db)) == sorted([first, blocked_id, *behind]), "the rest")
+        _wait_for(lambda: consumer.degradation() is None, "recovery reported")
+    finally:
+        stop.set()
+        thread.join(20)
+        producer.close()
+
+    assert held == [first]  # the records behind the blocked one waited too
+    assert degradation is not None and "TimeoutError" in degradation
+    assert not REGISTRY.get_sample_value(
+        "earlyhelp_consumer_events_total",
+        {"service": service, "topic": topic, "outcome": "dead_lettered"},
+    )
