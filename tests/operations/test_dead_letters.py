@@ -85,6 +85,8 @@ def _cli(capsys, monkeypatch, caseplan, *argv: str) -> tuple[int, str]:
 def test_operators_list_and_redrive_what_a_service_dead_lettered(
     caseplan, publish, database_url, capsys, monkeypatch
 ):
+    # The consumer's line in /readyz: "ok" while it keeps up (see test_consumer_outage).
+    assert caseplan.get("/readyz").json()["checks"]["consumer"] == "ok"
     _refuse_referrals(database_url, refuse=True)
     referral = ReferralReceived.example().model_copy(
         update={"referral_id": uuid4(), "family_id": uuid4()}
