@@ -144,6 +144,7 @@ class OutboxRelay:
         SQLite is one process's database: its relay always leads.
         """
         if self._db.is_sqlite:
+            OUTBOX_LEADER.labels(self._service).set(1)
             return True
         if self._leadership is not None:
             try:
