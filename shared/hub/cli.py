@@ -8,6 +8,9 @@ earlyhelp kafka-acls                       the broker ACL script (deploy/kafka/a
 earlyhelp projections intake               list projections and their checkpoints
 earlyhelp rebuild intake [NAME ...]        drop and rebuild projections by replay
 earlyhelp republish intake --from-position N   publish stored events again
+earlyhelp dlq list caseplan                what caseplan dead-lettered, and why
+earlyhelp dlq show caseplan ID [--data]    one dead-lettered record
+earlyhelp dlq redrive caseplan ID... | --all   send records back through the consumer
 """
 
 from __future__ import annotations
@@ -154,10 +157,91 @@ def cmd_token_keys(args: argparse.Namespace) -> None:
         print(json.dumps({"keys": [new_signing_key(), *(keys[:1] if args.rotate else [])]}))
 
 
+def _dead_letters(service: str):
+    from hub.db import Database
+    from hub.dlq import DeadLetters
+
+    definition = load_definition(service)
+    settings = _settings(service)
+    db = Database(settings.database_url)
+    return DeadLetters(settings, db, definition.projections, definition.consumes), db
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> None:
+    dead_letters, db = _dead_letters(args.service)
+    try:
+        letters = dead_letters.read()
+        statuses = dead_letters.statuses(letters)
+    finally:
+        db.dispose()
+    if not letters:
+        print(f"{args.service} has dead-lettered nothing")
+        return
+    for letter in letters:
+        print(
+            f"{letter.id}  {statuses[letter.id]:<11}  {letter.event_type or '?'}  "
+            f"event {letter.event_id or '?'}  attempts {letter.attempts}  "
+            f"at {letter.failed_at or '?'}\n    {letter.reason}"
+        )
+    waiting = sum(1 for status in statuses.values() if status == "not applied")
+    print(f"{len(letters)} dead-lettered, {waiting} not applied since")
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> None:
+    dead_letters, db = _dead_letters(args.service)
+    try:
+        letters = {letter.id: letter for letter in dead_letters.read()}
+        letter = letters.get(args.id)
+        if letter is None:
+            raise SystemExit(f"{args.service} has no dead-lettered record {args.id}")
+        status = dead_letters.statuses([letter])[letter.id]
+    finally:
+        db.dispose()
+    print(f"id: {letter.id}\nstatus: {status}")
+    for name, value in letter.record.headers or []:
+        print(f"{name}: {value.decode('utf-8', 'replace')}")
+    if args.data:
+        # The event's data is a child's or family's record: shown only when asked.
+        print(f"data: {(letter.record.value or b'').decode('utf-8', 'replace')}")
+
+
+def cmd_dlq_redrive(args: argparse.Namespace) -> None:
+    from hub.consumer import InfrastructureUnavailable
+    from hub.dlq import UnknownDeadLetter
+
+    if bool(args.ids) == args.all:
+        raise SystemExit("name the records to redrive, or give --all")
+    dead_letters, db = _dead_letters(args.service)
+    try:
+        results = dead_letters.redrive(None if args.all else args.ids)
+    except UnknownDeadLetter as exc:
+        raise SystemExit(f"{args.service} has no dead-lettered record {exc}") from None
+    except InfrastructureUnavailable as exc:
+        raise SystemExit(f"the database or broker is unavailable ({exc}); try again") from None
+    finally:
+        db.dispose()
+    for result in results:
+        print(f"{result.id}  {result.outcome}")
+    failed = [r for r in results if r.outcome == "dead-lettered again"]
+    print(f"{len(results)} redriven, {len(failed)} dead-lettered again")
+    if failed:
+        raise SystemExit(1)
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     from hub.dev import run_hub
 
-    raise SystemExit(run_hub(SERVICES, embedded_broker=not args.external_broker))
+    for name in args.skip:
+        if name not in SERVICES:
+            raise SystemExit(f"unknown service {name!r}; choose among {', '.join(SERVICES)}")
+    raise SystemExit(
+        run_hub(
+            SERVICES,
+            embedded_broker=not args.external_broker,
+            skip=args.skip,
+            port_offset=args.port_offset,
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--external-broker",
         action="store_true",
         help="use EARLYHELP_KAFKA_BOOTSTRAP_SERVERS instead of starting the embedded broker",
+    )
+    dev.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="SERVICE",
+        help="migrate but do not start SERVICE, to run it yourself with `earlyhelp serve`",
+    )
+    dev.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        help="serve each service on its port plus this (8001+N, ...)",
     )
     dev.set_defaults(func=cmd_dev)
 
@@ -216,6 +313,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="new: keep the key of EARLYHELP_TOKEN_SIGNING_KEYS that signs now, second",
     )
     token_keys.set_defaults(func=cmd_token_keys)
+
+    dlq = sub.add_parser("dlq", help="list, show and redrive a service's dead-lettered records")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="what the service dead-lettered, and why")
+    dlq_list.add_argument("service", choices=SERVICES)
+    dlq_list.set_defaults(func=cmd_dlq_list)
+    dlq_show = dlq_sub.add_parser("show", help="one dead-lettered record's headers")
+    dlq_show.add_argument("service", choices=SERVICES)
+    dlq_show.add_argument("id", help="as `dlq list` shows it: <dlq topic>:<partition>:<offset>")
+    dlq_show.add_argument(
+        "--data", action="store_true", help="print the event's data too (personal data)"
+    )
+    dlq_show.set_defaults(func=cmd_dlq_show)
+    dlq_redrive = dlq_sub.add_parser(
+        "redrive", help="send records back through the service's consumer, each event once"
+    )
+    dlq_redrive.add_argument("service", choices=SERVICES)
+    dlq_redrive.add_argument("ids", nargs="*", help="records to redrive, as `dlq list` shows")
+    dlq_redrive.add_argument("--all", action="store_true", help="every record of the service")
+    dlq_redrive.set_defaults(func=cmd_dlq_redrive)
     return parser
 
 

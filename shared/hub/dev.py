@@ -1,9 +1,13 @@
 """`make run`: the whole hub on one machine, on the embedded defaults.
 
 Starts the embedded broker, creates the topics, migrates each service's SQLite
-database under `var/`, starts the four services as separate uvicorn processes
-and stops everything cleanly (services first, so they drain, then the broker)
-on Ctrl-C or SIGTERM.
+database under `var/`, starts the services as separate uvicorn processes and
+stops everything cleanly (services first, so they drain, then the broker) on
+Ctrl-C or SIGTERM. A service that dies is started again, with backoff, on its
+own: the rest of the hub, and the memory-only broker's records, stay up.
+
+A service left out (`--skip`) is still migrated, so that `earlyhelp serve`
+run by hand (under a debugger, say) joins the hub on the same defaults.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import httpx
 
@@ -25,8 +30,20 @@ from hub.kafka import ensure_topics, wait_for_broker
 from hub.migrations import upgrade
 from hub.settings import HubSettings
 
+# A service that keeps dying is started again after 1, 2, 4 ... up to 30 seconds;
+# one that stayed up this long is back to the shortest wait.
+_FIRST_RESTART_S = 1.0
+_LONGEST_RESTART_S = 30.0
+_STABLE_S = 60.0
 
-def run_hub(services: Sequence[str], *, embedded_broker: bool = True) -> int:
+
+def run_hub(
+    services: Sequence[str],
+    *,
+    embedded_broker: bool = True,
+    skip: Sequence[str] = (),
+    port_offset: int = 0,
+) -> int:
     from hub.cli import load_definition
 
     settings = HubSettings()
@@ -41,7 +58,7 @@ def run_hub(services: Sequence[str], *, embedded_broker: bool = True) -> int:
         broker = EmbeddedBroker(int(port), host, log_path=settings.var_dir / "broker.log")
         print(f"starting the embedded broker on {broker.bootstrap_servers}", flush=True)
         broker.start()
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    children: dict[str, _Child] = {}
     try:
         wait_for_broker(settings, timeout_s=30)
         ensure_topics(settings, hub_topics())
@@ -50,34 +67,77 @@ def run_hub(services: Sequence[str], *, embedded_broker: bool = True) -> int:
             url = HubSettings(service_name=definition.name).database_url
             upgrade(definition.migrations, url)
             print(f"migrated {definition.name}: {url}", flush=True)
-        for definition in definitions:
-            processes[definition.name] = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "serve", definition.name],
-                env={**os.environ, "EARLYHELP_SERVICE_NAME": definition.name},
-            )
-        _wait_ready(definitions, processes, stop)
+        ports = {d.name: d.port + port_offset for d in definitions if d.name not in skip}
+        for name, port in ports.items():
+            children[name] = _Child(name, port)
+            children[name].start()
+        _wait_ready(ports, children, stop)
         if not stop.is_set():
             _write_demo_tokens(settings)
             print("\nEarly Help Hub is running:", flush=True)
-            for definition in definitions:
-                base = f"http://127.0.0.1:{definition.port}"
-                print(f"  {definition.name:<14} {base}  (docs {base}/docs)", flush=True)
+            for name, port in ports.items():
+                base = f"http://127.0.0.1:{port}"
+                print(f"  {name:<14} {base}  (docs {base}/docs)", flush=True)
+            for name in skip:
+                print(f"  {name:<14} not started: `earlyhelp serve {name}` joins", flush=True)
             print(f"Demo bearer tokens (valid {DEMO_TOKEN_TTL_S // 60} minutes):", flush=True)
             for file_name, (_, who) in DEMO_CLIENTS.items():
                 print(f"  {settings.var_dir / file_name}  {who}", flush=True)
             print("Ctrl-C stops everything.", flush=True)
         while not stop.is_set():
-            exited = [n for n, p in processes.items() if p.poll() is not None]
-            if exited:
-                print(f"{', '.join(exited)} exited; stopping the hub", file=sys.stderr)
-                return 1
-            stop.wait(0.5)
+            for child in children.values():
+                child.supervise()
+            stop.wait(0.2)
         return 0
     finally:
-        _stop_processes(processes)
+        _stop_processes(children)
         if broker is not None:
             broker.stop()
         print("stopped", flush=True)
+
+
+@dataclass
+class _Child:
+    """One service's process, started again with backoff whenever it dies."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None
+    backoff_s: float = _FIRST_RESTART_S
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "serve", self.name, "--port", str(self.port)],
+            env={**os.environ, "EARLYHELP_SERVICE_NAME": self.name},
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        print(f"{self.name} started (pid {self.process.pid})", flush=True)
+
+    def supervise(self) -> None:
+        now = time.monotonic()
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restarts += 1
+                self.start()
+            return
+        assert self.process is not None
+        status = self.process.poll()
+        if status is None:
+            return
+        if now - self.started_at >= _STABLE_S:
+            self.backoff_s = _FIRST_RESTART_S
+        self.restart_at = now + self.backoff_s
+        print(
+            f"{self.name} exited with status {status}; restarting it in {self.backoff_s:g}s "
+            f"(restart {self.restarts + 1}); the rest of the hub stays up",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.backoff_s = min(self.backoff_s * 2, _LONGEST_RESTART_S)
 
 
 DEMO_TOKEN_TTL_S = 3600
@@ -105,12 +165,18 @@ def _write_demo_tokens(settings: HubSettings) -> None:
         path.chmod(0o600)
 
 
-def _wait_ready(definitions, processes, stop: threading.Event, timeout_s: float = 60) -> None:
+def _wait_ready(
+    ports: Mapping[str, int],
+    children: Mapping[str, _Child],
+    stop: threading.Event,
+    timeout_s: float = 60,
+) -> None:
     deadline = time.monotonic() + timeout_s
-    pending = {d.name: f"http://127.0.0.1:{d.port}/readyz" for d in definitions}
+    pending = {name: f"http://127.0.0.1:{port}/readyz" for name, port in ports.items()}
     while pending and not stop.is_set():
         for name, url in list(pending.items()):
-            if processes[name].poll() is not None:
+            process = children[name].process
+            if process is not None and process.poll() is not None:
                 raise RuntimeError(f"{name} exited during start-up")
             try:
                 if httpx.get(url, timeout=1).status_code == 200:
@@ -122,11 +188,11 @@ def _wait_ready(definitions, processes, stop: threading.Event, timeout_s: float 
         time.sleep(0.2)
 
 
-def _stop_processes(processes: dict[str, subprocess.Popen[bytes]]) -> None:
-    for process in processes.values():
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes.values():
+def _stop_processes(children: Mapping[str, _Child]) -> None:
+    running = [c.process for c in children.values() if c.process and c.process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    for process in running:
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:

@@ -37,6 +37,11 @@ OUTBOX_PUBLISHED = Counter(
 OUTBOX_FAILURES = Counter(
     "earlyhelp_outbox_publish_failures_total", "Publish attempts that failed", ["service"]
 )
+OUTBOX_LEADER = Gauge(
+    "earlyhelp_outbox_leader",
+    "1 while this process's relay holds its database's publishing lock",
+    ["service"],
+)
 
 _BACKLOG_REFRESH_S = 1.0
 # Any constant will do, as long as every replica of a service uses the same one.
@@ -45,6 +50,10 @@ _RELAY_LOCK_KEY = 0x52454C4159  # "RELAY"
 # one delete per tiny batch would cost the service's single SQLite writer dearly.
 _PURGE_INTERVAL_S = 0.1
 _PURGE_ROWS = 1000
+
+
+class LeadershipLost(Exception):
+    """The relay's lock session ended or no longer holds the lock: it must stop publishing."""
 
 
 class OutboxRelay:
@@ -138,9 +147,21 @@ class OutboxRelay:
         SQLite is one process's database: its relay always leads.
         """
         if self._db.is_sqlite:
+            OUTBOX_LEADER.labels(self._service).set(1)
             return True
         if self._leadership is not None:
-            return True
+            try:
+                self._confirm_leadership()
+                return True
+            except Exception as exc:
+                # Its session was ended (failover, idle timeout, pg_terminate_backend):
+                # another replica may already lead; this one stops at once.
+                log.warning(
+                    "this relay lost its leadership for %s; it stops publishing",
+                    self._service,
+                    extra={"error_type": type(exc).__name__},
+                )
+                self._resign()
         conn = self._db.engine.connect()
         try:
             won = conn.execute(
@@ -155,9 +176,32 @@ class OutboxRelay:
             return False
         log.info("this relay now publishes for %s", self._service)
         self._leadership = conn
+        OUTBOX_LEADER.labels(self._service).set(1)
         return True
 
+    def _confirm_leadership(self) -> None:
+        """Raise LeadershipLost unless the lock's own session still holds the lock.
+
+        Asked of the very connection that took it: a connection whose session died
+        would otherwise be reconnected by the pool to a new session without it.
+        """
+        conn = self._leadership
+        if conn is None:
+            raise LeadershipLost("no leadership session")
+        held = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid = pg_backend_pid() AND objsubid = 1"
+                " AND ((classid::bigint << 32) | objid::bigint) = :key"
+            ),
+            {"key": _RELAY_LOCK_KEY},
+        ).scalar_one()
+        conn.commit()
+        if not held:
+            raise LeadershipLost("the leadership session no longer holds the lock")
+
     def _resign(self) -> None:
+        OUTBOX_LEADER.labels(self._service).set(0)
         if self._leadership is not None:
             try:
                 # Invalidate rather than close: a closed connection goes back to the
@@ -194,7 +238,10 @@ class OutboxRelay:
             future.get(timeout=0)  # raises the send's error, if any
         self._acknowledged.extend(row.position for row in rows)
         OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
-        self._purge()
+        # Where replicas share the database, a relay that loses its lock may leave its
+        # acknowledged rows for the next leader to send again: removing them batch by
+        # batch bounds that to the one batch in flight.
+        self._purge(force=not self._db.is_sqlite)
         return len(rows)
 
     def _purge(self, *, force: bool = False) -> None:

@@ -32,6 +32,7 @@ from hub.contracts.base import EventData
 from hub.contracts.registry import EVENT_TYPES
 from hub.contracts.topics import service_topic
 from hub.db import Database
+from hub.dlq_api import router as dead_letters_router
 from hub.envelopes import meta_of_recorded
 from hub.http.app import create_app
 from hub.kafka import check_broker
@@ -123,6 +124,12 @@ class ServiceDefinition:
     startup_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
     # The token issuer (intake) alone holds the private keys that sign bearer tokens.
     issues_tokens: bool = False
+
+    def __post_init__(self) -> None:
+        # Every consuming service offers its operators the dead-letter API; as one of
+        # its routers, so that whatever builds its OpenAPI document sees it too.
+        if self.consumes and dead_letters_router not in self.routers:
+            object.__setattr__(self, "routers", (*self.routers, dead_letters_router))
 
     @property
     def topic(self) -> str | None:
@@ -240,6 +247,10 @@ class Runtime:
             "broker": lambda: check_broker(self.settings),
             **self.definition.readiness_checks,
         }
+
+    def degradation_checks(self) -> dict[str, Callable[[], str | None]]:
+        """What /readyz reports as degraded: the consumer waiting for its infrastructure."""
+        return {"consumer": self.consumer.degradation} if self.consumer is not None else {}
 
     def preflight(self) -> None:
         """Before listening: the database answers and is migrated, a broker answers,
@@ -422,6 +433,7 @@ def create_service_app(
         description=definition.description,
         routers=definition.routers,
         readiness_checks=runtime.readiness_checks(),
+        degradation_checks=runtime.degradation_checks(),
         lifespan=lifespan,
         max_body_bytes=settings.http_max_body_bytes,
     )

@@ -114,6 +114,14 @@ class HubSettings(BaseSettings):
         default=3, ge=1, description="Attempts at one message before it goes to the DLQ."
     )
     consumer_retry_backoff_ms: int = Field(default=200, ge=0)
+    consumer_wait_backoff_max_ms: int = Field(
+        default=5_000,
+        ge=1,
+        description=(
+            "Longest pause between attempts at a record while the database or broker is "
+            "away (the consumer waits for them without limit)."
+        ),
+    )
     relay_batch_size: int = Field(default=500, ge=1)
     relay_idle_poll_ms: int = Field(
         default=250, ge=1, description="How often the relay looks for work nobody signalled."

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from hub.http.health import PROBE_PATHS, ReadinessCheck, health_router
+from hub.http.health import PROBE_PATHS, DegradationCheck, ReadinessCheck, health_router
 from hub.http.middleware import BodySizeLimitMiddleware, MetricsMiddleware, TracingMiddleware
 from hub.http.problems import install_problem_handlers
 
@@ -28,6 +28,7 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     metrics_registry: CollectorRegistry | None = None,
     readiness_timeout: float = 2.0,
+    degradation_checks: Mapping[str, DegradationCheck] | None = None,
 ) -> FastAPI:
     """A FastAPI app with the hub's errors, limits, probes, metrics and tracing.
 
@@ -51,7 +52,10 @@ def create_app(
         app.include_router(router)
     app.include_router(
         health_router(
-            readiness_checks, metrics_registry=registry, readiness_timeout=readiness_timeout
+            readiness_checks,
+            metrics_registry=registry,
+            readiness_timeout=readiness_timeout,
+            degradation_checks=degradation_checks,
         )
     )
     # Each add_middleware wraps the ones before it: the metrics see every

@@ -20,6 +20,13 @@ from hub.privacy import describe_error
 ReadinessCheck = Callable[[], None]
 """Returns when the dependency is usable, raises when it is not."""
 
+DegradationCheck = Callable[[], str | None]
+"""A cheap, in-memory look at a worker: why it is not keeping up, or None.
+
+A degraded service still serves (/readyz answers 200 with status "degraded"):
+taking it out of a load balancer would not bring its database back sooner.
+"""
+
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _log = logging.getLogger("hub.http.health")
@@ -98,8 +105,14 @@ def health_router(
     *,
     metrics_registry: CollectorRegistry = REGISTRY,
     readiness_timeout: float = 2.0,
+    degradation_checks: Mapping[str, DegradationCheck] | None = None,
 ) -> APIRouter:
-    """/healthz, /readyz (checks run concurrently, each within `readiness_timeout`), /metrics."""
+    """/healthz, /readyz (checks run concurrently, each within `readiness_timeout`), /metrics.
+
+    /readyz is 503 when a readiness check fails; otherwise 200, with status
+    "degraded" and the reasons when a degradation check reports one.
+    """
+    degradations = dict(degradation_checks or {})
     router = APIRouter(include_in_schema=False)
     checks = [_TimedCheck(name, check) for name, check in readiness_checks.items()]
 
@@ -114,8 +127,11 @@ def health_router(
             check.name: failure or "ok" for check, failure in zip(checks, failures, strict=True)
         }
         failing = [check.name for check, failure in zip(checks, failures, strict=True) if failure]
+        degraded = {name: reason for name, check in degradations.items() if (reason := check())}
+        results |= {name: degraded.get(name, "ok") for name in degradations}
         if not failing:
-            return JSONResponse({"status": "ready", "checks": results})
+            status = "degraded" if degraded else "ready"
+            return JSONResponse({"status": status, "checks": results})
         return JSONResponse(
             {
                 "type": problem_type("not-ready"),

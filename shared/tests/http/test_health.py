@@ -42,6 +42,41 @@ async def test_ready_when_every_check_passes(make_app: MakeApp, make_client: Mak
     assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
 
 
+async def test_a_degraded_worker_leaves_the_service_ready_but_says_why(
+    make_app: MakeApp, make_client: MakeClient
+) -> None:
+    waiting: list[str] = ["waiting for the database or broker: 1 partition(s) paused for 3s"]
+    app = make_app(
+        {"database": passing},
+        degradation_checks={"consumer": lambda: waiting[0] if waiting else None},
+    )
+    async with make_client(app) as client:
+        degraded = await client.get("/readyz")
+        waiting.clear()
+        recovered = await client.get("/readyz")
+
+    assert degraded.status_code == 200
+    assert degraded.json() == {
+        "status": "degraded",
+        "checks": {
+            "database": "ok",
+            "consumer": "waiting for the database or broker: 1 partition(s) paused for 3s",
+        },
+    }
+    assert recovered.json() == {"status": "ready", "checks": {"database": "ok", "consumer": "ok"}}
+
+
+async def test_a_failing_check_wins_over_a_degradation(
+    make_app: MakeApp, make_client: MakeClient
+) -> None:
+    app = make_app({"database": broker_down}, degradation_checks={"consumer": lambda: "waiting"})
+    async with make_client(app) as client:
+        response = await client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["consumer"] == "waiting"
+
+
 async def test_not_ready_names_the_failing_check(
     make_app: MakeApp, make_client: MakeClient
 ) -> None:

@@ -27,6 +27,8 @@ seen_referrals = Table(
 
 # Handlers fail for referrals whose id is in here, to prove retries and the DLQ.
 always_failing: set[str] = set()
+# Every event id a handler was called with, applied or not: what the consumer fed it.
+handled: list[str] = []
 
 
 def _projection() -> Projection:
@@ -34,6 +36,7 @@ def _projection() -> Projection:
 
     @projection.on(ReferralReceived)
     def _seen(conn, event, meta):
+        handled.append(meta.event_id)
         if str(event.referral_id) in always_failing:
             raise RuntimeError("this handler cannot cope with that referral")
         conn.execute(
@@ -156,16 +159,21 @@ def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(
 
 
 def test_offsets_are_committed_after_handling_so_a_restart_does_not_reprocess(
-    db, settings, topic, producer
+    db, settings, topic, producer, kafka_bootstrap
 ):
-    first = referral_received()
-    _publish(producer, topic, first)
+    first, second = referral_received(), referral_received()
+    first_id, second_id = str(uuid4()), str(uuid4())
+    _publish(producer, topic, first, first_id)
     _consume_until(db, settings, topic, lambda: str(first.referral_id) in _rows(db))
 
-    second = referral_received()
-    _publish(producer, topic, second)
+    _publish(producer, topic, second, second_id)
     with db.write() as conn:  # if the first record came again, the inbox would not stop it
         conn.execute(inbox.delete())
     _consume_until(db, settings, topic, lambda: str(second.referral_id) in _rows(db))
 
+    # The second run started after the first record: its handler never saw it again
+    # (a redelivery would have reached the handler, failed on the row already there,
+    # and gone to the DLQ, leaving the rows looking right).
+    assert [h for h in handled if h in (first_id, second_id)] == [first_id, second_id]
     assert sorted(_rows(db)) == sorted([str(first.referral_id), str(second.referral_id)])
+    assert read_topic(kafka_bootstrap, dlq_topic(topic), expected=0, timeout_s=1) == []

@@ -1,0 +1,175 @@
+"""The operators' dead-letter API, on every service that consumes: list, show, redrive.
+
+The same operations as `earlyhelp dlq`, for staff holding the operator role
+(scopes `dead-letters:read` and `dead-letters:redrive`). A record is described
+by where it came from and why it failed, never by its data.
+"""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
+
+from hub.auth import Principal, require_scopes
+from hub.consumer import InfrastructureUnavailable
+from hub.dlq import DeadLetter, DeadLetters, Status, UnknownDeadLetter
+from hub.http.problems import FieldError, Problem, problem_responses, problem_type
+
+router = APIRouter(tags=["operations"])
+
+DeadLetterId = Annotated[
+    str,
+    Path(
+        description="`<dlq topic>:<partition>:<offset>`, as the list gives it.",
+        pattern=r"^[A-Za-z0-9._-]+:\d+:\d+$",
+        max_length=300,
+    ),
+]
+
+
+class DeadLetterOut(BaseModel):
+    id: str = Field(description="`<dlq topic>:<partition>:<offset>`.")
+    event_id: str | None = Field(description="The CloudEvent id; none when undecodable.")
+    event_type: str | None
+    subject: str | None = Field(description="The referral or case the event is about.")
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    reason: str = Field(description="Why the consumer gave up on it.")
+    attempts: int
+    failed_at: str | None
+    status: Status = Field(
+        description="`applied` once every projection that follows the event has it "
+        "(after a redrive, a rebuild or a later copy); `undecodable` when it cannot be."
+    )
+
+
+class DeadLetterList(BaseModel):
+    items: list[DeadLetterOut]
+
+
+class RedriveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[str, Field(max_length=300)]] | None = Field(
+        default=None, min_length=1, max_length=1000, description="The records to send back."
+    )
+    all: bool = Field(default=False, description="Send back every record of this service.")
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> "RedriveRequest":
+        if (self.ids is None) == (not self.all):
+            raise ValueError("give either ids or all: true")
+        return self
+
+
+class RedriveResult(BaseModel):
+    id: str
+    event_id: str | None
+    outcome: Literal[
+        "applied", "already applied", "dead-lettered again", "undecodable: not redriven"
+    ]
+
+
+class RedriveResponse(BaseModel):
+    results: list[RedriveResult]
+
+
+def _staff(scope: str):
+    async def check(principal: Annotated[Principal, Depends(require_scopes(scope))]) -> Principal:
+        if principal.kind != "staff":
+            raise Problem.forbidden("Only the hub's operators may handle dead letters.")
+        return principal
+
+    return check
+
+
+def _dead_letters(request: Request) -> DeadLetters:
+    runtime = request.app.state.runtime
+    return DeadLetters(
+        runtime.settings,
+        runtime.db,
+        runtime.definition.projections,
+        runtime.definition.consumes,
+    )
+
+
+def _described(letters: list[DeadLetter], dead_letters: DeadLetters) -> list[DeadLetterOut]:
+    statuses = dead_letters.statuses(letters)
+    return [
+        DeadLetterOut(
+            id=letter.id,
+            event_id=letter.event_id,
+            event_type=letter.event_type,
+            subject=letter.subject,
+            original_topic=letter.original_topic,
+            original_partition=letter.original_partition,
+            original_offset=letter.original_offset,
+            reason=letter.reason,
+            attempts=letter.attempts,
+            failed_at=letter.failed_at,
+            status=statuses[letter.id],
+        )
+        for letter in letters
+    ]
+
+
+def _unavailable(exc: InfrastructureUnavailable) -> Problem:
+    return Problem(
+        503,
+        "Database or broker unavailable",
+        f"Nothing more was redriven: {exc}. Try again when /readyz is ready.",
+        type=problem_type("dependency-unavailable"),
+    )
+
+
+@router.get("/v1/dead-letters", responses=problem_responses(401, 403, 503))
+def list_dead_letters(
+    request: Request,
+    _caller: Annotated[Principal, Depends(_staff("dead-letters:read"))],
+) -> DeadLetterList:
+    """Every record this service's consumer dead-lettered, with the reason and its status."""
+    dead_letters = _dead_letters(request)
+    return DeadLetterList(items=_described(dead_letters.read(), dead_letters))
+
+
+@router.get("/v1/dead-letters/{dead_letter_id}", responses=problem_responses(401, 403, 404, 422))
+def show_dead_letter(
+    request: Request,
+    dead_letter_id: DeadLetterId,
+    _caller: Annotated[Principal, Depends(_staff("dead-letters:read"))],
+) -> DeadLetterOut:
+    """One dead-lettered record, without its data."""
+    dead_letters = _dead_letters(request)
+    letters = [letter for letter in dead_letters.read() if letter.id == dead_letter_id]
+    if not letters:
+        raise Problem.not_found("This service has no dead-lettered record with that id.")
+    return _described(letters, dead_letters)[0]
+
+
+# Not /v1/dead-letters/redrive: a GET there would be taken for a record's id.
+@router.post("/v1/dead-letter-redrives", responses=problem_responses(401, 403, 422, 503))
+async def redrive_dead_letters(
+    request: Request,
+    body: RedriveRequest,
+    _caller: Annotated[Principal, Depends(_staff("dead-letters:redrive"))],
+) -> RedriveResponse:
+    """Send the chosen records, or all, back through this service's consumer, each event once.
+
+    Applied through the inbox as usual: an event already applied has no second
+    effect, and a record that fails again is dead-lettered again.
+    """
+    dead_letters = _dead_letters(request)
+    try:
+        results = await run_in_threadpool(dead_letters.redrive, None if body.all else body.ids)
+    except UnknownDeadLetter as exc:
+        raise Problem.unprocessable(
+            "Some ids name no dead-lettered record of this service; nothing was redriven.",
+            errors=[FieldError(field="ids", message=f"unknown: {exc}", code="unknown")],
+        ) from exc
+    except InfrastructureUnavailable as exc:
+        raise _unavailable(exc) from exc
+    return RedriveResponse(
+        results=[RedriveResult(id=r.id, event_id=r.event_id, outcome=r.outcome) for r in results]
+    )
