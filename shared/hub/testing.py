@@ -184,10 +184,11 @@ def bearer(settings: HubSettings, client_id: str, scopes: list[str] | None = Non
 
 def token_keys_env(service_name: str) -> dict[str, str]:
     """The token key settings a service under test gets: private keys for the issuer only."""
-    from hub.cli import load_definition
+    from hub.cli import SERVICES, load_definition
 
     keys = {"token_public_keys": TEST_PUBLIC_KEYS}
-    if load_definition(service_name).issues_tokens:
+    # Library tests run consumers under made-up service names: none of them issues tokens.
+    if service_name in SERVICES and load_definition(service_name).issues_tokens:
         keys["token_signing_keys"] = TEST_SIGNING_KEYS
     return keys
 
