@@ -5,15 +5,17 @@ The same operations as `earlyhelp dlq`, for staff holding the operator role
 by where it came from and why it failed, never by its data.
 """
 
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from hub.auth import Principal, require_scopes
-from hub.consumer import InfrastructureUnavailable
-from hub.dlq import DeadLetter, DeadLetters, Status, UnknownDeadLetter
+from hub.consumer import InfrastructureUnavailable, error_name, is_transient
+from hub.dlq import DeadLetter, DeadLetters, Outcome, Status, UnknownDeadLetter
 from hub.http.problems import FieldError, Problem, problem_responses, problem_type
 
 router = APIRouter(tags=["operations"])
@@ -67,9 +69,7 @@ class RedriveRequest(BaseModel):
 class RedriveResult(BaseModel):
     id: str
     event_id: str | None
-    outcome: Literal[
-        "applied", "already applied", "dead-lettered again", "undecodable: not redriven"
-    ]
+    outcome: Outcome
 
 
 class RedriveResponse(BaseModel):
@@ -115,11 +115,25 @@ def _described(letters: list[DeadLetter], dead_letters: DeadLetters) -> list[Dea
     ]
 
 
-def _unavailable(exc: InfrastructureUnavailable) -> Problem:
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    """The database or broker away: a 503 naming the error's class, not a 500."""
+    try:
+        yield
+    except InfrastructureUnavailable as exc:
+        raise _unavailable(str(exc)) from exc
+    except Exception as exc:
+        if is_transient(exc):
+            raise _unavailable(error_name(exc)) from exc
+        raise
+
+
+def _unavailable(error: str) -> Problem:
     return Problem(
         503,
         "Database or broker unavailable",
-        f"Nothing more was redriven: {exc}. Try again when /readyz is ready.",
+        f"The dead letters cannot be handled now ({error}); nothing more was redriven. "
+        "Try again when /readyz is ready.",
         type=problem_type("dependency-unavailable"),
     )
 
@@ -131,10 +145,13 @@ def list_dead_letters(
 ) -> DeadLetterList:
     """Every record this service's consumer dead-lettered, with the reason and its status."""
     dead_letters = _dead_letters(request)
-    return DeadLetterList(items=_described(dead_letters.read(), dead_letters))
+    with _unavailable_as_503():
+        return DeadLetterList(items=_described(dead_letters.read(), dead_letters))
 
 
-@router.get("/v1/dead-letters/{dead_letter_id}", responses=problem_responses(401, 403, 404, 422))
+@router.get(
+    "/v1/dead-letters/{dead_letter_id}", responses=problem_responses(401, 403, 404, 422, 503)
+)
 def show_dead_letter(
     request: Request,
     dead_letter_id: DeadLetterId,
@@ -142,10 +159,12 @@ def show_dead_letter(
 ) -> DeadLetterOut:
     """One dead-lettered record, without its data."""
     dead_letters = _dead_letters(request)
-    letters = [letter for letter in dead_letters.read() if letter.id == dead_letter_id]
-    if not letters:
+    with _unavailable_as_503():
+        letters = [letter for letter in dead_letters.read() if letter.id == dead_letter_id]
+        described = _described(letters, dead_letters)
+    if not described:
         raise Problem.not_found("This service has no dead-lettered record with that id.")
-    return _described(letters, dead_letters)[0]
+    return described[0]
 
 
 # Not /v1/dead-letters/redrive: a GET there would be taken for a record's id.
@@ -162,14 +181,13 @@ async def redrive_dead_letters(
     """
     dead_letters = _dead_letters(request)
     try:
-        results = await run_in_threadpool(dead_letters.redrive, None if body.all else body.ids)
+        with _unavailable_as_503():
+            results = await run_in_threadpool(dead_letters.redrive, None if body.all else body.ids)
     except UnknownDeadLetter as exc:
         raise Problem.unprocessable(
             "Some ids name no dead-lettered record of this service; nothing was redriven.",
             errors=[FieldError(field="ids", message=f"unknown: {exc}", code="unknown")],
         ) from exc
-    except InfrastructureUnavailable as exc:
-        raise _unavailable(exc) from exc
     return RedriveResponse(
         results=[RedriveResult(id=r.id, event_id=r.event_id, outcome=r.outcome) for r in results]
     )

@@ -96,7 +96,9 @@ def test_dead_letters_are_listed_and_redriven_once_each(db, settings, kafka_boot
     letters_metadata.create_all(db.engine)
     topic = f"earlyhelp.test-{uuid4().hex[:8]}.v1"
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    doomed, good = referral_received(), referral_received()
+    # One family, one partition: once `good` is applied, both copies before it were handled.
+    family = uuid4()
+    doomed, good = referral_received(family), referral_received(family)
     doomed_id, good_id = str(uuid4()), str(uuid4())
     refused.add(str(doomed.referral_id))
     _publish(producer, topic, doomed, doomed_id)
