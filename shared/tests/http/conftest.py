@@ -50,7 +50,7 @@ async def upload(body: dict[str, str]) -> dict[str, int]:
     return {"fields": len(body)}
 
 
-@router.get("/bad-request")
+@router.get("/bad-request", include_in_schema=False)
 async def bad_request() -> None:
     raise HTTPException(400, "The application's own 400")
 
