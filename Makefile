@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # Parallel test processes: the suite mostly waits (group joins, service start-up), so more
 # workers than cores pays; each worker has its own broker, each test its own databases.
-# tests/api (schemathesis) runs on its own afterwards: it does not split under xdist.
+# Meanwhile the schemathesis modules of tests/api run, TEST_API_LANES at a time, each in a
+# process of its own: they must not run under xdist (see tests/suite.py).
 TEST_WORKERS ?= 3
+TEST_API_LANES ?= 2
 
 .PHONY: install run test test-fast lint format contracts bench clean
 
@@ -26,8 +28,7 @@ run: $(INSTALLED)
 
 ## test: the whole suite (unit, service, end-to-end, faults) on SQLite and, when reachable, PostgreSQL
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --ignore=tests/api
-	$(BIN)/python -m pytest tests/api
+	$(BIN)/python -m tests.suite --workers $(TEST_WORKERS) --api-lanes $(TEST_API_LANES)
 
 ## test-fast: everything but the end-to-end tests that start the four services
 test-fast: $(INSTALLED)

@@ -24,6 +24,7 @@ from hub.contracts.allocation import (
 from hub.contracts.base import EventData
 from hub.contracts.codes import SupportIntensity
 from hub.contracts.common import Practitioner
+from hub.contracts.dates import authority_date
 
 # --- errors: each maps to one HTTP answer in the API --------------------------------
 
@@ -334,7 +335,7 @@ def record_decision(
         raise NotOnAgenda(
             f"case {current.case_id} is not awaiting a decision on panel {command.panel_id}"
         )
-    decided_on = command.decided_at.date()
+    decided_on = authority_date(command.decided_at)
     review_date = command.review_date or add_months(decided_on, review_default_months)
     latest = add_months(decided_on, review_maximum_months)
     if not decided_on < review_date <= latest:

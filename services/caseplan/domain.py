@@ -43,6 +43,7 @@ from hub.contracts.caseplan import (
 )
 from hub.contracts.codes import CinFactor, ClosureReason, LevelOfNeed
 from hub.contracts.common import SocialCareContact
+from hub.contracts.dates import authority_date
 
 
 class CaseNotFound(Exception):
@@ -256,7 +257,7 @@ def add_action(case: Case | None, command: AddAction) -> list[EventData]:
     current = _planning(case)
     if command.need_id is not None and current.need(command.need_id) is None:
         raise InvalidCommand([_unknown_need("need_id", command.need_id)])
-    if command.by_when < command.added_at.date():
+    if command.by_when < authority_date(command.added_at):
         raise InvalidCommand([InvalidField("by_when", "must not be in the past", "in_past")])
     return [
         PlanActionAdded(
@@ -308,7 +309,7 @@ def review(case: Case | None, command: ReviewPlan) -> list[EventData]:
             errors.append(
                 InvalidField("progress", f"no progress given for need {need.need_id}", "missing")
             )
-    today = command.reviewed_at.date()
+    today = authority_date(command.reviewed_at)
     latest = add_months(today, command.max_interval_months)
     if command.next_review_date <= today:
         errors.append(InvalidField("next_review_date", "must be after today", "not_after_today"))

@@ -18,6 +18,7 @@ from hub.contracts.codes import (
     SupportingFamiliesOutcome,
 )
 from hub.contracts.common import (
+    DateOfBirth,
     IsoDate,
     Narrative,
     ShortText,
@@ -162,9 +163,10 @@ class StepUpSubmission(_Request):
 
 
 # The event's child, under the same name so that the API documents it as before, with its
-# date of birth an ISO 8601 string only: the event model read 0 as 1 January 1970.
+# date of birth an ISO 8601 string only (the event model read 0 as 1 January 1970) and
+# no later than today.
 class SteppedDownChild(events.SteppedDownChild):
-    date_of_birth: IsoDate
+    date_of_birth: DateOfBirth
 
 
 class StepDownSubmission(_Request):

@@ -11,11 +11,9 @@ from hub.contracts.common import IsoDateTime
 
 _SUBSCRIPTION = "8f14e45f-ceea-4e7a-9b8c-2d1f3a4b5c6d"
 
+# Read exactly as sent, as the pattern says: " earlyhelp.case.* " is refused, not trimmed.
 EventTypePattern = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=3, max_length=200, pattern=r"^[a-z0-9_.]+(\.\*)?$"
-    ),
+    str, StringConstraints(min_length=3, max_length=200, pattern=r"^[a-z0-9_.]+(\.\*)?$")
 ]
 
 
@@ -28,6 +26,8 @@ class WebhookDelivery(Request):
     url: str = Field(
         min_length=8,
         max_length=2000,
+        # No URL (RFC 3986) holds a space or a control character, in its host or anywhere.
+        pattern=r"^[^\s\x00-\x1f\x7f]+$",
         description="Where events are POSTed; https (plain http only on the embedded default, "
         "for this machine).",
     )

@@ -14,6 +14,7 @@ from notifications.encryption import reseal_stored_secrets, secret_box
 from notifications.policy import SharingPolicy
 from notifications.projections import PROJECTIONS
 from notifications.settings import NotificationsSettings, notifications_settings
+from notifications.stored_subscriptions import warn_of_subscriptions_the_api_would_refuse
 
 definition = ServiceDefinition(
     name="notifications",
@@ -57,6 +58,7 @@ def create_app(
         # Before the hub's workers start: keys that open nothing stop it before it consumes.
         with runtime.db.write() as conn:
             reseal_stored_secrets(conn, box)
+            warn_of_subscriptions_the_api_would_refuse(conn)
         async with hub_lifespan(app_) as state:
             worker = DeliveryWorker(runtime.db, runtime.settings, own, policy, box)
             worker.start()

@@ -207,3 +207,17 @@ def test_a_postcode_sector_wins_over_its_district():
     assert REGISTRY.locality_for_postcode("NW10 8SE") == "brent-harlesden"
     assert REGISTRY.locality_for_postcode("nw10 2ab") == "brent-willesden"
     assert REGISTRY.locality_for_postcode("SW1A 1AA") is None
+
+
+def test_a_review_date_is_after_the_day_of_the_decision_in_england():
+    # 23:30 UTC on 30 June is 00:30 on 1 July in London.
+    late_evening_utc = datetime(2026, 6, 30, 23, 30, tzinfo=UTC)
+    current = _case(_facts(), SAMIRA)
+
+    with pytest.raises(domain.InvalidCommand) as same_day:
+        _decide(current, _decision(decided_at=late_evening_utc, review_date=date(2026, 7, 1)))
+    assert same_day.value.field == "review_date"
+    [decision] = _decide(
+        current, _decision(decided_at=late_evening_utc, review_date=date(2026, 7, 2))
+    )
+    assert decision.review_date == date(2026, 7, 2)

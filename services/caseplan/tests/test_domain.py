@@ -186,3 +186,43 @@ def test_adding_months_keeps_to_the_end_of_short_months():
     assert domain.add_months(date(2025, 11, 30), 3) == date(2026, 2, 28)
     assert domain.add_months(date(2024, 11, 30), 3) == date(2025, 2, 28)
     assert domain.add_months(date(2025, 1, 15), 12) == date(2026, 1, 15)
+
+
+# 23:30 UTC on 30 June is 00:30 on 1 July in London: "today" is the authority's day.
+LATE_EVENING_UTC = datetime(2026, 6, 30, 23, 30, tzinfo=UTC)
+
+
+def test_an_action_due_yesterday_in_england_is_refused_though_utc_is_still_there():
+    case = _case(ALLOCATED, ASSESSED)
+
+    def action_by(by_when):
+        command = domain.AddAction(
+            ALLOCATED.case_id, uuid4(), None, "Book a session", "Samira", by_when,
+            "samira-okafor", LATE_EVENING_UTC,
+        )  # fmt: skip
+        return domain.add_action(case, command)
+
+    with pytest.raises(domain.InvalidCommand) as raised:
+        action_by(date(2026, 6, 30))
+    assert [(error.field, error.code) for error in raised.value.errors] == [("by_when", "in_past")]
+    assert action_by(date(2026, 7, 1))
+
+
+def test_the_next_review_must_be_after_today_in_england():
+    case = _case(ALLOCATED, ASSESSED, PANEL)
+    progress = tuple(
+        NeedProgress(need_id=n.need_id, rating=ProgressRating.IMPROVED, note="Better")
+        for n in NEEDS
+    )
+
+    def review_on(next_review_date):
+        command = domain.ReviewPlan(
+            ALLOCATED.case_id, uuid4(), progress, next_review_date, "samira-okafor",
+            LATE_EVENING_UTC, 3,
+        )  # fmt: skip
+        return domain.review(case, command)
+
+    with pytest.raises(domain.InvalidCommand) as raised:
+        review_on(date(2026, 7, 1))
+    assert raised.value.errors[0].code == "not_after_today"
+    assert review_on(date(2026, 7, 2))

@@ -1,8 +1,13 @@
 """Subscriptions: a partner creates, reads, pauses, resumes, rotates and deletes its own."""
 
+import logging
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
+import sqlalchemy as sa
+
+from notifications.tables import subscriptions
 
 from .conftest import HEALTH, POLICE, SCHOOL, STAFF, as_
 
@@ -159,3 +164,91 @@ def test_deliveries_of_an_unknown_subscription_are_not_found(app):
     path = f"/v1/subscriptions/{uuid4()}/deliveries"
     assert app.get(path, headers=as_(app, SCHOOL)).status_code == 404
     assert app.get(path, params={"status": "lost"}, headers=as_(app, SCHOOL)).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "event_types",
+    [[" earlyhelp.case.*"], ["earlyhelp.case.* "], [" earlyhelp.referral.triaged.v1 "]],
+)
+def test_event_type_patterns_with_surrounding_spaces_are_refused_not_trimmed(app, event_types):
+    refused = create(app, event_types=event_types)
+
+    assert refused.status_code == 422, refused.text
+    errors = [(e["field"], e["code"]) for e in refused.json()["errors"]]
+    assert errors == [("event_types[0]", "string_pattern_mismatch")]
+    assert app.get("/v1/subscriptions", headers=as_(app, SCHOOL)).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://mis.school .example.org/hooks/earlyhelp",
+        "https://mis.school.example.org /hooks/earlyhelp",
+        "https://mis.school.example.org/hooks/early\thelp",
+    ],
+)
+def test_a_webhook_url_with_a_space_is_refused(app, url):
+    refused = create(app, delivery={"type": "webhook", "url": url})
+
+    assert refused.status_code == 422, refused.text
+    errors = [(e["field"], e["code"]) for e in refused.json()["errors"]]
+    assert errors == [("delivery.webhook.url", "string_pattern_mismatch")]
+    assert "school" not in refused.text
+    assert app.get("/v1/subscriptions", headers=as_(app, SCHOOL)).json()["items"] == []
+
+
+class _Recorded(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_subscriptions_stored_before_the_api_refused_them_are_listed_at_start_up(
+    notifications, database_url
+):
+    spaced_host = "https://mis.school .example.org/hooks/earlyhelp"
+    stored = {
+        "spaced-url": ('["earlyhelp.case.*"]', "webhook", spaced_host),
+        "spaced-type": ('[" earlyhelp.case.* "]', "partner_topic", None),
+        "sound": ('["earlyhelp.case.*"]', "webhook", HOOK["url"]),
+    }
+    ids = {name: str(uuid4()) for name in stored}
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        for name, (event_types, channel, url) in stored.items():
+            conn.execute(
+                sa.insert(subscriptions).values(
+                    subscription_id=ids[name],
+                    partner_id=SCHOOL,
+                    partner_type="school",
+                    event_types=event_types,
+                    channel=channel,
+                    url=url,
+                    endpoint="https://mis.school.example.org:443",
+                    status="active",
+                    created_at=datetime(2025, 3, 1, tzinfo=UTC),
+                    updated_at=datetime(2025, 3, 1, tzinfo=UTC),
+                )
+            )
+    engine.dispose()
+
+    # On the logger itself: the service's start replaces the root logger's handlers.
+    logger = logging.getLogger("notifications.subscriptions")
+    records = _Recorded()
+    logger.addHandler(records)
+    try:
+        notifications()
+    finally:
+        logger.removeHandler(records)
+
+    warnings = [r.getMessage() for r in records.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    [url_warning] = [w for w in warnings if ids["spaced-url"] in w]
+    assert "delivery.url" in url_warning and SCHOOL in url_warning
+    [type_warning] = [w for w in warnings if ids["spaced-type"] in w]
+    assert "event_types" in type_warning
+    assert not any(ids["sound"] in w for w in warnings)
+    assert not any("mis.school" in w for w in warnings)

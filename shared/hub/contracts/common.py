@@ -23,6 +23,7 @@ from hub.contracts.codes import (
     HouseholdRelationship,
     PartnerOrganisationType,
 )
+from hub.contracts.dates import NotAfterToday, NotInFuture
 from hub.contracts.identifiers import NhsNumber, Slug, UkPostcode, Upn
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -61,6 +62,9 @@ IsoDate = Annotated[date, _iso_8601(r"^\d{4}-\d{2}-\d{2}$", "date (YYYY-MM-DD)")
 IsoDateTime = Annotated[
     AwareDatetime, _iso_8601(r"^\d{4}-\d{2}-\d{2}T", "date-time with an offset")
 ]
+# Judged against the day (or the instant) the request is read: see hub.contracts.dates.
+DateOfBirth = Annotated[IsoDate, NotAfterToday]
+PastDateTime = Annotated[IsoDateTime, NotInFuture]
 
 # Practitioner identities (who decided, who recorded): a login name or e-mail address.
 Actor = ShortText
@@ -134,7 +138,7 @@ class ChildDetails(ValueObject):
 
     given_name: Name
     family_name: Name
-    date_of_birth: IsoDate | None = None
+    date_of_birth: DateOfBirth | None = None
     expected_date_of_birth: IsoDate | None = Field(
         default=None, description="For an unborn child; then date_of_birth is absent."
     )
@@ -159,7 +163,7 @@ class HouseholdMemberDetails(ValueObject):
     given_name: Name
     family_name: Name
     relationship: HouseholdRelationship = Field(description="Relationship to the children.")
-    date_of_birth: IsoDate | None = None
+    date_of_birth: DateOfBirth | None = None
     parental_responsibility: StrictBool
 
 
@@ -181,7 +185,7 @@ class Concerns(ValueObject):
 
 class Consent(ValueObject):
     given_by: Name = Field(description="The parent, carer or young person who consented.")
-    given_at: IsoDateTime
+    given_at: PastDateTime
     covers: tuple[ConsentScope, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -196,7 +200,7 @@ class SafeguardingOverride(ValueObject):
 
     reason: Narrative
     recorded_by: Actor
-    recorded_at: IsoDateTime
+    recorded_at: PastDateTime
 
 
 class Practitioner(ContactDetails):

@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from hub.http.dependencies import judge_request_dates
 from hub.http.health import PROBE_PATHS, DegradationCheck, ReadinessCheck, health_router
 from hub.http.middleware import BodySizeLimitMiddleware, MetricsMiddleware, TracingMiddleware
 from hub.http.problems import install_problem_handlers
@@ -44,6 +45,7 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(judge_request_dates)],
         # TracingMiddleware and MetricsMiddleware replace FastAPI's built-in
         # telemetry, which would otherwise switch itself on with a TracerProvider.
         telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
+from hub.contracts.dates import judge_dates_at
 from hub.idempotency import IDEMPOTENCY_HEADER
 
 
@@ -17,6 +18,16 @@ async def clock() -> datetime:
 
 
 Now = Annotated[datetime, Depends(clock)]
+
+
+async def judge_request_dates(now: Now) -> None:
+    """Every route's first dependency: FastAPI solves it before it reads the body, so a
+    date of birth in the body is judged against the same clock the route sees.
+
+    Async, so that it runs in the request's own context rather than a worker thread's.
+    """
+    judge_dates_at(now)
+
 
 IdempotencyKey = Annotated[
     str | None,

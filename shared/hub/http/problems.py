@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -222,19 +223,62 @@ def _validation_problem(exc: RequestValidationError) -> Problem:
     if malformed_json is not None:
         reason = malformed_json.get("ctx", {}).get("error", "invalid syntax")
         position = malformed_json["loc"][-1]
-        detail = f"The request body is not valid JSON: {reason} at character {position}."
-        return Problem(
-            400,
-            "Malformed request body",
-            detail,
-            type=problem_type("malformed-body"),
-            errors=[FieldError(field="body", message=detail, code="json_invalid")],
+        return malformed_body(
+            f"The request body is not valid JSON: {reason} (character {position}).",
+            "json_invalid",
         )
     invalid = field_errors(errors)
     noun = "field is" if len(invalid) == 1 else "fields are"
     return Problem.unprocessable(
         f"{len(invalid)} {noun} invalid; see `errors`.", title="Invalid request", errors=invalid
     )
+
+
+# --- bodies that cannot be read: one problem, `malformed-body`, whatever the reason ---
+
+# FastAPI's HTTPException when reading a JSON body fails other than on its syntax.
+_FASTAPI_BODY_READ_FAILED = "There was an error parsing the body"
+
+
+def malformed_body(detail: str, code: str) -> Problem:
+    """400 `malformed-body`: `detail` says what could not be read, and where if known."""
+    return Problem(
+        400,
+        "Malformed request body",
+        detail,
+        type=problem_type("malformed-body"),
+        errors=[FieldError(field="body", message=detail, code=code)],
+    )
+
+
+def _unreadable_body(exc: HTTPException) -> Problem | None:
+    """The malformed-body problem for a body FastAPI could not read, or None.
+
+    Python's JSON reader fails on bytes that are not UTF-8, on nesting deeper than
+    the interpreter's recursion limit and on integers longer than
+    `sys.get_int_max_str_digits()`; FastAPI turns each into a bare 400. What the
+    problem says comes from the error's type and position only, never its text,
+    which quotes the bytes sent.
+    """
+    cause = exc.__cause__
+    if exc.status_code != 400 or exc.detail != _FASTAPI_BODY_READ_FAILED or cause is None:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return malformed_body(
+            f"The request body is not UTF-8 text: byte {cause.start} is not valid UTF-8.",
+            "body_not_utf8",
+        )
+    if isinstance(cause, RecursionError):
+        return malformed_body(
+            "The request body nests arrays or objects too deeply to be read.", "json_too_deep"
+        )
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return malformed_body(
+            "The request body has a number too long to be read "
+            f"(more than {sys.get_int_max_str_digits()} digits).",
+            "json_number_too_long",
+        )
+    return malformed_body("The request body could not be read as JSON.", "body_unreadable")
 
 
 async def _handle_validation_error(request: Request, exc: Exception) -> Response:
@@ -253,6 +297,8 @@ async def _handle_problem(request: Request, exc: Exception) -> Response:
 
 async def _handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if (unreadable := _unreadable_body(exc)) is not None:
+        return unreadable.to_response(instance=request.url.path)
     if exc.status_code in (204, 304):  # statuses that must not have a body
         return Response(status_code=exc.status_code, headers=exc.headers)
     # Starlette's default detail is just the status phrase: no need to repeat it.
@@ -379,7 +425,7 @@ def _document_operation_problems(operation: dict[str, Any]) -> None:
         responses.setdefault(
             "400",
             {
-                "description": "Malformed request body (not valid JSON)",
+                "description": "Malformed request body (not UTF-8 JSON the hub can read)",
                 "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}},
             },
         )

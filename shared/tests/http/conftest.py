@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI, Header, Query
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
@@ -49,6 +49,11 @@ async def get_referral(referral_id: int) -> dict[str, int]:
 @router.post("/uploads")
 async def upload(body: dict[str, str]) -> dict[str, int]:
     return {"fields": len(body)}
+
+
+@router.get("/bad-request", include_in_schema=False)
+async def bad_request() -> None:
+    raise HTTPException(400, "The application's own 400")
 
 
 @router.get("/broken")

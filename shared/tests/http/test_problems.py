@@ -99,6 +99,52 @@ async def test_body_that_is_not_json_is_a_400_problem(client: httpx.AsyncClient)
     assert "Jane" not in response.text
 
 
+# The bodies of issue 23, exactly: none of them can be read as JSON.
+UNREADABLE_BODIES = [
+    ("invalid UTF-8", b'{"name": "Jane \xff\xfe Doe"}', "body_not_utf8", "byte 15"),
+    ("Latin-1", '{"name": "Zoë Jane"}'.encode("latin-1"), "body_not_utf8", "byte 12"),
+    ("nested 10,000 deep", b"[" * 10_000 + b"]" * 10_000, "json_too_deep", None),
+    ("a 5,000-digit number", b'{"name": ' + b"7" * 5_000 + b"}", "json_number_too_long", None),
+    ("truncated JSON", b'{"name": "Jane', "json_invalid", "character 9"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "where"),
+    [case[1:] for case in UNREADABLE_BODIES],
+    ids=[case[0] for case in UNREADABLE_BODIES],
+)
+async def test_every_unreadable_body_is_the_documented_malformed_body_problem(
+    make_app, make_client, body: bytes, code: str, where: str | None
+) -> None:
+    # The services' own body limit: the `client` fixture's 1,000 bytes would refuse
+    # the deep and the long bodies with 413 before anyone tried to read them.
+    async with make_client(make_app(max_body_bytes=1_000_000)) as client:
+        response = await client.post(
+            "/v1/uploads", content=body, headers={"Content-Type": "application/json"}
+        )
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["type"] == "https://earlyhelp.example/problems/malformed-body"
+    assert problem["title"] == "Malformed request body"
+    [error] = problem["errors"]
+    assert (error["field"], error["code"]) == ("body", code)
+    assert error["message"] == problem["detail"]
+    if where is not None:
+        assert where in problem["detail"]
+    for sent in ("Jane", "Zo", "777", "xff", "0xe9"):
+        assert sent not in response.text
+
+
+async def test_an_application_400_keeps_its_own_problem(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/bad-request")
+
+    assert response.status_code == 400
+    assert response.json()["type"] == "https://earlyhelp.example/problems/bad-request"
+
+
 async def test_body_without_a_json_content_type_is_a_415(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v1/uploads", content=b"name=Jane", headers={"Content-Type": "text/plain"}
