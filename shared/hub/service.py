@@ -35,6 +35,7 @@ from hub.db import Database
 from hub.envelopes import meta_of_recorded
 from hub.http.app import create_app
 from hub.kafka import check_broker
+from hub.liveness import ServingMark, application_name
 from hub.observability import configure_logging, configure_tracing, current_traceparent
 from hub.outbox import OutboxRelay
 from hub.projections import Projection
@@ -191,7 +192,13 @@ class Runtime:
     def __init__(self, definition: ServiceDefinition, settings: HubSettings) -> None:
         self.definition = definition
         self.settings = settings
-        self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        self.db = Database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            application_name=application_name(definition.name),
+        )
+        # Tells `earlyhelp rebuild` that the service runs (hub.liveness).
+        self._serving = ServingMark(settings.database_url)
         topic = definition.topic
         self.store = EventStore(topic) if topic else None
         self.relay = OutboxRelay(self.db, settings) if topic else None
@@ -330,6 +337,7 @@ class Runtime:
             kafka_logger.setLevel(level)
 
     def start(self) -> None:
+        self._serving.acquire()
         workers: list[tuple[str, Callable[[threading.Event], Any]]] = []
         if self.relay is not None:
             workers.append(("outbox-relay", self.relay.run))
@@ -377,6 +385,7 @@ class Runtime:
                 log.warning("stopping with events still in the outbox; they are sent at next start")
             self.relay.close()
         self.db.dispose()
+        self._serving.release()
         _flush_spans()
 
 
