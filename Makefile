@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 TEST_WORKERS ?= 3
 TEST_API_LANES ?= 2
 
-.PHONY: install run test test-fast lint format contracts bench clean
+.PHONY: install run test test-fast lint format contracts bench chaos clean
 
 # Reinstall only when the project's dependencies change.
 $(INSTALLED): pyproject.toml
@@ -50,6 +50,11 @@ contracts: $(INSTALLED)
 bench: $(INSTALLED)
 	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk); }
 	$(BIN)/python -m tests.bench
+
+## chaos: the four services on a PostgreSQL of its own under injected faults; prints what was
+## lost, duplicated or differs from a rebuild and writes it to docs/reliability.md (not in `test`)
+chaos: $(INSTALLED)
+	$(BIN)/python -m tests.chaos
 
 clean:
 	rm -rf var .pytest_cache

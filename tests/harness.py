@@ -228,6 +228,10 @@ class Hub:
         values["kafka_bootstrap_servers"] = self.bootstrap_servers
         return HubSettings(**values)
 
+    def pid(self, service: str) -> int:
+        """The process id of a running service (to signal it, e.g. SIGSTOP a consumer)."""
+        return self._processes[service].pid
+
     def running(self, service: str) -> bool:
         process = self._processes.get(service)
         return process is not None and process.poll() is None

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     insert,
     select,
     update,
@@ -82,6 +83,16 @@ Index(
     allocation_cases.c.urgency_rank,
     allocation_cases.c.queued_at,
     allocation_cases.c.case_id,
+)
+
+# (0004) Which case each triaged referral went to: a referral's ReferralReceived can arrive
+# after its triage (after a match the triage is keyed by another family, on another
+# partition), and then brings the children, concerns and urgency the case lacked.
+queued_referrals = Table(
+    "queued_referrals",
+    metadata,
+    Column("referral_id", String(36), primary_key=True),
+    Column("case_id", String(36), nullable=False, index=True),
 )
 
 # Cases with a completed assessment, each on its locality's next panel (none yet
@@ -166,8 +177,12 @@ def _referral_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
 
 
 # --- the queue and caseloads --------------------------------------------------------
+#
+# The queue follows a case's events in whatever order they arrive and ends the same:
+# a referral's facts merge into its case whether the referral or its triage comes
+# first, and a closure that overtakes the triage is kept on a row the triage completes.
 
-queue = Projection("allocation_queue", [allocation_cases])
+queue = Projection("allocation_queue", [allocation_cases, queued_referrals])
 _INSERT_CASE = insert(allocation_cases)
 
 
@@ -177,50 +192,100 @@ def _case(conn, case_id: str):
     ).first()
 
 
+def _merged(existing: list[str], more: list[str]) -> list[str]:
+    """`existing` and what `more` adds: a value `more` holds twice (twins' shared date of
+    birth) is there twice, but a child two referrals both name is there once."""
+    merged = list(existing)
+    for value in dict.fromkeys(more):
+        merged += [value] * max(0, more.count(value) - merged.count(value))
+    return merged
+
+
+def _add_referral_facts(conn, case, born: list[str], factors: list[str], urgency: Urgency):
+    """A referral's children, concerns and urgency join its case's."""
+    rank = min(case.urgency_rank, URGENCY_RANK[urgency])
+    conn.execute(
+        update(allocation_cases)
+        .where(allocation_cases.c.case_id == case.case_id)
+        .values(
+            children_dates_of_birth=_joined(_merged(_split(case.children_dates_of_birth), born)),
+            concern_factors=_joined(dict.fromkeys([*_split(case.concern_factors), *factors])),
+            urgency_rank=rank,
+            urgency=next(u for u, r in URGENCY_RANK.items() if r == rank).value,
+        )
+    )
+
+
+@queue.on(ReferralReceived)
+def _referral_arrived(conn, event: ReferralReceived, meta: EventMeta) -> None:
+    case_id = conn.execute(
+        select(queued_referrals.c.case_id).where(
+            queued_referrals.c.referral_id == str(event.referral_id)
+        )
+    ).scalar()
+    case = _case(conn, case_id) if case_id else None
+    if case is not None:
+        _add_referral_facts(
+            conn,
+            case,
+            [str(c.date_of_birth or c.expected_date_of_birth) for c in event.children],
+            [factor.value for factor in event.concerns.factors],
+            event.urgency,
+        )
+
+
 @queue.on(ReferralTriaged)
 def _triaged(conn, event: ReferralTriaged, meta: EventMeta) -> None:
     if event.route is not TriageRoute.EARLY_HELP:
         return
+    conn.execute(
+        insert(queued_referrals),
+        {"referral_id": str(event.referral_id), "case_id": str(event.case_id)},
+    )
     referral = conn.execute(
         select(incoming_referrals).where(incoming_referrals.c.referral_id == str(event.referral_id))
     ).first()
-    born = _split(referral.children_dates_of_birth) if referral else []
-    factors = _split(referral.concern_factors) if referral else []
-    urgency = Urgency(referral.urgency) if referral else Urgency.ROUTINE
     existing = _case(conn, str(event.case_id))
-    if existing is not None:
-        # A second referral joining an open case: its children and concerns join too,
-        # and it keeps its place (and its worker).
+    if existing is None:
+        # Routine and no children or concerns until the referral arrives, if it has not.
+        conn.execute(
+            _INSERT_CASE,
+            {
+                "case_id": str(event.case_id),
+                "family_id": str(event.family_id),
+                "referral_id": str(event.referral_id),
+                "source": "triage",
+                "locality": event.locality,
+                "urgency": Urgency.ROUTINE.value,
+                "urgency_rank": URGENCY_RANK[Urgency.ROUTINE],
+                "children_dates_of_birth": "",
+                "concern_factors": "",
+                "queued_at": event.decided_at,
+                "status": "unallocated",
+            },
+        )
+    elif existing.source == _CLOSED_BEFORE_QUEUED:
+        # The closure came first: the case is what the triage says, and closed.
         conn.execute(
             update(allocation_cases)
             .where(allocation_cases.c.case_id == existing.case_id)
             .values(
-                children_dates_of_birth=_joined(
-                    dict.fromkeys([*_split(existing.children_dates_of_birth), *born])
-                ),
-                concern_factors=_joined(
-                    dict.fromkeys([*_split(existing.concern_factors), *factors])
-                ),
-                urgency_rank=min(existing.urgency_rank, URGENCY_RANK[urgency]),
+                referral_id=str(event.referral_id),
+                source="triage",
+                locality=event.locality,
+                queued_at=event.decided_at,
             )
         )
-        return
-    conn.execute(
-        _INSERT_CASE,
-        {
-            "case_id": str(event.case_id),
-            "family_id": str(event.family_id),
-            "referral_id": str(event.referral_id),
-            "source": "triage",
-            "locality": event.locality,
-            "urgency": urgency.value,
-            "urgency_rank": URGENCY_RANK[urgency],
-            "children_dates_of_birth": _joined(born),
-            "concern_factors": _joined(factors),
-            "queued_at": event.decided_at,
-            "status": "unallocated",
-        },
-    )
+    # Otherwise a second referral joins an open case: its children and concerns join
+    # too, and the case keeps its place (and its worker).
+    if referral is not None:
+        _add_referral_facts(
+            conn,
+            _case(conn, str(event.case_id)),
+            _split(referral.children_dates_of_birth),
+            _split(referral.concern_factors),
+            Urgency(referral.urgency),
+        )
 
 
 @queue.on(CaseSteppedDown)
@@ -228,6 +293,11 @@ def _stepped_down(conn, event: CaseSteppedDown, meta: EventMeta) -> None:
     settings = allocation_settings()
     registry.seed_if_empty(conn, settings.registry_file, datetime.now(UTC))
     covered = registry.load(conn).locality_for_postcode(event.children[0].postcode)
+    closed_first = _case(conn, str(event.case_id))
+    if closed_first is not None:
+        conn.execute(
+            delete(allocation_cases).where(allocation_cases.c.case_id == str(event.case_id))
+        )
     conn.execute(
         _INSERT_CASE,
         {
@@ -245,7 +315,8 @@ def _stepped_down(conn, event: CaseSteppedDown, meta: EventMeta) -> None:
             "children_dates_of_birth": _joined(child.date_of_birth for child in event.children),
             "concern_factors": "",
             "queued_at": event.stepped_down_at,
-            "status": "unallocated",
+            "status": "closed" if closed_first is not None else "unallocated",
+            "closed_at": closed_first.closed_at if closed_first is not None else None,
         },
     )
 
@@ -272,8 +343,31 @@ def _allocated(conn, event: CaseAllocated, meta: EventMeta) -> None:
     )
 
 
+# The source of a case whose closure arrived before what opened it.
+_CLOSED_BEFORE_QUEUED = "closed_early"
+
+
 @queue.on(CaseClosed)
 def _closed(conn, event: CaseClosed, meta: EventMeta) -> None:
+    if _case(conn, str(event.case_id)) is None:
+        conn.execute(
+            _INSERT_CASE,
+            {
+                "case_id": str(event.case_id),
+                "family_id": str(event.family_id),
+                "referral_id": None,
+                "source": _CLOSED_BEFORE_QUEUED,
+                "locality": None,
+                "urgency": Urgency.ROUTINE.value,
+                "urgency_rank": URGENCY_RANK[Urgency.ROUTINE],
+                "children_dates_of_birth": "",
+                "concern_factors": "",
+                "queued_at": event.closed_at,
+                "status": "closed",
+                "closed_at": event.closed_at,
+            },
+        )
+        return
     conn.execute(
         update(allocation_cases)
         .where(allocation_cases.c.case_id == str(event.case_id))
@@ -312,6 +406,30 @@ def _assessed(conn, event: AssessmentCompleted, meta: EventMeta) -> None:
             "status": "awaiting",
         },
     )
+
+
+@agendas.on(ReferralTriaged)
+def _agenda_locality(conn, event: ReferralTriaged, meta: EventMeta) -> None:
+    """An assessment that arrived before its case's triage waits for a locality's panel."""
+    if event.route is not TriageRoute.EARLY_HELP or event.locality is None:
+        return
+    waiting = conn.execute(
+        select(panel_agenda).where(
+            panel_agenda.c.case_id == str(event.case_id), panel_agenda.c.locality.is_(None)
+        )
+    ).all()
+    for row in waiting:
+        conn.execute(
+            update(panel_agenda)
+            .where(
+                panel_agenda.c.case_id == row.case_id,
+                panel_agenda.c.assessment_id == row.assessment_id,
+            )
+            .values(
+                locality=event.locality,
+                panel_id=next_panel(conn, event.locality, row.completed_at.date()),
+            )
+        )
 
 
 @agendas.on(PanelDecisionRecorded)

@@ -104,8 +104,23 @@ family_referrals = Table(
     Column("route", String(40), nullable=True),
     Column("locality", String(100), nullable=True),
     Column("case_id", String(36), nullable=True),
+    # (0006) Who referred: their involvement with the family follows the referral when the
+    # front door moves it.
+    Column("referrer_id", String(200), nullable=True),
 )
 Index("ix_family_referrals_case", family_referrals.c.case_id)
+
+# (0006) Triages that arrived before their referral (after a match the triage is keyed
+# by another family, on another partition): the referral takes them when it arrives.
+early_triages = Table(
+    "early_triages",
+    metadata,
+    Column("referral_id", String(36), primary_key=True),
+    Column("triaged_at", UtcDateTime(), nullable=False),
+    Column("route", String(40), nullable=False),
+    Column("locality", String(100), nullable=True),
+    Column("case_id", String(36), nullable=True),
+)
 
 # The family each referral belongs to now, when the front door has moved it (a match
 # confirmed, a wrong one unlinked). A move is keyed by the family the referral goes
@@ -121,14 +136,20 @@ referral_families = Table(
 Index("ix_chronology_subject", chronology_entries.c.subject)
 
 chronology = Projection(
-    "chronology", [chronology_entries, family_involvement, family_referrals, referral_families]
+    "chronology",
+    [chronology_entries, family_involvement, family_referrals, referral_families, early_triages],
 )
 _INSERT_ENTRY = insert(chronology_entries)
 # Built once: every event runs these, and building them per event cost more than running.
 _FAMILY_OF_REFERRAL = select(referral_families.c.family_id).where(
     referral_families.c.referral_id == bindparam("referral_id")
 )
-_FIRST_SEEN = select(family_involvement.c.first_seen_at).where(
+_FIRST_SEEN = select(
+    family_involvement.c.first_seen_at,
+    family_involvement.c.last_seen_at,
+    family_involvement.c.name,
+    family_involvement.c.detail,
+).where(
     family_involvement.c.family_id == bindparam("family_id"),
     family_involvement.c.kind == bindparam("kind"),
     family_involvement.c.party_id == bindparam("party_id"),
@@ -163,9 +184,25 @@ def _record(conn, meta: EventMeta, *, actor: str | None, summary: str) -> None:
 def _involve(
     conn, meta: EventMeta, kind: str, party_id: str, name: str, detail: str | None = None
 ) -> None:
-    key = {"family_id": _family_of(conn, meta), "kind": kind, "party_id": party_id}
+    _seen(conn, _family_of(conn, meta), kind, party_id, name, detail, meta.occurred_at)
+
+
+def _seen(
+    conn,
+    family_id: str,
+    kind: str,
+    party_id: str,
+    name: str,
+    detail: str | None,
+    first: datetime,
+    last: datetime | None = None,
+) -> None:
+    """Widen the party's involvement to the period; the latest event names them."""
+    last = last or first
+    key = {"family_id": family_id, "kind": kind, "party_id": party_id}
     seen = conn.execute(_FIRST_SEEN, key).first()
-    first = min(seen.first_seen_at, meta.occurred_at) if seen else meta.occurred_at
+    if seen is not None and seen.last_seen_at > last:
+        name, detail = seen.name, seen.detail
     upsert(
         conn,
         family_involvement,
@@ -173,8 +210,8 @@ def _involve(
             **key,
             "name": name,
             "detail": detail,
-            "first_seen_at": first,
-            "last_seen_at": meta.occurred_at,
+            "first_seen_at": min(seen.first_seen_at, first) if seen else first,
+            "last_seen_at": max(seen.last_seen_at, last) if seen else last,
         },
         key=("family_id", "kind", "party_id"),
     )
@@ -202,8 +239,24 @@ def _referral_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
                     for child in event.children
                 ]
             ),
+            "referrer_id": referrer.organisation_id if referrer is not None else None,
         },
     )
+    triage = conn.execute(
+        select(early_triages).where(early_triages.c.referral_id == str(event.referral_id))
+    ).first()
+    if triage is not None:
+        conn.execute(
+            update(family_referrals)
+            .where(family_referrals.c.referral_id == triage.referral_id)
+            .values(
+                triaged_at=triage.triaged_at,
+                route=triage.route,
+                locality=triage.locality,
+                case_id=triage.case_id,
+            )
+        )
+        conn.execute(delete(early_triages).where(early_triages.c.referral_id == triage.referral_id))
     if referrer is not None and referrer.organisation_id is not None:
         _involve(
             conn,
@@ -243,16 +296,19 @@ def _referral_triaged(conn, event: ReferralTriaged, meta: EventMeta) -> None:
     if event.route is TriageRoute.EARLY_HELP:
         opened = "joined open case" if event.joins_open_case else "opened case"
         route = f"{route} in {event.locality}, {opened} {event.case_id}"
-    conn.execute(
+    triage = {
+        "triaged_at": event.decided_at,
+        "route": event.route.value,
+        "locality": event.locality,
+        "case_id": str(event.case_id) if event.case_id else None,
+    }
+    known = conn.execute(
         update(family_referrals)
         .where(family_referrals.c.referral_id == str(event.referral_id))
-        .values(
-            triaged_at=event.decided_at,
-            route=event.route.value,
-            locality=event.locality,
-            case_id=str(event.case_id) if event.case_id else None,
-        )
-    )
+        .values(triage)
+    ).rowcount
+    if not known:
+        conn.execute(insert(early_triages), {"referral_id": str(event.referral_id), **triage})
     _record(
         conn,
         meta,
@@ -312,11 +368,53 @@ def _move_referral(conn, meta: EventMeta, referral_id: str, family_id: str) -> N
         .where(entries.service == "intake", entries.subject == referral_id)
         .values(family_id=family_id)
     )
+    referral = conn.execute(
+        select(family_referrals.c.family_id, family_referrals.c.referrer_id).where(
+            family_referrals.c.referral_id == referral_id
+        )
+    ).first()
+    if referral is None:
+        return
     conn.execute(
         update(family_referrals)
         .where(family_referrals.c.referral_id == referral_id)
         .values(family_id=family_id)
     )
+    if referral.referrer_id is not None and referral.family_id != family_id:
+        _move_referrer(conn, referral_id, referral.referrer_id, referral.family_id, family_id)
+
+
+def _move_referrer(conn, referral_id: str, referrer_id: str, old: str, new: str) -> None:
+    """The referrer's involvement goes with the referral, as if it had always been there;
+    it stays with the old family while another of that family's referrals is theirs."""
+    involved = family_involvement.c
+    where = (
+        involved.family_id == old,
+        involved.kind == "referrer",
+        involved.party_id == referrer_id,
+    )
+    row = conn.execute(select(family_involvement).where(*where)).first()
+    if row is None:
+        return
+    _seen(
+        conn,
+        new,
+        "referrer",
+        referrer_id,
+        row.name,
+        row.detail,
+        row.first_seen_at,
+        row.last_seen_at,
+    )
+    others = conn.execute(
+        select(family_referrals.c.referral_id).where(
+            family_referrals.c.family_id == old,
+            family_referrals.c.referrer_id == referrer_id,
+            family_referrals.c.referral_id != referral_id,
+        )
+    ).first()
+    if others is None:
+        conn.execute(delete(family_involvement).where(*where))
 
 
 @chronology.on(MatchConfirmed)

@@ -32,6 +32,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
 from hub.contracts.codes import PartnerOrganisationType
+from hub.contracts.intake import IntakeEvent
+from hub.contracts.registry import EVENT_TYPES
 from hub.sql import insert_if_absent
 from notifications import mail
 from notifications.policy import Partner, Relation, Shared, SharingPolicy, share
@@ -207,14 +209,27 @@ def shared_with(
 
 
 def _facts_known() -> tuple:
-    """The journal's events whose family, and case if any, the service knows."""
+    """The journal's events whose family, and case if any, the service knows; and for a
+    referral's events, the referral itself (a triage keyed by the family a match moved the
+    referral to can overtake it)."""
     return (
         event_journal.c.family_id.in_(select(family_facts.c.family_id)),
         or_(
             event_journal.c.case_id.is_(None),
             event_journal.c.case_id.in_(select(known_cases.c.case_id)),
         ),
+        or_(
+            event_journal.c.event_type.not_in(_REFERRAL_EVENT_TYPES),
+            event_journal.c.subject.in_(
+                select(referral_facts.c.referral_id).where(referral_facts.c.received)
+            ),
+        ),
     )
+
+
+_REFERRAL_EVENT_TYPES = sorted(
+    event_type for event_type, model in EVENT_TYPES.items() if issubclass(model, IntakeEvent)
+)
 
 
 def _first_of_family_waiting() -> object:

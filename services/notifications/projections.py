@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Connection, String, Table, insert, select, update
+from sqlalchemy import Column, Connection, String, Table, insert, or_, select, update
 
 import hub.contracts  # noqa: F401  (registers every event type)
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
@@ -103,6 +103,12 @@ def _know_family(conn: Connection, family_id: str) -> None:
     insert_if_absent(conn, family_facts, {"family_id": family_id, "consent_withdrawn": False})
 
 
+def _facts_of(conn: Connection, referral_id: str):
+    return conn.execute(
+        select(referral_facts).where(referral_facts.c.referral_id == referral_id)
+    ).first()
+
+
 def _received(conn: Connection, event: ReferralReceived, meta: EventMeta) -> None:
     referral_id, family_id = str(event.referral_id), str(event.family_id)
     referrer = event.referrer
@@ -117,28 +123,64 @@ def _received(conn: Connection, event: ReferralReceived, meta: EventMeta) -> Non
         },
     )
     scopes = event.consent.covers if event.consent else ()
+    facts = {
+        "referrer_id": referrer.organisation_id if referrer else None,
+        "partner_reference": event.partner_reference,
+        "referrer_email": referrer.email if referrer else None,
+        "consent_to_share": ConsentScope.SHARE_WITH_PARTNERS in scopes,
+        "safeguarding_override": event.safeguarding_override is not None,
+        "received": True,
+    }
+    early = _facts_of(conn, referral_id)
+    if early is None:
+        conn.execute(
+            insert(referral_facts),
+            {"referral_id": referral_id, "family_id": family_id, "case_id": None, **facts},
+        )
+    else:
+        # Its triage or a move came first: keep the case they gave, and the family a
+        # move gave (the family a triage guessed gives way to the referral's own).
+        if early.family_moved_at is None:
+            facts["family_id"] = family_id
+        conn.execute(
+            update(referral_facts).where(referral_facts.c.referral_id == referral_id).values(facts)
+        )
+    upns = {child.upn for child in event.children if child.upn}
+    for upn in sorted(upns):
+        conn.execute(insert(referral_pupils), {"referral_id": referral_id, "upn": upn})
+    _know_family(conn, family_id)
+    if early is not None and early.family_moved_at is not None:
+        # A move that came first left its family unknown until now (see `_moved`).
+        _know_family(conn, early.family_id)
+
+
+def _early_facts(conn: Connection, referral_id: str, family_id: str) -> bool:
+    """A row for a referral not received yet, to hold what its later events say; True
+    when the referral has been received already."""
+    facts = _facts_of(conn, referral_id)
+    if facts is not None:
+        return facts.received
     conn.execute(
         insert(referral_facts),
         {
             "referral_id": referral_id,
             "family_id": family_id,
-            "referrer_id": referrer.organisation_id if referrer else None,
-            "partner_reference": event.partner_reference,
-            "referrer_email": referrer.email if referrer else None,
+            "referrer_id": None,
+            "partner_reference": None,
+            "referrer_email": None,
             "case_id": None,
-            "consent_to_share": ConsentScope.SHARE_WITH_PARTNERS in scopes,
-            "safeguarding_override": event.safeguarding_override is not None,
+            "consent_to_share": False,
+            "safeguarding_override": False,
+            "received": False,
         },
     )
-    upns = {child.upn for child in event.children if child.upn}
-    for upn in sorted(upns):
-        conn.execute(insert(referral_pupils), {"referral_id": referral_id, "upn": upn})
-    _know_family(conn, family_id)
+    return False
 
 
 def _triaged(conn: Connection, event: ReferralTriaged, _meta: EventMeta) -> None:
     if event.case_id is not None:
         _know_case(conn, str(event.case_id), str(event.family_id))
+        _early_facts(conn, str(event.referral_id), str(event.family_id))
         conn.execute(
             update(referral_facts)
             .where(referral_facts.c.referral_id == str(event.referral_id))
@@ -146,53 +188,109 @@ def _triaged(conn: Connection, event: ReferralTriaged, _meta: EventMeta) -> None
         )
 
 
-def _moved(conn: Connection, event: MatchConfirmed | ReferralUnlinked, _meta: EventMeta) -> None:
-    """The referral now belongs to `family_id`; its consent and pupils go with it."""
+def _moved(conn: Connection, event: MatchConfirmed | ReferralUnlinked, meta: EventMeta) -> None:
+    """The referral now belongs to `family_id`; its consent and pupils go with it (unless a
+    later move has arrived already: then that one stands)."""
+    referral_id, family_id = str(event.referral_id), str(event.family_id)
+    received = _early_facts(conn, referral_id, family_id)
     conn.execute(
         update(referral_facts)
-        .where(referral_facts.c.referral_id == str(event.referral_id))
-        .values(family_id=str(event.family_id))
+        .where(
+            referral_facts.c.referral_id == referral_id,
+            or_(
+                referral_facts.c.family_moved_at.is_(None),
+                referral_facts.c.family_moved_at < meta.occurred_at,
+            ),
+        )
+        .values(family_id=family_id, family_moved_at=meta.occurred_at)
     )
-    _know_family(conn, str(event.family_id))
+    if received:
+        # Before the referral is received its new family stays unknown, so that fan-out
+        # waits for the referral's facts (who referred, with what consent).
+        _know_family(conn, family_id)
 
 
-def _set_review(conn: Connection, case_id: str, family_id: str, **values) -> None:
-    exists = conn.execute(
-        select(case_reviews.c.case_id).where(case_reviews.c.case_id == case_id)
-    ).first()
-    if exists:
-        conn.execute(update(case_reviews).where(case_reviews.c.case_id == case_id).values(values))
-    else:
-        row = {"review_date": None, "lead_name": None, "lead_email": None} | values
-        conn.execute(insert(case_reviews), {"case_id": case_id, "family_id": family_id, **row})
-
-
-def _allocated(conn: Connection, event: CaseAllocated, _meta: EventMeta) -> None:
-    lead = event.lead_professional
-    _set_review(
-        conn, str(event.case_id), str(event.family_id), lead_name=lead.name, lead_email=lead.email
+def _set_review(
+    conn: Connection,
+    case_id: str,
+    family_id: str,
+    at: datetime,
+    *,
+    review_date: object = None,
+    lead: tuple[str, str | None] | None = None,
+    sets_review: bool = True,
+) -> None:
+    """Set the case's next review date and lead professional, each only when the event
+    happened after the one that set it last: these come from allocation's and case plan's
+    topics, in no particular order."""
+    insert_if_absent(
+        conn,
+        case_reviews,
+        {
+            "case_id": case_id,
+            "family_id": family_id,
+            "review_date": None,
+            "lead_name": None,
+            "lead_email": None,
+            "review_set_at": None,
+            "lead_set_at": None,
+        },
     )
+    mine = case_reviews.c.case_id == case_id
+    if sets_review:
+        conn.execute(
+            update(case_reviews)
+            .where(
+                mine,
+                or_(case_reviews.c.review_set_at.is_(None), case_reviews.c.review_set_at < at),
+            )
+            .values(review_date=review_date, review_set_at=at)
+        )
+    if lead is not None:
+        conn.execute(
+            update(case_reviews)
+            .where(mine, or_(case_reviews.c.lead_set_at.is_(None), case_reviews.c.lead_set_at < at))
+            .values(lead_name=lead[0], lead_email=lead[1], lead_set_at=at)
+        )
 
 
-def _panel(conn: Connection, event: PanelDecisionRecorded, _meta: EventMeta) -> None:
+def _allocated(conn: Connection, event: CaseAllocated, meta: EventMeta) -> None:
     lead = event.lead_professional
     _set_review(
         conn,
         str(event.case_id),
         str(event.family_id),
-        review_date=event.review_date,
-        lead_name=lead.name,
-        lead_email=lead.email,
+        meta.occurred_at,
+        lead=(lead.name, lead.email),
+        sets_review=False,
     )
 
 
-def _reviewed(conn: Connection, event: PlanReviewed, _meta: EventMeta) -> None:
-    _set_review(conn, str(event.case_id), str(event.family_id), review_date=event.next_review_date)
+def _panel(conn: Connection, event: PanelDecisionRecorded, meta: EventMeta) -> None:
+    lead = event.lead_professional
+    _set_review(
+        conn,
+        str(event.case_id),
+        str(event.family_id),
+        meta.occurred_at,
+        review_date=event.review_date,
+        lead=(lead.name, lead.email),
+    )
 
 
-def _ended(conn: Connection, event: CaseClosed | CaseSteppedUp, _meta: EventMeta) -> None:
+def _reviewed(conn: Connection, event: PlanReviewed, meta: EventMeta) -> None:
+    _set_review(
+        conn,
+        str(event.case_id),
+        str(event.family_id),
+        meta.occurred_at,
+        review_date=event.next_review_date,
+    )
+
+
+def _ended(conn: Connection, event: CaseClosed | CaseSteppedUp, meta: EventMeta) -> None:
     """No more reviews; a case closed for withdrawn consent ends sharing under consent."""
-    _set_review(conn, str(event.case_id), str(event.family_id), review_date=None)
+    _set_review(conn, str(event.case_id), str(event.family_id), meta.occurred_at)
     if isinstance(event, CaseClosed) and event.reason is ClosureReason.CONSENT_WITHDRAWN:
         _know_family(conn, str(event.family_id))
         conn.execute(

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 from hub.observability import TRACESTATE_MAX_CHARS
@@ -66,6 +67,13 @@ referral_facts = Table(
     Column("case_id", String(36), nullable=True, index=True),
     Column("consent_to_share", Boolean, nullable=False),
     Column("safeguarding_override", Boolean, nullable=False),
+    # (0007) False while only later events of the referral have arrived (a triage keyed
+    # by a family it was moved to can overtake it): the row then holds the case, not yet
+    # who referred, and fan-out holds back the referral's events until it is true.
+    Column("received", Boolean, nullable=False, server_default=true()),
+    # When the front door last moved the referral to another family: the latest move
+    # decides the family, whatever order the moves and the referral arrive in.
+    Column("family_moved_at", UtcDateTime(), nullable=True),
 )
 
 # The UPN of each child a referral names (children without one are not listed).
@@ -102,6 +110,10 @@ case_reviews = Table(
     Column("review_date", Date, nullable=True, index=True),
     Column("lead_name", String(100), nullable=True),
     Column("lead_email", String(254), nullable=True),
+    # (0007) When the events that set the review date and the lead happened: a panel's
+    # decision, a review and a closure come on different topics, and the latest decides.
+    Column("review_set_at", UtcDateTime(), nullable=True),
+    Column("lead_set_at", UtcDateTime(), nullable=True),
 )
 
 # --- the service's own state ---------------------------------------------------------

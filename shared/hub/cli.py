@@ -119,11 +119,21 @@ def cmd_projections(args: argparse.Namespace) -> None:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> None:
+    from hub.liveness import ServiceRunning
     from hub.replay import rebuild_projections
 
     definition = load_definition(args.service)
     names = args.names or [p.name for p in definition.projections]
-    counts = rebuild_projections(definition, _settings(args.service), names)
+    try:
+        counts = rebuild_projections(definition, _settings(args.service), names)
+    except ServiceRunning as exc:
+        print(
+            f"earlyhelp rebuild {args.service}: refused, nothing changed: {exc}. A rebuild "
+            "empties the read models and replays history into them; stop every process of "
+            "the service first (see docs/operations.md).",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     for name, count in counts.items():
         print(f"{name}: rebuilt from {count} events")
 
@@ -132,9 +142,19 @@ def cmd_republish(args: argparse.Namespace) -> None:
     from hub.replay import republish
 
     definition = load_definition(args.service)
-    queued, left = republish(definition, _settings(args.service), args.from_position)
-    print(f"queued {queued} events from position {args.from_position}; {left} still to send")
-    if left:
+    result = republish(definition, _settings(args.service), args.from_position)
+    by = "the service's running relay" if result.by_running_relay else "this command"
+    sent = result.queued - result.left
+    print(
+        f"queued {result.queued} events from position {args.from_position} in the outbox; "
+        f"{sent} sent by {by}; {result.left} still queued"
+    )
+    if result.left:
+        print(
+            f"{result.left} events are still in the outbox (is the broker reachable?); they "
+            "stay there, and the service's relay sends them when it runs",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
 
 
@@ -294,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     projections.set_defaults(func=cmd_projections)
 
     rebuild = sub.add_parser(
-        "rebuild", help="drop and rebuild projections by replay (stop the service first)"
+        "rebuild",
+        help="drop and rebuild projections by replay (refused while the service runs)",
     )
     rebuild.add_argument("service", choices=SERVICES)
     rebuild.add_argument("names", nargs="*", help="projections to rebuild (default: all)")

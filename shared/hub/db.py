@@ -19,7 +19,9 @@ from sqlalchemy.engine import make_url
 class Database:
     """One service's database: a reader engine and a writer engine over one pool."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, application_name: str | None = None
+    ) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -34,12 +36,15 @@ class Database:
             )
             _configure_sqlite(self.engine)
         else:
+            # application_name: what a running service's sessions are known by
+            # (hub.liveness), and what an operator sees in pg_stat_activity.
             self.engine = create_engine(
                 self.url,
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=True,
                 hide_parameters=True,
+                connect_args={"application_name": application_name} if application_name else {},
             )
         # The writer engine shares the pool; on SQLite its transactions start with
         # BEGIN IMMEDIATE so two writers never deadlock upgrading a read lock.

@@ -36,6 +36,7 @@ from hub.dlq_api import router as dead_letters_router
 from hub.envelopes import meta_of_recorded
 from hub.http.app import create_app
 from hub.kafka import check_broker
+from hub.liveness import ServingMark, application_name
 from hub.observability import configure_logging, configure_tracing, current_traceparent
 from hub.outbox import OutboxRelay
 from hub.projections import Projection
@@ -192,7 +193,13 @@ class Runtime:
     def __init__(self, definition: ServiceDefinition, settings: HubSettings) -> None:
         self.definition = definition
         self.settings = settings
-        self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        self.db = Database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            application_name=application_name(definition.name),
+        )
+        # Tells `earlyhelp rebuild` that the service runs (hub.liveness).
+        self._serving = ServingMark(settings.database_url)
         topic = definition.topic
         self.store = EventStore(topic) if topic else None
         self.relay = OutboxRelay(self.db, settings) if topic else None
@@ -341,6 +348,7 @@ class Runtime:
             kafka_logger.setLevel(level)
 
     def start(self) -> None:
+        self._serving.acquire()
         workers: list[tuple[str, Callable[[threading.Event], Any]]] = []
         if self.relay is not None:
             workers.append(("outbox-relay", self.relay.run))
@@ -390,6 +398,7 @@ class Runtime:
             self.relay.close()
         self.tokens.close()
         self.db.dispose()
+        self._serving.release()
         _flush_spans()
 
 

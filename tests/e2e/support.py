@@ -19,6 +19,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
+from hub.cli import load_definition
+from hub.contracts.intake import ReferralReceived
 from hub.contracts.topics import dlq_topic, service_topic
 from tests.harness import STAFF, Hub, count_by, count_rows, query, read_table, wait_for
 from tests.referral_data import DistinctReferrals
@@ -32,6 +34,16 @@ CONSUMER_PROJECTIONS = {
     "notifications": "referral_feedback",
 }
 CONSUMERS = tuple(CONSUMER_PROJECTIONS)
+# Every projection of each consumer that applies a ReferralReceived: allocation's queue
+# too, which completes a case whose triage arrived first.
+RECEIVED_BY = {
+    service: tuple(
+        p.name
+        for p in load_definition(service).projections
+        if p.handles(ReferralReceived.event_type)
+    )
+    for service in CONSUMERS
+}
 WAIT_S = 30.0
 
 # --- referrals ----------------------------------------------------------------------
@@ -173,7 +185,7 @@ ONE_REFERRAL = {
     "intake.referrals": 1,
     "intake.inbox": 2,  # its two projections of its own events: status and matching records
     "allocation.incoming_referrals": 1,
-    "allocation.inbox": 1,
+    "allocation.inbox": 2,  # the referrals it expects, and its queue (see RECEIVED_BY)
     "caseplan.chronology_entries": 1,
     "caseplan.inbox": 1,
     "notifications.referral_feedback": 1,
@@ -245,13 +257,14 @@ def assert_exactly_once(client: httpx.Client, hub: Hub, referrals: Sequence[Acce
         wrong = {r.referral_id: rows.get(r.referral_id, 0) for r in referrals}
         wrong = {k: v for k, v in wrong.items() if v != 1}
         assert not wrong, f"{service}: rows per referral should be 1, got {wrong}"
-    for service, projection in CONSUMER_PROJECTIONS.items():
+    for service, projections in RECEIVED_BY.items():
         handled = sorted(
             (row["projection"], row["event_id"])
             for row in read_table(hub.database_url(service), "inbox")
             if row["event_id"] in event_ids
         )
-        assert handled == sorted((projection, e) for e in event_ids), f"{service} inbox"
+        expected = sorted((p, e) for p in projections for e in event_ids)
+        assert handled == expected, f"{service} inbox"
     for referral in referrals:
         entries = chronology(client, hub, referral.family_id)
         assert [e["event_id"] for e in entries] == events[referral.referral_id], (

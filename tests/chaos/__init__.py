@@ -1,0 +1,1 @@
+"""`make chaos`: the hub under faults; see run.py."""
