@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 # tests/api (schemathesis) runs on its own afterwards: it does not split under xdist.
 TEST_WORKERS ?= 3
 
-.PHONY: install run test test-fast lint format contracts bench clean
+.PHONY: install run test test-fast lint format contracts bench clean images deploy-check
 
 # Reinstall only when the project's dependencies change.
 $(INSTALLED): pyproject.toml
@@ -49,6 +49,19 @@ contracts: $(INSTALLED)
 bench: $(INSTALLED)
 	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk); }
 	$(BIN)/python -m tests.bench
+
+## images: the four service images from deploy/Dockerfile, with docker or podman (whichever
+## answers). PYTHON_IMAGE is the base: the official slim image by default; `debian` builds one
+## from Debian's packages (deploy/base/build-base.sh) where no registry is reachable.
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
+images:
+	PYTHON_IMAGE=$(PYTHON_IMAGE) deploy/images.sh
+
+## deploy-check: the whole stack in containers, checked as an operator would, then torn down
+## (deploy/check/deploy_check.py; the base defaults to `debian` here, see docs/operations.md).
+DEPLOY_CHECK_PYTHON_IMAGE ?= debian
+deploy-check: $(INSTALLED)
+	PYTHON_IMAGE=$(DEPLOY_CHECK_PYTHON_IMAGE) $(BIN)/python deploy/check/deploy_check.py
 
 clean:
 	rm -rf var .pytest_cache
