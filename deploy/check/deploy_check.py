@@ -39,7 +39,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from podman_compose import ComposeError, Project, load, merge
+from podman_compose import Project, load, merge
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -50,6 +50,7 @@ SCHOOL = ("harlesden-primary-school", "demo-school-secret")
 STAFF = ("front-door-demo", "demo-staff-secret")
 RECEIVED = "earlyhelp.referral.received.v1"
 STARTED = time.monotonic()
+STEPS = {"passed": 0, "failed": 0}
 
 
 class CheckFailed(AssertionError):
@@ -67,7 +68,12 @@ def step(title: str) -> Callable:
         def run(*args, **kwargs):
             say(f"== {title}")
             began = time.monotonic()
-            result = function(*args, **kwargs)
+            try:
+                result = function(*args, **kwargs)
+            except BaseException:
+                STEPS["failed"] += 1
+                raise
+            STEPS["passed"] += 1
             say(f"   ok: {title} ({time.monotonic() - began:.1f} s)")
             return result
 
@@ -194,7 +200,11 @@ class Check:
                     f"   {name}: {real} is not in the engine's store and no registry is reachable:"
                     f" stand-in {self.standins[name]}"
                 )
-        return [compose, standins, yaml.safe_load((DEPLOY / "compose.check.yaml").read_text())]
+        return [
+            compose,
+            standins,
+            yaml.safe_load((DEPLOY / "check" / "compose.check.yaml").read_text()),
+        ]
 
     @step("stand-ins: images for what no registry here can give (deploy/standins)")
     def build_standins(self, documents: list[dict]) -> None:
@@ -522,8 +532,8 @@ class Check:
             self.check_drain()
             self.check_broker_restart(first)
             failed = False
-        except (CheckFailed, ComposeError, subprocess.CalledProcessError) as error:
-            say(f"FAILED: {error}")
+        except Exception as error:  # every failure ends the same way: logs, then teardown
+            say(f"FAILED: {type(error).__name__}: {error}")
             if self.project:
                 for service in self.project.started:
                     say(f"--- last lines of {service}:\n{self.project.logs(service, 15)}")
@@ -533,6 +543,7 @@ class Check:
                 self.project.down()
                 say(f"torn down: containers, volumes, network ({time.monotonic() - began:.1f} s)")
         say("deploy-check " + ("FAILED" if failed else "passed"))
+        print(f"deploy-check: {STEPS['passed']} passed, {STEPS['failed']} failed", flush=True)
         return 1 if failed else 0
 
 

@@ -217,6 +217,11 @@ class Project:
             self.start(service)
 
     def start(self, service: str) -> None:
+        self.run(*self.run_arguments(service))
+        self.started.append(service)
+
+    def run_arguments(self, service: str) -> list[str]:
+        """The engine's `run` arguments for the service, as compose would start it."""
         spec = self.services[service]
         args = [
             "run",
@@ -264,8 +269,7 @@ class Project:
         args.append(spec["image"])
         if command:
             args += ["sh", "-c", command] if isinstance(command, str) else list(command)
-        self.run(*args)
-        self.started.append(service)
+        return args
 
     def _volume(self, volume: str | dict) -> str:
         if isinstance(volume, str):
