@@ -215,3 +215,22 @@ def test_each_service_reaches_only_dns_its_database_and_the_broker(overlay: str)
         if doc["kind"] in ("Deployment", "Job"):
             name = doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
             assert name in policies, name
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/production"])
+def test_every_workload_container_is_hardened_and_bounded(overlay: str) -> None:
+    """Deployments and Jobs alike: the migration and topics Jobs run the same image."""
+    workloads = [d for d in render(DEPLOY / "k8s" / overlay) if d["kind"] in ("Deployment", "Job")]
+    assert len(workloads) == 2 * len(PORTS) + 1
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, workload["metadata"]["name"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+            mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, workload["metadata"]["name"]
