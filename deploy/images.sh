@@ -52,6 +52,6 @@ done
 base_bytes=$("$engine" image inspect --format '{{.Size}}' "$python_image")
 printf '  of which the base %s: %d MB\n' "$python_image" $(( base_bytes / 1000000 ))
 echo "largest installed packages in the image's virtual environment:"
-"$engine" run --rm --network=none ${podman_options:+--ulimit host} --entrypoint sh "earlyhelp-intake:$tag" -c \
+"$engine" run --rm --network=none ${podman_options:+--ulimit host --no-healthcheck} --entrypoint sh "earlyhelp-intake:$tag" -c \
     'du -sk /opt/earlyhelp/lib/python3.11/site-packages/* | sort -rn | head -8' \
     | awk '{ n = split($2, p, "/"); printf "  %6.1f MB  %s\n", $1 / 1000, p[n] }'

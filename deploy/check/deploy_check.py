@@ -39,7 +39,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from podman_compose import Project, load, merge
+from podman_compose import Project, interpolate, load, merge
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -167,7 +167,7 @@ class Check:
         spec = self.project.services[template]
         args = ["run", "--rm", "--network", PROJECT, "--read-only", "--tmpfs", "/tmp"]
         if self.engine == "podman":
-            args += ["--ulimit", "host"]
+            args += ["--ulimit", "host", "--no-healthcheck"]
         for key, value in spec["environment"].items():
             args += ["--env", f"{key}={value}"]
         for volume in spec.get("volumes") or []:
@@ -195,7 +195,7 @@ class Check:
                 del standins["services"][name]
             else:
                 standin = standins["services"][name]
-                self.standins[name] = standin.get("image", "(not started)")
+                self.standins[name] = interpolate(standin.get("image", "(not started)"), self.env)
                 say(
                     f"   {name}: {real} is not in the engine's store and no registry is reachable:"
                     f" stand-in {self.standins[name]}"
@@ -220,9 +220,7 @@ class Check:
             build = merged["services"][name].get("build")
             if not build:
                 continue
-            image = self.standins[name].replace(
-                "${EARLYHELP_IMAGE_TAG:-dev}", self.env["EARLYHELP_IMAGE_TAG"]
-            )
+            image = self.standins[name]
             began = time.monotonic()
             self.engine_run(
                 "build",

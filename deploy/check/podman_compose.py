@@ -238,7 +238,9 @@ class Project:
             spec.get("hostname", service),
         ]
         if self.engine == "podman":
-            args += ["--ulimit", "host"]  # see deploy/podman/containers.conf
+            # --ulimit: see deploy/podman/containers.conf. The image's own HEALTHCHECK would
+            # need systemd timers; compose's healthcheck is run by wait_healthy instead.
+            args += ["--ulimit", "host", "--no-healthcheck"]
         environment = spec.get("environment") or {}
         if isinstance(environment, list):
             environment = dict(item.split("=", 1) for item in environment)

@@ -319,11 +319,15 @@ def test_references_resolve_to_the_config_map_and_the_secret_template(rendered) 
             for source in container.get("envFrom", []):
                 assert ("ConfigMap", source["configMapRef"]["name"]) in manifests
             for env in container.get("env", []):
+                if "value" in env:  # a plain value (a mounted file's path) refers to nothing
+                    continue
                 ref = env["valueFrom"]["secretKeyRef"]
                 assert ref["key"] in secrets[ref["name"]], ref
         for volume in pod.get("volumes", []):
             if "secret" in volume:
                 assert volume["secret"]["secretName"] in secrets
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in manifests
 
 
 def test_production_runs_replicas_of_pinned_images(production) -> None:

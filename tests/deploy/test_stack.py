@@ -234,3 +234,42 @@ def test_every_workload_container_is_hardened_and_bounded(overlay: str) -> None:
             assert set(container["resources"]["limits"]) == {"cpu", "memory"}
             mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
             assert "/tmp" in mounts, workload["metadata"]["name"]
+
+
+# ---------------------------------------------------------------- files a service needs to start
+
+# Each service setting that names a file, and the repository's default for it. A service
+# whose file is missing refuses to start (found by make deploy-check: allocation and
+# notifications never started in compose or Kubernetes before these were mounted).
+CONFIG_FILES = {
+    "allocation": ("EARLYHELP_ALLOCATION_REGISTRY_FILE", "registry.yaml"),
+    "notifications": ("EARLYHELP_NOTIFICATIONS_POLICY_FILE", "sharing-policy.yaml"),
+}
+
+
+@pytest.mark.parametrize("service", sorted(CONFIG_FILES))
+def test_compose_and_kubernetes_give_each_service_its_configuration_files(service) -> None:
+    variable, name = CONFIG_FILES[service]
+    compose = load([DEPLOY / "compose.yaml"], SECRETS)["services"][service]
+    path = compose["environment"][variable]
+    (mount,) = [v for v in compose["volumes"] if isinstance(v, dict) and v["target"] == path]
+    assert (DEPLOY / mount["source"]).resolve() == DEPLOY.parent / "config" / name
+    assert mount["read_only"] is True
+
+    docs = render(DEPLOY / "k8s" / "overlays" / "production")
+    (deployment,) = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(service)
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (value,) = [e["value"] for e in container["env"] if e["name"] == variable]
+    folder, _, key = value.rpartition("/")
+    (volume_name,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == folder]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == volume_name]
+    (config_map,) = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume["configMap"]["name"]
+    ]
+    # The k8s copy is the repository's file (kustomize reads nothing outside its folder).
+    assert config_map["data"][key] == (DEPLOY.parent / "config" / name).read_text()
