@@ -74,6 +74,11 @@ class ProjectionConsumer:
         self._consumer: KafkaConsumer | None = None
         self._dlq_producer: KafkaProducer | None = None
         self.ready = threading.Event()
+        # Failure counters exist at 0 from the start, so dashboards and alerts see
+        # "none yet" rather than no data.
+        for topic in self._topics:
+            CONSUMED.labels(self._service, topic, "dead_lettered")
+            HANDLER_FAILURES.labels(self._service, topic)
 
     def run(self, stop: threading.Event) -> None:
         backoff_s = 0.2
