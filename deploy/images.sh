@@ -8,7 +8,7 @@
 # PYTHON_IMAGE (the base: an image name, or `debian` for deploy/base/build-base.sh's
 # image, built first when missing), EARLYHELP_IMAGE_TAG (default dev), EXTRA_CA_FILE
 # (a PEM bundle for a TLS-inspecting proxy, handed to the build as a secret; default
-# $SSL_CERT_FILE when that is set).
+# $SSL_CERT_FILE when that is set, else the host's /etc/ssl/certs/ca-certificates.crt).
 # Prints each image's size, and what takes the room in one of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,8 @@ if [ "$python_image" = debian ]; then
     deploy/base/build-base.sh "$engine" "$python_image"
 fi
 extra_ca=${EXTRA_CA_FILE:-${SSL_CERT_FILE:-}}
+# Else the host's own bundle, which trusts whatever proxy CA the host was given.
+[ -z "$extra_ca" ] && [ -s /etc/ssl/certs/ca-certificates.crt ] && extra_ca=/etc/ssl/certs/ca-certificates.crt
 secret=()
 if [ -n "$extra_ca" ]; then
     secret=(--secret "id=extra_ca,src=$extra_ca")

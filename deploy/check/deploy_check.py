@@ -234,6 +234,8 @@ class Check:
             hard = subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True)
             options += ["--ulimit", f"nofile={hard.stdout.strip()}:{hard.stdout.strip()}"]
         extra_ca = os.environ.get("EXTRA_CA_FILE", os.environ.get("SSL_CERT_FILE", ""))
+        if not extra_ca and Path("/etc/ssl/certs/ca-certificates.crt").is_file():
+            extra_ca = "/etc/ssl/certs/ca-certificates.crt"  # as deploy/images.sh
         if extra_ca:
             options += ["--secret", f"id=extra_ca,src={extra_ca}"]
         for name in self.standins:
