@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 TEST_WORKERS ?= 3
 TEST_API_LANES ?= 2
 
-.PHONY: install run test test-fast lint format contracts bench chaos clean
+.PHONY: install run test test-fast lint format contracts bench chaos clean images deploy-check
 
 # Reinstall only when the project's dependencies change.
 $(INSTALLED): pyproject.toml
@@ -55,6 +55,19 @@ bench: $(INSTALLED)
 ## lost, duplicated or differs from a rebuild and writes it to docs/reliability.md (not in `test`)
 chaos: $(INSTALLED)
 	$(BIN)/python -m tests.chaos
+
+## images: the four service images from deploy/Dockerfile, with docker or podman (whichever
+## answers). PYTHON_IMAGE is the base: the official slim image by default; `debian` builds one
+## from Debian's packages (deploy/base/build-base.sh) where no registry is reachable.
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
+images:
+	PYTHON_IMAGE=$(PYTHON_IMAGE) deploy/images.sh
+
+## deploy-check: the whole stack in containers, checked as an operator would, then torn down
+## (deploy/check/deploy_check.py; the base defaults to `debian` here, see docs/operations.md).
+DEPLOY_CHECK_PYTHON_IMAGE ?= debian
+deploy-check: $(INSTALLED)
+	PYTHON_IMAGE=$(DEPLOY_CHECK_PYTHON_IMAGE) $(BIN)/python deploy/check/deploy_check.py
 
 clean:
 	rm -rf var .pytest_cache

@@ -90,6 +90,10 @@ SUBSCRIPTIONS_PAUSED = Counter(
 CIRCUIT_OPEN = Gauge(
     "earlyhelp_webhook_circuit_open", "1 while an endpoint's circuit is open", ["endpoint"]
 )
+# The failure counters exist at 0 from the start: dashboards and alerts see "none yet".
+for _reason in ("status", "timeout", "connection", "broker", "other"):
+    FAILURES.labels(_reason)
+SUBSCRIPTIONS_PAUSED.labels("endpoint_gone")
 EMAILS = Counter("earlyhelp_emails_total", "E-mails by outcome (sent, failed)", ["outcome"])
 
 _ERROR_CHARS = 500

@@ -150,6 +150,11 @@ class ProjectionConsumer:
         self._consumer: KafkaConsumer | None = None
         self._dlq_producer: KafkaProducer | None = None
         self.ready = threading.Event()
+        # Failure counters exist at 0 from the start, so dashboards and alerts see
+        # "none yet" rather than no data.
+        for topic in self._topics:
+            CONSUMED.labels(self._service, topic, "dead_lettered")
+            HANDLER_FAILURES.labels(self._service, topic)
         self._waiting: dict[TopicPartition, _Wait] = {}
         self._waiting_lock = threading.Lock()
 

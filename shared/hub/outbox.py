@@ -61,6 +61,7 @@ class OutboxRelay:
         self._db = db
         self._settings = settings
         self._service = settings.service_name
+        OUTBOX_FAILURES.labels(self._service)  # at 0 from the start: "none yet", not no data
         self._wake = threading.Event()
         self._producer: KafkaProducer | None = None
         self._backlog_measured_at = 0.0
