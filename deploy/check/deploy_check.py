@@ -41,6 +41,8 @@ from cryptography.fernet import Fernet
 sys.path.insert(0, str(Path(__file__).parent))
 from podman_compose import Project, interpolate, load, merge
 
+from hub.tokens import new_signing_key
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SERVICES = {"intake": 1, "allocation": 2, "caseplan": 3, "notifications": 4}
@@ -118,7 +120,9 @@ class Check:
             "PYTHON_IMAGE": python_image,
             "EARLYHELP_IMAGE_TAG": os.environ.get("EARLYHELP_IMAGE_TAG", "dev"),
             "POSTGRES_PASSWORD": secrets.token_urlsafe(18),
-            "EARLYHELP_JWT_SIGNING_KEY": secrets.token_urlsafe(36),
+            "EARLYHELP_TOKEN_SIGNING_KEYS": json.dumps({"keys": [new_signing_key()]}),
+            # The check's own throwaway stack: the demo clients stand in for a council's.
+            "EARLYHELP_IDENTITIES_PATH": str(ROOT / "config" / "identities.yaml"),
             "EARLYHELP_NOTIFICATIONS_SECRET_KEYS": Fernet.generate_key().decode(),
             "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(18),
             "PROMETHEUS_HOST_PORT": str(self.prometheus_port),

@@ -32,7 +32,8 @@ FILES = [
 ]
 SECRETS = {
     "POSTGRES_PASSWORD": "pg",
-    "EARLYHELP_JWT_SIGNING_KEY": "k" * 40,
+    "EARLYHELP_TOKEN_SIGNING_KEYS": '{"keys": []}',
+    "EARLYHELP_IDENTITIES_PATH": "/run/identities.yaml",
     "EARLYHELP_NOTIFICATIONS_SECRET_KEYS": "fernet",
     "GRAFANA_ADMIN_PASSWORD": "g",
     **{f"EARLYHELP_{service.upper()}_DB_PASSWORD": f"{service}-pw" for service in PORTS},

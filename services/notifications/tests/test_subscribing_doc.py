@@ -54,8 +54,10 @@ def intake(kafka_bootstrap, tmp_path):
 
     from hub.migrations import upgrade
     from hub.service import create_service_app
+    from hub.cli import load_definition
     from hub.testing import settings_for
-    from intake.service import definition
+
+    definition = load_definition("intake")  # by name: a service's tests import no other service
 
     url = f"sqlite:///{tmp_path / 'intake.db'}"
     upgrade(definition.migrations, url)
