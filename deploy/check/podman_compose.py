@@ -44,6 +44,8 @@ SERVICE_KEYS = {
     "security_opt",
     "user",
     "hostname",
+    "network_mode",
+    "secrets",
     "stop_grace_period",
     "healthcheck",
     "depends_on",
@@ -230,13 +232,23 @@ class Project:
             self.container(service),
             "--label",
             f"earlyhelp.project={self.name}",
-            "--network",
-            self.name,
-            "--network-alias",
-            service,
-            "--hostname",
-            spec.get("hostname", service),
         ]
+        shared = spec.get("network_mode", "")
+        if shared.startswith("service:"):
+            # Another service's network namespace (compose's `service:NAME`): its
+            # localhost, its addresses; no network or hostname of its own.
+            args += ["--network", f"container:{self.container(shared.removeprefix('service:'))}"]
+        elif shared:
+            raise ComposeError(f"service {service}: unsupported network_mode {shared}")
+        else:
+            args += [
+                "--network",
+                self.name,
+                "--network-alias",
+                service,
+                "--hostname",
+                spec.get("hostname", service),
+            ]
         if self.engine == "podman":
             # --ulimit: see deploy/podman/containers.conf. The image's own HEALTHCHECK would
             # need systemd timers; compose's healthcheck is run by wait_healthy instead.
@@ -248,6 +260,8 @@ class Project:
             args += ["--env", f"{key}={'' if value is None else value}"]
         for volume in spec.get("volumes") or []:
             args += ["--volume", self._volume(volume)]
+        for secret in spec.get("secrets") or []:
+            args += ["--volume", self._secret(secret)]
         for port in spec.get("ports") or []:
             args += ["--publish", str(port)]
         if spec.get("read_only"):
@@ -284,6 +298,16 @@ class Project:
         else:
             source = str((self.directory / source).resolve())
         return f"{source}:{volume['target']}" + (":ro" if volume.get("read_only") else "")
+
+    def _secret(self, secret: str | dict) -> str:
+        """A file secret, mounted read-only at /run/secrets/<target> as compose does."""
+        if isinstance(secret, str):
+            secret = {"source": secret}
+        declared = (self.document.get("secrets") or {}).get(secret["source"])
+        if not declared or "file" not in declared:
+            raise ComposeError(f"secret {secret['source']} is not declared with a file")
+        source = (self.directory / declared["file"]).resolve()
+        return f"{source}:/run/secrets/{secret.get('target', secret['source'])}:ro"
 
     def wait_for(self, service: str, condition: str, timeout: float = 180) -> None:
         if condition == "service_started":

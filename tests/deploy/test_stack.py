@@ -33,7 +33,8 @@ FILES = [
 SECRETS = {
     "POSTGRES_PASSWORD": "pg",
     "EARLYHELP_TOKEN_SIGNING_KEYS": '{"keys": []}',
-    "EARLYHELP_IDENTITIES_PATH": "/run/identities.yaml",
+    # As deploy-check runs it: its throwaway stack uses the demo clients.
+    "EARLYHELP_IDENTITIES_PATH": str((DEPLOY.parent / "config" / "identities.yaml").resolve()),
     "EARLYHELP_NOTIFICATIONS_SECRET_KEYS": "fernet",
     "GRAFANA_ADMIN_PASSWORD": "g",
     **{f"EARLYHELP_{service.upper()}_DB_PASSWORD": f"{service}-pw" for service in PORTS},
@@ -220,9 +221,10 @@ def test_each_service_reaches_only_dns_its_database_and_the_broker(overlay: str)
 
 @pytest.mark.parametrize("overlay", ["base", "overlays/production"])
 def test_every_workload_container_is_hardened_and_bounded(overlay: str) -> None:
-    """Deployments and Jobs alike: the migration and topics Jobs run the same image."""
+    """Deployments and Jobs alike: the migration, topics and ACL Jobs included."""
     workloads = [d for d in render(DEPLOY / "k8s" / overlay) if d["kind"] in ("Deployment", "Job")]
-    assert len(workloads) == 2 * len(PORTS) + 1
+    # A Deployment and a migration Job per service, then the topics Job and the ACL Job.
+    assert len(workloads) == 2 * len(PORTS) + 2
     for workload in workloads:
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True

@@ -52,9 +52,9 @@ def intake(kafka_bootstrap, tmp_path):
     """Intake beside notifications, on its own database: it alone issues tokens."""
     from fastapi.testclient import TestClient
 
+    from hub.cli import load_definition
     from hub.migrations import upgrade
     from hub.service import create_service_app
-    from hub.cli import load_definition
     from hub.testing import settings_for
 
     definition = load_definition("intake")  # by name: a service's tests import no other service
