@@ -821,6 +821,23 @@ def _panel(row: Any, agenda: list[Any] = ()) -> Panel:
     )
 
 
+def _panels_with_agendas(conn: Connection, *conditions: Any) -> list[Panel]:
+    """Panels and their agendas in one read: the list, the detail and the scheduling answer
+    all come from here, so they cannot disagree about a panel."""
+    rows = conn.execute(
+        select(panels).where(*conditions).order_by(panels.c.meets_on, panels.c.panel_id)
+    ).all()
+    agendas: dict[str, list[Any]] = {row.panel_id: [] for row in rows}
+    if agendas:
+        for item in conn.execute(
+            select(panel_agenda)
+            .where(panel_agenda.c.panel_id.in_(list(agendas)))
+            .order_by(panel_agenda.c.completed_at, panel_agenda.c.case_id)
+        ):
+            agendas[item.panel_id].append(item)
+    return [_panel(row, agendas[row.panel_id]) for row in rows]
+
+
 @router.post(
     "/panels",
     status_code=201,
@@ -874,8 +891,8 @@ async def schedule_panel(
                     .values(panel_id=panel_id)
                 )
         _audit(uow.conn, caller, "panel_scheduled", "panel", panel_id)
-        row = uow.conn.execute(select(panels).where(panels.c.panel_id == panel_id)).one()
-        return CommandResult(201, _panel(row), {"Location": f"/v1/panels/{panel_id}"})
+        (panel,) = _panels_with_agendas(uow.conn, panels.c.panel_id == panel_id)
+        return CommandResult(201, panel, {"Location": f"/v1/panels/{panel_id}"})
 
     return await run_command(
         runtime,
@@ -899,11 +916,9 @@ async def list_panels(
     caller: Annotated[Principal, Depends(staff("panels:read"))],
     locality: Annotated[OptionalSlug, Query()] = None,
 ) -> PanelList:
-    query = select(panels).order_by(panels.c.meets_on, panels.c.panel_id)
-    if locality is not None:
-        query = query.where(panels.c.locality == locality)
-    rows = await runtime.read(lambda conn: conn.execute(query).all())
-    return PanelList(panels=[_panel(row) for row in rows])
+    conditions = [] if locality is None else [panels.c.locality == locality]
+    found = await runtime.read(lambda conn: _panels_with_agendas(conn, *conditions))
+    return PanelList(panels=found)
 
 
 @router.get(
@@ -918,20 +933,13 @@ async def get_panel(
     runtime: Hub,
     caller: Annotated[Principal, Depends(staff("panels:read"))],
 ) -> Panel:
-    def read(conn: Connection):
-        row = conn.execute(select(panels).where(panels.c.panel_id == str(panel_id))).first()
-        agenda = conn.execute(
-            select(panel_agenda)
-            .where(panel_agenda.c.panel_id == str(panel_id))
-            .order_by(panel_agenda.c.completed_at, panel_agenda.c.case_id)
-        ).all()
-        return row, agenda
-
-    row, agenda = await runtime.read(read)
-    if row is None:
+    found = await runtime.read(
+        lambda conn: _panels_with_agendas(conn, panels.c.panel_id == str(panel_id))
+    )
+    if not found:
         raise Problem.not_found(f"No panel {panel_id}.")
     await record_read(runtime, caller, "panel_agenda", str(panel_id))
-    return _panel(row, agenda)
+    return found[0]
 
 
 @router.post(

@@ -290,6 +290,23 @@ def test_an_assessed_case_joins_the_next_panel_which_records_its_decision(
     assert view.json()["panel_decisions"][0]["panel_id"] == panel_id
 
 
+def test_the_panel_list_says_what_the_panel_says(allocation, triaged, assessed):
+    """Issue 23: `GET /v1/panels` showed `"agenda": []` for a panel whose detail listed
+    a case as awaiting."""
+    panel_id = _panel(allocation)
+    case_id = triaged()
+    assert _allocate(allocation, case_id).status_code == 201
+    family_id = case_in_queue(allocation, case_id, "allocated")["family_id"]
+    assessed(case_id, family_id)
+    _on_agenda(allocation, panel_id, case_id)
+
+    detail = allocation.get(f"/v1/panels/{panel_id}", headers=as_(allocation, CHAIR)).json()
+    listed = allocation.get("/v1/panels", headers=as_(allocation, CHAIR)).json()["panels"]
+    (in_list,) = [panel for panel in listed if panel["panel_id"] == panel_id]
+    assert in_list == detail
+    assert [item["status"] for item in in_list["agenda"]] == ["awaiting"]
+
+
 def test_a_panel_refuses_a_commission_with_no_places_left_and_bad_references(
     allocation, triaged, assessed, stored
 ):
