@@ -58,6 +58,9 @@ FAST_ENV = {
     "EARLYHELP_TOKEN_PUBLIC_KEYS": TEST_PUBLIC_KEYS,
     # Encrypts notifications' webhook signing secrets (required outside SQLite); a test key.
     "EARLYHELP_NOTIFICATIONS_SECRET_KEYS": "q5OnE2ri2r4bGtmFpBTDMM0x3XYuO1y3j6JbP9XSSRc=",
+    # The tests' webhook receivers listen on 127.0.0.1: the operator allow-list is the
+    # one way to a private address, as for a partner on a council's network.
+    "EARLYHELP_NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
 }
 
 # Clients of config/identities.yaml that tests act as.

@@ -75,7 +75,7 @@ class ServingMark:
 
 def running_sessions(database_url: str, service: str) -> list[str]:
     """PostgreSQL sessions of the running service, described without personal data."""
-    engine = create_engine(database_url, poolclass=NullPool)
+    engine = create_engine(database_url, poolclass=NullPool, hide_parameters=True)
     try:
         with engine.connect() as conn:
             rows = conn.execute(

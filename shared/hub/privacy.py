@@ -94,6 +94,8 @@ def _safe_detail(exc: BaseException) -> str:
         return f"{exc.error_count()} invalid in {exc.title}: {failures}"
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"SMTP {exc.smtp_code}"
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return str(exc)  # smtplib's own words about a missing extension (STARTTLS, SMTPUTF8)
     if isinstance(exc, smtplib.SMTPException):
         return ""  # e.g. SMTPRecipientsRefused quotes the addresses
     if isinstance(exc, _SAFE_MESSAGE_TYPES):

@@ -15,7 +15,7 @@ from sqlalchemy.pool import NullPool
 
 from caseplan.service import definition as caseplan
 from hub.contracts.intake import ReferralReceived
-from hub.testing import bearer
+from hub.testing import bearer, token_keys_env
 from intake.schemas import ReferralSubmission
 from intake.service import definition as intake
 
@@ -28,7 +28,10 @@ def _earlyhelp(settings, *args: str) -> subprocess.CompletedProcess[str]:
         "EARLYHELP_DATABASE_URL": settings.database_url,
         "EARLYHELP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "EARLYHELP_VAR_DIR": str(settings.var_dir),
-        "EARLYHELP_JWT_SIGNING_KEY": settings.jwt_signing_key.get_secret_value(),
+    }
+    env |= {
+        f"EARLYHELP_{name.upper()}": value
+        for name, value in token_keys_env(settings.service_name).items()
     }
     return subprocess.run(
         [sys.executable, "-m", "hub.cli", *args],
