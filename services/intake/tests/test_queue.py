@@ -59,6 +59,8 @@ def test_the_queue_is_most_urgent_first_then_oldest_first(intake):
     immediate = _refer(intake, "immediate")
     routine_2 = _refer(intake, "routine")
     urgent_2 = _refer(intake, "urgent")
+    # One moment for both reads below: ages must not tick between them.
+    _at(intake, datetime.fromisoformat(urgent_2["received_at"]) + timedelta(minutes=1))
 
     page = _queue(intake, status="awaiting_triage")
 
