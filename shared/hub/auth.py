@@ -98,8 +98,9 @@ def verify_secret(secret: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-# Compared against when a client id is unknown, so that a wrong id costs as long as a
-# wrong secret and the timing does not tell which client ids exist.
+# Compared against when a client id is unknown and no real check has been timed yet
+# (see SecretChecks), so that a wrong id costs as long as a wrong secret and the timing
+# does not tell which client ids exist.
 _DECOY_HASH = hash_secret(secrets.token_urlsafe(16))
 
 
@@ -233,11 +234,6 @@ class Identities:
     def _scopes_of(self, roles: Iterable[str], scopes: Iterable[str] = ()) -> frozenset[str]:
         by_role = (scope for role in roles for scope in self._roles[role])
         return frozenset((*scopes, *by_role))
-
-    def authenticate(self, client_id: str, secret: str) -> Client | None:
-        client = self._clients.get(client_id)
-        matches = verify_secret(secret, client.secret_hash if client else _DECOY_HASH)
-        return client if client is not None and matches else None
 
     def principal(self, client: Client, scopes: frozenset[str]) -> Principal:
         return Principal(
@@ -565,6 +561,64 @@ class TokenVerifier:
             raise InvalidToken(str(exc)) from exc
 
 
+class SecretChecksBusy(Exception):
+    """Every secret-check thread is busy and the queue before them is full."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"secret checks busy; retry after {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+
+
+class SecretChecks:
+    """Where client secrets are checked: a thread (or a few) of its own, never the event
+    loop, behind a short queue. A request that finds the queue full is refused at once
+    (SecretChecksBusy) rather than waiting: a burst of guesses from many addresses,
+    which no per-address limit stops, then costs at most these threads' CPU, and the
+    rest of the service keeps the remaining cores.
+
+    An unknown client id holds its place in the queue and its thread for as long as a
+    real check takes (the last measured one), without hashing: it answers after the
+    same time as a wrong secret, and is refused as busy under the same load, but costs
+    no CPU. Only the very first unknown id, before any real check was timed, hashes a
+    decoy to learn how long one takes."""
+
+    def __init__(self, threads: int, max_waiting: int) -> None:
+        self._threads = threads
+        self._capacity = threads + max_waiting
+        # Counted on the event loop only: no lock needed.
+        self._admitted = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._check_s: float | None = None
+
+    async def authenticate(self, identities: Identities, client_id: str, secret: str):
+        """The client whose secret this is, or None; SecretChecksBusy when full."""
+        if self._admitted >= self._capacity:
+            raise SecretChecksBusy(self._capacity / self._threads * (self._check_s or 0.1))
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="secret-check")
+        self._admitted += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._check, identities, client_id, secret
+            )
+        finally:
+            self._admitted -= 1
+
+    def _check(self, identities: Identities, client_id: str, secret: str) -> Client | None:
+        client = identities.client(client_id)
+        if client is None and self._check_s is not None:
+            time.sleep(self._check_s)
+            return None
+        started = time.perf_counter()
+        matches = verify_secret(secret, client.secret_hash if client else _DECOY_HASH)
+        self._check_s = time.perf_counter() - started
+        return client if client is not None and matches else None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 class TokenService:
     """What a service holds of the token machinery: the identities, a verifier, and, in
     the token issuer alone, the issuer with its private keys, its attempt limits and the
@@ -577,34 +631,27 @@ class TokenService:
         *,
         attempts_per_address_per_minute: int = 60,
         failures_per_client_per_minute: int = 10,
-        secret_check_threads: int = 2,
+        secret_check_threads: int = 1,
+        secret_check_queue: int = 8,
     ) -> None:
         self.verifier = verifier
         self.issuer = issuer
         self.identities = verifier.identities
         self.attempts_by_address = AttemptLimiter(attempts_per_address_per_minute)
         self.failures_by_client = AttemptLimiter(failures_per_client_per_minute)
-        self._secret_check_threads = secret_check_threads
-        self._secret_checks: ThreadPoolExecutor | None = None
+        self.secret_checks = SecretChecks(secret_check_threads, secret_check_queue)
 
     def verify(self, token: str, *, refresh: bool = True) -> Principal:
         return self.verifier.verify(token, refresh=refresh)
 
     async def authenticate(self, client_id: str, secret: str) -> Client | None:
         """Check a client secret on the secret-check threads: scrypt takes tens of
-        milliseconds of CPU, which must not stall the event loop or the database reads."""
-        if self._secret_checks is None:
-            self._secret_checks = ThreadPoolExecutor(
-                self._secret_check_threads, thread_name_prefix="secret-check"
-            )
-        identities = self.identities.current
-        return await asyncio.get_running_loop().run_in_executor(
-            self._secret_checks, identities.authenticate, client_id, secret
-        )
+        milliseconds of CPU, which must not stall the event loop or the database reads.
+        SecretChecksBusy when those threads have as much queued as they may."""
+        return await self.secret_checks.authenticate(self.identities.current, client_id, secret)
 
     def close(self) -> None:
-        if self._secret_checks is not None:
-            self._secret_checks.shutdown(wait=False, cancel_futures=True)
+        self.secret_checks.close()
 
 
 def _hub_key_sources(settings: HubSettings, *, embedded: bool) -> list[PublicKeys]:
@@ -665,6 +712,7 @@ def token_service(settings: HubSettings, *, issues: bool, embedded: bool) -> Tok
         attempts_per_address_per_minute=settings.token_attempts_per_address_per_minute,
         failures_per_client_per_minute=settings.token_failures_per_client_per_minute,
         secret_check_threads=settings.token_secret_check_threads,
+        secret_check_queue=settings.token_secret_check_queue,
     )
 
 
@@ -806,6 +854,16 @@ def _too_many(wait_s: float, limited: str) -> Problem:
     )
 
 
+def _busy(wait_s: float) -> Problem:
+    TOKEN_REQUESTS.labels(outcome="busy").inc()
+    return Problem(
+        503,
+        detail="Too many token requests are being checked at once: try again after the time "
+        "in Retry-After.",
+        headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+    )
+
+
 @token_router.post(
     "/v1/oauth/token",
     response_model=TokenResponse,
@@ -835,6 +893,10 @@ def _too_many(wait_s: float, limited: str) -> Problem:
                 "description": "Too many attempts from this address or with this client id "
                 "(problem+json, with Retry-After)"
             },
+            "503": {
+                "description": "Too many token requests being checked at once "
+                "(problem+json, with Retry-After)"
+            },
         },
     },
 )
@@ -862,14 +924,21 @@ async def issue_token(request: Request):
         TOKEN_REQUESTS.labels(outcome="invalid_client").inc()
         return _oauth_error(401, "invalid_client", "client credentials are required")
     client_id, secret = credentials
-    wait_s = tokens.failures_by_client.wait(client_id)
+    # The attempt is counted before the check and given back if the secret was right:
+    # counted only after a failure, every guess of a concurrent burst would pass the
+    # limit before the first of them had failed.
+    wait_s = tokens.failures_by_client.attempt(client_id)
     if wait_s:
         raise _too_many(wait_s, "client")
-    client = await tokens.authenticate(client_id, secret)
+    try:
+        client = await tokens.authenticate(client_id, secret)
+    except SecretChecksBusy as busy:
+        tokens.failures_by_client.refund(client_id)
+        raise _busy(busy.retry_after_s) from None
     if client is None:
-        tokens.failures_by_client.spend(client_id)
         TOKEN_REQUESTS.labels(outcome="invalid_client").inc()
         return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
+    tokens.failures_by_client.refund(client_id)
     requested = form["scope"].split() if form.get("scope") else None
     issuer = tokens.issuer
     assert issuer is not None, "the token endpoint is mounted only where tokens are issued"

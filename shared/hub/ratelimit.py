@@ -47,6 +47,11 @@ class AttemptLimiter:
             # The key not seen for longest goes: it has refilled the most, if not fully.
             self._buckets.popitem(last=False)
 
+    def refund(self, key: str) -> None:
+        """Give back an attempt counted against `key` (one that turned out not to count)."""
+        if key in self._buckets:
+            self._buckets[key] = (min(self._level(key) + 1.0, self._capacity), self._clock())
+
     def attempt(self, key: str) -> float:
         """Count an attempt if allowed and return 0; otherwise the seconds to wait."""
         wait_s = self.wait(key)

@@ -218,10 +218,16 @@ class HubSettings(BaseSettings):
         description="Failed token requests naming one client id allowed a minute.",
     )
     token_secret_check_threads: int = Field(
-        default=2,
+        default=1,
         ge=1,
         description="Threads that check client secrets (scrypt), apart from the event loop "
-        "and the threads that read the database.",
+        "and the threads that read the database: at most this many cores go to hashing.",
+    )
+    token_secret_check_queue: int = Field(
+        default=8,
+        ge=0,
+        description="Token requests that may wait for a secret-check thread; more are "
+        "answered 503 with Retry-After at once.",
     )
     token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
     http_access_log: bool = Field(
