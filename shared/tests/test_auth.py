@@ -13,14 +13,18 @@ import pytest
 import yaml
 
 from hub.auth import (
+    Identities,
     IdentitiesWatch,
     InvalidToken,
+    SecretChecks,
+    SecretChecksBusy,
     TokenIssuer,
     TokenVerifier,
     hash_secret,
     token_service,
     verify_secret,
 )
+from hub.ratelimit import AttemptLimiter
 from hub.settings import REPO_ROOT, HubSettings
 from hub.tokens import (
     PUBLIC_KEYS_FILE,
@@ -222,6 +226,42 @@ def test_secrets_are_checked_off_the_event_loop(tmp_path: Path):
         tokens.close()
     assert client is not None and client.client_id == SCHOOL
     assert ticks_during > 0
+
+
+def test_a_secret_check_finding_the_queue_full_is_refused_without_waiting():
+    """One thread and no room to wait: while one check is admitted, the next is refused
+    at once (its caller answers 503), and once that check is over the next is admitted."""
+    checks = SecretChecks(threads=1, max_waiting=0)
+    identities = Identities.load(IDENTITIES_FILE)
+
+    async def scenario():
+        first = asyncio.create_task(checks.authenticate(identities, SCHOOL, "demo-school-secret"))
+        await asyncio.sleep(0)  # the first check is admitted and handed to the thread
+        with pytest.raises(SecretChecksBusy) as busy:
+            await checks.authenticate(identities, SCHOOL, "demo-school-secret")
+        admitted = await first
+        after = await checks.authenticate(identities, "no-such-client", "whatever")
+        return busy.value, admitted, after
+
+    try:
+        busy, admitted, after = asyncio.run(scenario())
+    finally:
+        checks.close()
+    assert busy.retry_after_s > 0
+    assert admitted is not None and admitted.client_id == SCHOOL
+    assert after is None  # an unknown client id, answered like a wrong secret
+
+
+def test_an_attempt_given_back_can_be_made_again():
+    limiter = AttemptLimiter(2, clock=lambda: 1000.0)  # the clock stands still
+
+    assert [limiter.attempt("client"), limiter.attempt("client")] == [0.0, 0.0]
+    assert limiter.attempt("client") > 0
+    limiter.refund("client")
+    assert limiter.attempt("client") == 0.0
+    assert limiter.attempt("client") > 0
+    limiter.refund("never-seen")  # nothing counted against it: nothing to give back
+    assert [limiter.attempt("never-seen"), limiter.attempt("never-seen")] == [0.0, 0.0]
 
 
 # --- revocation ------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from tests.bench.measure import (
     measure_end_to_end,
     measure_throughput,
 )
-from tests.bench.report import render, targets
+from tests.bench.report import render, splice, targets
 from tests.bench.system import machine_facts
+from tests.bench.token_burst import TokenBurst, measure_token_burst
 from tests.referral_data import distinct_referrals
 
 
@@ -50,7 +51,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--fanout-rate", type=float, default=0.0, help="(c) events per second; 0: all at once"
     )
-    parser.add_argument("--only", choices=("a", "b", "c"), help="run one part only")
+    parser.add_argument(
+        "--burst-requests", type=int, default=200, help="(d) bad token requests sent at once"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("a", "b", "c", "d"),
+        help="run one part only; its section replaces that part's in the existing report",
+    )
     parser.add_argument(
         "--no-context-run",
         action="store_true",
@@ -72,7 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    require_wrk()
+    if args.only in (None, "a"):
+        require_wrk()
     facts = machine_facts()
     log(
         f"{facts['nproc']} CPUs ({facts['cpu']}), {facts['python']}, "
@@ -98,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput: Throughput | None = None
     end_to_end: EndToEnd | None = None
     fanout: FanOut | None = None
+    token_burst: TokenBurst | None = None
     try:
         if args.only in (None, "a"):
             throughput = measure_throughput(
@@ -125,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                 subscribers=args.fanout_subscribers,
                 rate=args.fanout_rate,
             )
+        if args.only in (None, "d"):
+            token_burst = measure_token_burst(workdir / "d", requests=args.burst_requests)
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         print(f"work directory kept: {workdir}", file=sys.stderr)
@@ -133,11 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             log(f"work directory kept: {workdir}")
 
-    report = render(facts, throughput, end_to_end, settings=settings, fanout=fanout)
+    report = render(
+        facts, throughput, end_to_end, settings=settings, fanout=fanout, token_burst=token_burst
+    )
     print()
     print(report)
     if not args.no_write:
         args.output.parent.mkdir(parents=True, exist_ok=True)
+        if args.only and args.output.exists():
+            report = splice(args.output.read_text(), report, args.only)
         args.output.write_text(report)
         log(f"written to {args.output}")
     if not args.keep:
@@ -146,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         *(throughput.problems if throughput else []),
         *(end_to_end.problems if end_to_end else []),
         *(fanout.problems if fanout else []),
+        *(token_burst.problems if token_burst else []),
     ]
     for problem in problems:
         print(f"[bench] INVALID: {problem}", file=sys.stderr)
     # A missed target is a finding, not a failure; an invalid run is a failure.
-    for name, _wanted, measured, met in targets(throughput, end_to_end, fanout):
+    for name, _wanted, measured, met in targets(throughput, end_to_end, fanout, token_burst):
         verdict = "no target" if met is None else "met" if met else "NOT met"
         log(f"{name}: {measured} -> {verdict}")
     return 1 if problems else 0

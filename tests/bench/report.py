@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from tests.bench.fanout import FanOut
 from tests.bench.measure import EndToEnd, Throughput
 from tests.bench.system import CpuUsage
+from tests.bench.token_burst import TokenBurst
 
 RATIO_TARGET = 0.5
 E2E_P99_TARGET_MS = 250.0
 REFERRAL_PATH_RATIO_TARGET = 0.6  # issue 3: the full referral path at -c32
 REFERRAL_PATH_P99_TARGET_MS = 100.0
+HEALTHZ_DURING_BURST_TARGET_MS = 100.0  # issue 15
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -37,7 +39,10 @@ def _opt_s(value: float | None) -> str:
 
 
 def targets(
-    a: Throughput | None, b: EndToEnd | None, c: FanOut | None = None
+    a: Throughput | None,
+    b: EndToEnd | None,
+    c: FanOut | None = None,
+    d: TokenBurst | None = None,
 ) -> list[tuple[str, str, str, bool | None]]:
     rows: list[tuple[str, str, str, bool | None]] = []
     if a is not None:
@@ -76,6 +81,8 @@ def targets(
         )
     if c is not None:
         rows.append(_fanout_row(c))
+    if d is not None:
+        rows.append(_token_burst_row(d))
     return rows
 
 
@@ -113,6 +120,7 @@ def render(
     *,
     settings: dict[str, object],
     fanout: FanOut | None = None,
+    token_burst: TokenBurst | None = None,
 ) -> str:
     out: list[str] = [
         "# Benchmarks",
@@ -137,7 +145,7 @@ def render(
         "| Target | Wanted | Measured | Met |",
         "|---|---|---|---|",
     ]
-    for name, wanted, measured, met in targets(a, b, fanout):
+    for name, wanted, measured, met in targets(a, b, fanout, token_burst):
         out.append(f"| {name} | {wanted} | {measured} | {_yes(met)} |")
     if a is not None:
         out += _throughput_section(a, settings)
@@ -145,6 +153,8 @@ def render(
         out += _latency_section(b, settings)
     if fanout is not None:
         out += _fanout_section(fanout)
+    if token_burst is not None:
+        out += _token_burst_section(token_burst, facts)
     out += _method(settings)
     out += _notes(facts, a, b)
     return "\n".join(out) + "\n"
@@ -375,3 +385,114 @@ def _fanout_section(c: FanOut) -> list[str]:
         out += ["", "CPU used while the events were published and delivered, in cores:", ""]
         out += cpu
     return out
+
+
+# --- (d) the token endpoint under a burst (tests/bench/token_burst.py) -------------------
+
+
+def _token_burst_row(d: TokenBurst) -> tuple[str, str, str, bool | None]:
+    worst = max((max(b.probe_ms) for b in d.bursts if b.probe_ms), default=math.nan)
+    valid = not d.problems
+    return (
+        f"(d) /healthz during {d.bursts[0].requests} bad token requests at once (issue 15): "
+        "worst probe",
+        f"< {HEALTHZ_DURING_BURST_TARGET_MS:.0f} ms",
+        _ms(worst) + ("" if valid else " (run invalid)"),
+        (worst < HEALTHZ_DURING_BURST_TARGET_MS) if valid and not math.isnan(worst) else False,
+    )
+
+
+def _token_burst_section(d: TokenBurst, facts: dict[str, str]) -> list[str]:
+    bursts = d.bursts
+
+    def row(name: str, cell) -> str:
+        return f"| {name} | " + " | ".join(cell(b) for b in bursts) + " |"
+
+    def by_kind(kind: str):
+        return lambda b: ", ".join(
+            f"{count} x {status}" for status, count in sorted(b.statuses[kind].items())
+        )
+
+    out = [
+        "",
+        f"## (d) Token endpoint under a burst of {bursts[0].requests} bad requests",
+        "",
+        "Intake alone (`earlyhelp serve intake`, SQLite, `make run` defaults: "
+        + ", ".join(f"{name} {value}" for name, value in d.settings.items())
+        + "). A prober process asks `/healthz` every "
+        "10 ms on a new connection each time while all the bad requests are sent at once "
+        "on connections of their own: a third wrong secrets for a real client, a third "
+        "unknown client ids, a third forged bearer tokens on `GET /v1/referrals/{id}` "
+        "(half signed by a stranger's Ed25519 key under the issuer's `kid`, half not JWTs). "
+        "Once from one address, once from as many loopback addresses as requests. "
+        f"Run {facts['date']}, load average at start {facts['load_average']}; the machine "
+        "was shared with other work (see 'everything else' below).",
+        "",
+        "| | " + " | ".join(f"from {b.spread}" for b in bursts) + " |",
+        "|---|" + "---:|" * len(bursts),
+        row("Burst took (first sent to last answered)", lambda b: f"{b.elapsed_s:.2f} s"),
+        row("Wrong secret: answers", by_kind("wrong secret")),
+        row("Unknown client: answers", by_kind("unknown client")),
+        row("Forged bearer: answers", by_kind("forged bearer")),
+        row("Secrets checked (got past the limits)", lambda b: f"{b.checked:g}"),
+        row("429 (rate limited)", lambda b: f"{b.count(429)}"),
+        row("503 (secret checks busy)", lambda b: f"{b.count(503)}"),
+        row("/healthz probes during the burst", lambda b: f"{len(b.probe_ms)}"),
+        row("/healthz p50", lambda b: _ms(percentile(b.probe_ms, 50))),
+        row("/healthz p99", lambda b: _ms(percentile(b.probe_ms, 99))),
+        row(
+            "**/healthz max**",
+            lambda b: f"**{_ms(max(b.probe_ms) if b.probe_ms else math.nan)}**",
+        ),
+        row(
+            f"Probes over {100:.0f} ms (s into the burst: ms)",
+            lambda b: ", ".join(f"{at:.2f}: {ms:.0f}" for at, ms, _c in b.slow_probes) or "none",
+        ),
+        "",
+        f"`/healthz` with no burst: p50 {_ms(percentile(d.idle_probe_ms, 50))}, max "
+        f"{_ms(max(d.idle_probe_ms) if d.idle_probe_ms else math.nan)} "
+        f"({len(d.idle_probe_ms)} probes over 2 s).",
+    ]
+    if d.problems:
+        out += ["", "**The run is invalid:** " + "; ".join(d.problems) + "."]
+    cpu = _cpu_table([(f"from {b.spread}", b.cpu) for b in bursts])
+    if cpu:
+        out += ["", "CPU used during each burst, in cores:", ""]
+        out += cpu
+    return out
+
+
+def splice(page: str, fresh: str, part: str) -> str:
+    """`page` with part `part`'s section and target row taken from `fresh` (a report of
+    that part alone), the other parts' figures left as they were."""
+    heading = f"## ({part})"
+    lines, new = page.splitlines(), fresh.splitlines()
+
+    def section(of: list[str]) -> tuple[int, int] | None:
+        starts = [i for i, line in enumerate(of) if line.startswith(heading)]
+        if not starts:
+            return None
+        end = next((i for i in range(starts[0] + 1, len(of)) if of[i].startswith("## ")), len(of))
+        return starts[0], end
+
+    found_new = section(new)
+    if found_new is None:
+        return page
+    new_section = new[found_new[0] : found_new[1]]
+    found = section(lines)
+    if found is not None:
+        lines[found[0] : found[1]] = new_section
+    else:
+        method = next((i for i, line in enumerate(lines) if line == "## Method"), len(lines))
+        lines[method:method] = new_section
+    row_prefix = f"| ({part})"
+    new_rows = [line for line in new if line.startswith(row_prefix)]
+    kept = [i for i, line in enumerate(lines) if line.startswith(row_prefix)]
+    if kept:
+        lines[kept[0] : kept[-1] + 1] = new_rows
+    else:
+        table = next(i for i, line in enumerate(lines) if line.startswith("| Target |"))
+        end = next((i for i in range(table, len(lines)) if not lines[i].startswith("|")), None)
+        end = len(lines) if end is None else end
+        lines[end:end] = new_rows
+    return "\n".join(lines) + "\n"

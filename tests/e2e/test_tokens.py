@@ -1,6 +1,7 @@
 """Tokens across the hub's processes: intake alone mints, every service verifies with
 public keys only, the council's identity provider signs staff in, a revoked client is
-refused everywhere after SIGHUP, and a burst at the token endpoint stalls nothing."""
+refused everywhere after SIGHUP, and a burst of bad requests leaves the service answering
+and correct."""
 
 from __future__ import annotations
 
@@ -70,6 +71,9 @@ def hub(module_bootstrap, provider, provider_key, identities_file, tmp_path_fact
         "EARLYHELP_OIDC_ISSUER": PROVIDER,
         "EARLYHELP_OIDC_AUDIENCE": AUDIENCE,
         "EARLYHELP_OIDC_JWKS_URL": provider.url,
+        # Room for more waiting secret checks than one client's failure limit, so that
+        # the burst test shows the limit holding when every guess comes at once.
+        "EARLYHELP_TOKEN_SECRET_CHECK_QUEUE": "64",
     }
     started = Hub(workdir, module_bootstrap, extra_env=extra_env)
     started.start(timeout_s=120)  # four processes at once, on a busy machine
@@ -159,18 +163,53 @@ def test_a_removed_client_is_refused_everywhere_after_sighup(hub, identities_fil
     )
 
 
-def test_a_burst_of_bad_token_requests_leaves_healthz_answering(hub, record_property):
-    """200 bad token requests at once: beyond the per-address limit they are refused
-    before any secret is hashed, the hashing left runs off the event loop, and /healthz
-    goes on answering throughout. What is asserted is structural: every probe during
-    the burst answered, and no more secrets were hashed than the limit allows in the
-    burst's time. The latency is reported (printed, and as the test's properties), not
-    asserted: on a shared CI machine it measures the machine as much as the service.
-    That the hashing leaves the event loop free is asserted directly in
-    shared/tests/test_auth.py."""
+BURST_VICTIM = "met-police-brent"  # the real client whose secret the burst guesses
+BURST_ADDRESSES = [f"127.1.0.{n}" for n in range(1, 5)]  # none of them the tests' own
+
+
+def _bad_requests(count: int, issuer_kid: str) -> list[tuple[str, dict]]:
+    """(kind, request arguments): wrong secrets for a real client, unknown client ids,
+    and forged bearer tokens (a stranger's key under the issuer's kid, or no JWT at all)."""
+    stranger = SigningKeys({"keys": [{**new_signing_key(), "kid": issuer_kid}]})
+    requests = []
+    for i in range(count):
+        kind = ("wrong secret", "unknown client", "forged bearer")[i % 3]
+        if kind == "forged bearer":
+            claims = {"iss": "earlyhelp", "aud": "earlyhelp", "sub": BURST_VICTIM, "jti": str(i)}
+            token = stranger.sign(claims | {"exp": int(time.time()) + 600})
+            token = token if i % 2 else f"not-a-jwt-{uuid.uuid4()}"
+            args = {
+                "method": "GET",
+                "url": GUARDED["intake"].format(id=uuid.uuid4()),
+                "headers": {"Authorization": f"Bearer {token}"},
+            }
+        else:
+            client_id = BURST_VICTIM if kind == "wrong secret" else f"no-such-client-{i}"
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": f"guess-{i}",
+            }
+            args = {"method": "POST", "url": "/v1/oauth/token", "data": form}
+        requests.append((kind, args))
+    return requests
+
+
+def test_a_burst_of_bad_token_requests_leaves_the_service_answering_and_correct(
+    hub, record_property
+):
+    """200 bad requests at once, from four addresses: wrong secrets for one real client,
+    unknown client ids, forged bearer tokens. Every one is refused in the documented
+    shape (401, or 429/503 problem+json with Retry-After); no more of the victim's
+    guesses are checked than its limit allows, though they all came at once; /healthz
+    answers 200 throughout; and afterwards a client the burst did not name gets a token
+    that works. The latency is printed and recorded, not asserted (tests/bench, part
+    (d), measures it; on a shared machine it measures the machine as much as the
+    service)."""
     intake = hub.url("intake")
-    per_minute = hub.settings("intake").token_attempts_per_address_per_minute
-    before = _metric(intake, 'earlyhelp_token_requests_total{outcome="invalid_client"}')
+    settings = hub.settings("intake")
+    issuer_kid = json.loads(hub.env("intake")["EARLYHELP_TOKEN_PUBLIC_KEYS"])["keys"][0]["kid"]
+    plan = _bad_requests(200, issuer_kid)
     burst_done = threading.Event()
     probes: list[tuple[int, float]] = []
     probing = threading.Event()
@@ -184,21 +223,21 @@ def test_a_burst_of_bad_token_requests_leaves_healthz_answering(hub, record_prop
                 probing.set()
 
     async def burst() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-            return await asyncio.gather(
-                *(
-                    client.post(
-                        intake + "/v1/oauth/token",
-                        data={
-                            "grant_type": "client_credentials",
-                            "client_id": f"no-such-client-{i}",
-                            "client_secret": "wrong",
-                        },
-                    )
-                    for i in range(200)
-                )
+        clients = [
+            httpx.AsyncClient(
+                base_url=intake,
+                timeout=120,
+                limits=httpx.Limits(max_connections=len(plan)),
+                transport=httpx.AsyncHTTPTransport(local_address=address),
             )
+            for address in BURST_ADDRESSES
+        ]
+        try:
+            return await asyncio.gather(
+                *(clients[i % len(clients)].request(**args) for i, (_kind, args) in enumerate(plan))
+            )
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
 
     prober = threading.Thread(target=probe)
     prober.start()
@@ -212,30 +251,47 @@ def test_a_burst_of_bad_token_requests_leaves_healthz_answering(hub, record_prop
         burst_done.set()
         prober.join()
 
-    statuses = [a.status_code for a in answers]
-    assert set(statuses) <= {401, 429}, statuses
-    hashed = _metric(intake, 'earlyhelp_token_requests_total{outcome="invalid_client"}') - before
-    # The bucket holds a minute's attempts and refills at that rate: no more got through.
-    assert hashed == statuses.count(401) <= per_minute + math.ceil(elapsed_s * per_minute / 60)
-    limited = [a for a in answers if a.status_code == 429]
-    assert limited, f"the per-address limit never answered ({elapsed_s:.1f} s)"
-    assert limited[0].headers["content-type"] == "application/problem+json"
-    assert int(limited[0].headers["retry-after"]) >= 1
+    by_kind: dict[str, list[httpx.Response]] = {}
+    for (kind, _args), answer in zip(plan, answers, strict=True):
+        by_kind.setdefault(kind, []).append(answer)
+    for kind, kind_answers in by_kind.items():
+        for answer in kind_answers:
+            assert answer.status_code in {401, 429, 503}, (kind, answer.status_code, answer.text)
+            if answer.status_code == 401 and kind != "forged bearer":
+                assert answer.json()["error"] == "invalid_client"  # RFC 6749 section 5.2
+                continue
+            assert answer.headers["content-type"] == "application/problem+json", answer.text
+            assert answer.json()["status"] == answer.status_code
+            if answer.status_code in {429, 503}:
+                assert int(answer.headers["retry-after"]) >= 1
+    assert {a.status_code for a in by_kind["forged bearer"]} == {401}
+    # Attempts are counted before the check: the concurrent guesses could not all pass.
+    per_client = settings.token_failures_per_client_per_minute
+    checked = [a for a in by_kind["wrong secret"] if a.status_code == 401]
+    assert len(checked) <= per_client + math.ceil(elapsed_s * per_client / 60), len(checked)
+
     assert probes, "no /healthz probe ran during the burst"
     assert all(status == 200 for status, _ in probes), probes
+    assert httpx.get(intake + "/healthz", timeout=10).status_code == 200
+    good = httpx.post(
+        intake + "/v1/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "brent-health-visiting",
+            "client_secret": "demo-health-secret",
+        },
+        timeout=30,
+    )
+    assert good.status_code == 200, good.text
+    assert 401 not in _statuses(hub, good.json()["access_token"]).values()
+
+    statuses = [a.status_code for a in answers]
     latencies = sorted(ms for _, ms in probes)
     p50, worst = statistics.median(latencies), latencies[-1]
     print(
-        f"\n200 bad token requests in {elapsed_s:.1f} s ({statuses.count(429)} limited, "
-        f"{hashed:g} hashed); /healthz meanwhile: {len(probes)} probes, "
-        f"p50 {p50:.1f} ms, max {worst:.1f} ms"
+        f"\n200 bad requests in {elapsed_s:.1f} s ({statuses.count(401)} x 401, "
+        f"{statuses.count(429)} x 429, {statuses.count(503)} x 503); /healthz meanwhile: "
+        f"{len(probes)} probes, p50 {p50:.1f} ms, max {worst:.1f} ms"
     )
     record_property("healthz_p50_ms", round(p50, 1))
     record_property("healthz_max_ms", round(worst, 1))
-
-
-def _metric(base_url: str, sample: str) -> float:
-    for line in httpx.get(base_url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.split()[-1])
-    return 0.0
