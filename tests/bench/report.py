@@ -391,7 +391,8 @@ def _fanout_section(c: FanOut) -> list[str]:
 
 
 def _token_burst_row(d: TokenBurst) -> tuple[str, str, str, bool | None]:
-    worst = max((max(b.probe_ms) for b in d.bursts if b.probe_ms), default=math.nan)
+    bad = [b for b in d.bursts if not b.control]
+    worst = max((max(b.probe_ms) for b in bad if b.probe_ms), default=math.nan)
     valid = not d.problems
     return (
         f"(d) /healthz during {d.bursts[0].requests} bad token requests at once (issue 15): "
@@ -409,8 +410,9 @@ def _token_burst_section(d: TokenBurst, facts: dict[str, str]) -> list[str]:
         return f"| {name} | " + " | ".join(cell(b) for b in bursts) + " |"
 
     def by_kind(kind: str):
-        return lambda b: ", ".join(
-            f"{count} x {status}" for status, count in sorted(b.statuses[kind].items())
+        return lambda b: (
+            ", ".join(f"{count} x {status}" for status, count in sorted(b.statuses[kind].items()))
+            or "-"
         )
 
     out = [
@@ -428,7 +430,7 @@ def _token_burst_section(d: TokenBurst, facts: dict[str, str]) -> list[str]:
         f"Run {facts['date']}, load average at start {facts['load_average']}; the machine "
         "was shared with other work (see 'everything else' below).",
         "",
-        "| | " + " | ".join(f"from {b.spread}" for b in bursts) + " |",
+        "| | " + " | ".join(b.spread for b in bursts) + " |",
         "|---|" + "---:|" * len(bursts),
         row("Burst took (first sent to last answered)", lambda b: f"{b.elapsed_s:.2f} s"),
         row("Wrong secret: answers", by_kind("wrong secret")),
@@ -455,7 +457,7 @@ def _token_burst_section(d: TokenBurst, facts: dict[str, str]) -> list[str]:
     ]
     if d.problems:
         out += ["", "**The run is invalid:** " + "; ".join(d.problems) + "."]
-    cpu = _cpu_table([(f"from {b.spread}", b.cpu) for b in bursts])
+    cpu = _cpu_table([(b.spread, b.cpu) for b in bursts])
     if cpu:
         out += ["", "CPU used during each burst, in cores:", ""]
         out += cpu

@@ -13,7 +13,9 @@ a third of each kind:
 
 The burst runs twice: from one address (127.0.0.1, where the per-address limit
 answers most of it), and spread over as many loopback addresses as requests (one
-each, as a botnet's would be, where no per-address limit applies). Nothing is
+each, as a botnet's would be, where no per-address limit applies). A third, control
+burst sends as many `GET /healthz` at once: the cheapest request there is, so the
+wait it causes is what any burst of that size costs, token endpoint or not. Nothing is
 asserted; figures are printed and written to docs/benchmarks.md. A probe that is not
 answered 200, or a bad request answered anything but 401/429/503, makes the run invalid.
 """
@@ -45,6 +47,8 @@ PROBE_INTERVAL_S = 0.01
 SLOW_PROBE_MS = 100.0
 BAD_STATUSES = frozenset({401, 429, 503})
 KINDS = ("wrong secret", "unknown client", "forged bearer")
+CONTROL = "healthz"
+CONTROL_LABEL = "control: only GET /healthz, one address"
 
 
 @dataclass
@@ -64,6 +68,10 @@ class Burst:
     slow_probes: list[tuple[float, float, float]]
     cpu: CpuUsage | None = None
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def control(self) -> bool:
+        return sum(self.statuses.get(CONTROL, Counter()).values()) > 0
 
     def count(self, status: int) -> int:
         return sum(by_status[status] for by_status in self.statuses.values())
@@ -235,8 +243,12 @@ def _metric_sum(base_url: str, name: str, **labels: str) -> float:
     return total
 
 
-def _burst(base_url: str, requests: int, issuer_kid: str, victim: str, *, spread: bool) -> Burst:
-    plan = _requests(requests, issuer_kid, victim)
+def _control_requests(count: int) -> list[tuple[str, bytes]]:
+    request = b"GET /healthz HTTP/1.1\r\nHost: intake\r\nConnection: close\r\n\r\n"
+    return [(CONTROL, request)] * count
+
+
+def _burst(base_url: str, plan: list[tuple[str, bytes]], label: str, *, spread: bool) -> Burst:
     checked_before = _metric_sum(
         base_url, "earlyhelp_token_requests_total", outcome="invalid_client"
     ) + _metric_sum(base_url, "earlyhelp_token_requests_total", outcome="issued")
@@ -257,12 +269,12 @@ def _burst(base_url: str, requests: int, issuer_kid: str, victim: str, *, spread
         + _metric_sum(base_url, "earlyhelp_token_requests_total", outcome="issued")
         - checked_before
     )
-    by_kind: dict[str, Counter[int]] = {kind: Counter() for kind in KINDS}
+    by_kind: dict[str, Counter[int]] = {kind: Counter() for kind in (*KINDS, CONTROL)}
     for (kind, _args), status in zip(plan, statuses, strict=True):
         by_kind[kind][status] += 1
     burst = Burst(
-        spread="one address" if not spread else f"{requests} addresses",
-        requests=requests,
+        spread=label,
+        requests=len(plan),
         elapsed_s=ended_at - started_at,
         statuses=by_kind,
         probe_ms=[ms for status, _at, ms, _c in samples if status == 200],
@@ -271,7 +283,12 @@ def _burst(base_url: str, requests: int, issuer_kid: str, victim: str, *, spread
         checked=checked,
         cpu=cpu_between(cpu_before, cpu_after, reaped_label=None),
     )
-    unexpected = {s: n for c in by_kind.values() for s, n in c.items() if s not in BAD_STATUSES}
+    unexpected = {
+        status: count
+        for kind, by_status in by_kind.items()
+        for status, count in by_status.items()
+        if status not in (BAD_STATUSES if kind != CONTROL else {200})
+    }
     if unexpected:
         burst.problems.append(f"bad requests answered {unexpected}")
     if burst.probe_failures:
@@ -316,8 +333,15 @@ def measure_token_burst(workdir: Path, *, requests: int) -> TokenBurst:
             # Each burst guesses the secret of a client of its own, so that the second
             # does not start where the first left that client's limit.
             for spread, victim in ((False, PARTNER), (True, STAFF)):
-                log(f"(d) {requests} bad requests at once, {'spread' if spread else 'one address'}")
-                bursts.append(_burst(base_url, requests, issuer_kid, victim, spread=spread))
+                label = f"from {requests} addresses" if spread else "from one address"
+                log(f"(d) {requests} bad requests at once, {label}")
+                plan = _requests(requests, issuer_kid, victim)
+                bursts.append(_burst(base_url, plan, label, spread=spread))
+            # For comparison: as many of the cheapest requests there are, at once.
+            log(f"(d) control: {requests} GET /healthz at once")
+            bursts.append(
+                _burst(base_url, _control_requests(requests), CONTROL_LABEL, spread=False)
+            )
             return TokenBurst(
                 idle_probe_ms=idle,
                 bursts=bursts,
