@@ -27,8 +27,11 @@ import hmac
 import json
 import os
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -51,6 +54,11 @@ PROJECT = "earlyhelp-check"
 SCHOOL = ("harlesden-primary-school", "demo-school-secret")
 STAFF = ("front-door-demo", "demo-staff-secret")
 RECEIVED = "earlyhelp.referral.received.v1"
+# compose.standins.yaml's services with an image of their own, in place of compose.yaml's.
+STANDIN_IMAGES = ("kafka", "postgres", "prometheus", "grafana")
+# What the stand-in file changes because the broker stand-in has no SASL, TLS or ACLs:
+# only with that stand-in (the real apache/kafka keeps compose.yaml's settings).
+BROKER_STANDIN_COMPANIONS = ("kafka-setup", "topics", *SERVICES)
 STARTED = time.monotonic()
 STEPS = {"passed": 0, "failed": 0}
 
@@ -134,6 +142,11 @@ class Check:
             **{f"EARLYHELP_{name.upper()}_HOST_PORT": str(p) for name, p in self.ports.items()},
         }
         self.env["PYTHON_IMAGE"] = self.base_image
+        # Secrets compose mounts as files, for this run only (compose.check.yaml).
+        self.secrets = Path(tempfile.mkdtemp(prefix="earlyhelp-check-secrets-"))
+        self.secrets.chmod(0o755)
+        (self.secrets / "smtp-password").touch(mode=0o644)
+        self.env["DEPLOY_CHECK_SECRETS"] = str(self.secrets)
         self.http = httpx.Client(timeout=10)
         self.project: Project | None = None
         self.standins: dict[str, str] = {}
@@ -216,14 +229,18 @@ class Check:
         """compose.yaml, stand-ins for images the engine does not have, the check's extras."""
         compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
         standins = yaml.safe_load((DEPLOY / "compose.standins.yaml").read_text())
-        for name in list(standins["services"]):
-            real = compose["services"][name]["image"]
+        for name in STANDIN_IMAGES:
+            real = interpolate(compose["services"][name]["image"], self.env)
             exists = subprocess.run(
                 [self.engine, "image", "inspect", real], capture_output=True, check=False
             )
             if exists.returncode == 0:
                 say(f"   {name}: the real image {real} is here: using it")
                 del standins["services"][name]
+                if name == "kafka":
+                    # Apache Kafka serves SASL_SSL: the clients keep compose.yaml's settings.
+                    for companion in BROKER_STANDIN_COMPANIONS:
+                        del standins["services"][companion]
             else:
                 standin = standins["services"][name]
                 self.standins[name] = interpolate(standin.get("image", "(not started)"), self.env)
@@ -231,6 +248,14 @@ class Check:
                     f"   {name}: {real} is not in the engine's store and no registry is reachable:"
                     f" stand-in {self.standins[name]}"
                 )
+        if "kafka" in self.standins:
+            say(
+                "   CAVEAT: the broker stand-in (Tansu) runs WITHOUT SASL, TLS or ACLs: Tansu"
+                " implements none of them, so the stand-in stack sets every hub Kafka client to"
+                " PLAINTEXT and kafka-setup creates no principals. compose.yaml on apache/kafka"
+                " stays SASL_SSL with one SCRAM principal per service and ACLs: this run does"
+                " not exercise them (tests/deploy/test_kafka_acls.py checks the ACLs offline)."
+            )
         return [
             compose,
             standins,
@@ -340,13 +365,14 @@ class Check:
         if not listing.startswith("none missing"):
             raise CheckFailed(f"topics missing: {listing}")
         say(f"   {listing.split()[-1]} topics present, none missing")
-        for job in ("topics", *(f"{name}-migrate" for name in SERVICES)):
+        for job in ("kafka-setup", "topics", *(f"{name}-migrate" for name in SERVICES)):
             code = self.project.run(
                 "inspect", "--format", "{{.State.ExitCode}}", self.project.container(job)
             )
             if code.stdout.strip() != "0":
                 raise CheckFailed(f"{job} exited {code.stdout.strip()}")
-        say("   jobs exited 0: topics, " + ", ".join(f"{name}-migrate" for name in SERVICES))
+        jobs = ", ".join(f"{name}-migrate" for name in SERVICES)
+        say(f"   jobs exited 0: kafka-setup, topics, {jobs}")
 
     @step("services: /readyz of all four on their host ports")
     def check_ready(self) -> None:
@@ -459,6 +485,18 @@ class Check:
         if not rules or unhealthy:
             raise CheckFailed(f"alert rules: loaded {rules}, unhealthy {unhealthy}")
         say(f"   {len(rules)} alert rules loaded and evaluating: {', '.join(rules)}")
+        readiness = self.http.get(
+            f"{api}/query", params={"query": "earlyhelp_readiness_check_ok"}
+        ).json()["data"]["result"]
+        passing = sorted(
+            f"{r['metric']['app']}:{r['metric']['check']}"
+            for r in readiness
+            if r["value"][1] == "1"
+        )
+        apps = {r["metric"]["app"] for r in readiness}
+        if apps != set(SERVICES) or len(passing) != len(readiness):
+            raise CheckFailed(f"readiness as scraped: {readiness}")
+        say(f"   readiness checks passing at the last scrape: {', '.join(passing)}")
 
     @step("dashboard: every Grafana panel's query returns series from the live Prometheus")
     def check_dashboard(self) -> None:
@@ -591,10 +629,13 @@ class Check:
                 began = time.monotonic()
                 self.project.down()
                 say(f"torn down: containers, volumes, network ({time.monotonic() - began:.1f} s)")
+            shutil.rmtree(self.secrets, ignore_errors=True)
         say("deploy-check " + ("FAILED" if failed else "passed"))
         print(f"deploy-check: {STEPS['passed']} passed, {STEPS['failed']} failed", flush=True)
         return 1 if failed else 0
 
 
 if __name__ == "__main__":
+    # A CI timeout or an operator's kill sends SIGTERM: end through run()'s teardown.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sys.exit(Check().run())
