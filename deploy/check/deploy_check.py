@@ -27,11 +27,9 @@ import hmac
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -142,11 +140,6 @@ class Check:
             **{f"EARLYHELP_{name.upper()}_HOST_PORT": str(p) for name, p in self.ports.items()},
         }
         self.env["PYTHON_IMAGE"] = self.base_image
-        # Secrets compose mounts as files, for this run only (compose.check.yaml).
-        self.secrets = Path(tempfile.mkdtemp(prefix="earlyhelp-check-secrets-"))
-        self.secrets.chmod(0o755)
-        (self.secrets / "smtp-password").touch(mode=0o644)
-        self.env["DEPLOY_CHECK_SECRETS"] = str(self.secrets)
         self.http = httpx.Client(timeout=10)
         self.project: Project | None = None
         self.standins: dict[str, str] = {}
@@ -179,16 +172,24 @@ class Check:
             )
         return result
 
-    def one_off(self, template: str, *command: str, check: bool = True) -> str:
-        """A command in a new hub container with `template`'s settings (a migrate job's)."""
+    def one_off(self, template: str, *command: str, kafka_client: str, check: bool = True) -> str:
+        """A command in a new hub container with `template`'s settings (a migrate job's),
+        connecting to Kafka as `kafka_client` does (its EARLYHELP_KAFKA_* and secrets)."""
         spec = self.project.services[template]
+        client = self.project.services[kafka_client]
+        environment = {
+            **spec["environment"],
+            **{k: v for k, v in client["environment"].items() if k.startswith("EARLYHELP_KAFKA_")},
+        }
         args = ["run", "--rm", "--network", PROJECT, "--read-only", "--tmpfs", "/tmp"]
         if self.engine == "podman":
             args += ["--ulimit", "host", "--no-healthcheck"]
-        for key, value in spec["environment"].items():
+        for key, value in environment.items():
             args += ["--env", f"{key}={value}"]
         for volume in spec.get("volumes") or []:
             args += ["--volume", self.project._volume(volume)]
+        for secret in client.get("secrets") or []:
+            args += ["--volume", self.project._secret(secret)]
         if check:
             return self.engine_run(*args, spec["image"], *command).stdout
         done = subprocess.run(
@@ -250,17 +251,29 @@ class Check:
                 )
         if "kafka" in self.standins:
             say(
-                "   CAVEAT: the broker stand-in (Tansu) runs WITHOUT SASL, TLS or ACLs: Tansu"
-                " implements none of them, so the stand-in stack sets every hub Kafka client to"
-                " PLAINTEXT and kafka-setup creates no principals. compose.yaml on apache/kafka"
-                " stays SASL_SSL with one SCRAM principal per service and ACLs: this run does"
-                " not exercise them (tests/deploy/test_kafka_acls.py checks the ACLs offline)."
+                "   CAVEAT: the broker stand-in (Tansu) runs WITHOUT SASL or ACLs: Tansu implements"
+                " neither (nor TLS, which socat adds in front of it). So the stand-in stack sets"
+                " every hub Kafka client to SSL (the compose CA checks the broker's certificate)"
+                " with no principal and no password, and kafka-setup creates no principals."
+                " compose.yaml on apache/kafka stays SASL_SSL with one SCRAM principal per"
+                " service and ACLs: this run does not exercise them"
+                " (tests/deploy/test_kafka_acls.py checks the ACLs offline)."
             )
         return [
             compose,
             standins,
             yaml.safe_load((DEPLOY / "check" / "compose.check.yaml").read_text()),
         ]
+
+    @step("secrets: deploy/kafka/make-secrets.sh (broker CA and certificate, Kafka passwords)")
+    def make_secrets(self) -> None:
+        made = subprocess.run(
+            ["sh", str(DEPLOY / "kafka" / "make-secrets.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        say(f"   {made.stdout.strip()} (what was there already is kept, never overwritten)")
 
     @step("stand-ins: images for what no registry here can give (deploy/standins)")
     def build_standins(self, documents: list[dict]) -> None:
@@ -355,16 +368,21 @@ class Check:
             "intake-migrate",
             "python",
             "-c",
-            "import os; from kafka import KafkaAdminClient;"
+            "from kafka import KafkaAdminClient;"
             "from hub.contracts.topics import hub_topics;"
-            "servers = os.environ['EARLYHELP_KAFKA_BOOTSTRAP_SERVERS'];"
-            "have = set(KafkaAdminClient(bootstrap_servers=servers)"
-            ".list_topics()); print(' '.join(sorted(set(hub_topics()) - have)) or 'none missing',"
+            "from hub.kafka import admin_config; from hub.settings import HubSettings;"
+            "admin = KafkaAdminClient(**admin_config(HubSettings(), 'deploy-check', 10000));"
+            "have = set(admin.list_topics());"
+            "print(' '.join(sorted(set(hub_topics()) - have)) or 'none missing',"
             " len(hub_topics()))",
+            kafka_client="topics",
         ).strip()
         if not listing.startswith("none missing"):
             raise CheckFailed(f"topics missing: {listing}")
-        say(f"   {listing.split()[-1]} topics present, none missing")
+        protocol = self.project.services["topics"]["environment"][
+            "EARLYHELP_KAFKA_SECURITY_PROTOCOL"
+        ]
+        say(f"   {listing.split()[-1]} topics present, none missing (asked over {protocol})")
         for job in ("kafka-setup", "topics", *(f"{name}-migrate" for name in SERVICES)):
             code = self.project.run(
                 "inspect", "--format", "{{.State.ExitCode}}", self.project.container(job)
@@ -577,7 +595,9 @@ class Check:
         command = ("earlyhelp", "republish", producer, "--from-position", "1")
         for attempt in range(1, attempts + 1):
             try:
-                out = self.one_off(f"{producer}-migrate", *command, check=False)
+                out = self.one_off(
+                    f"{producer}-migrate", *command, kafka_client=producer, check=False
+                )
             except CheckFailed as error:
                 say(f"   {' '.join(command)} (attempt {attempt}): {str(error).strip()}")
                 time.sleep(10)
@@ -599,6 +619,7 @@ class Check:
             self.build_images()
             self.check_image_contents()
             documents = self.compose_documents()
+            self.make_secrets()
             self.build_standins(documents)
             self.project = Project(
                 name=PROJECT,
@@ -629,7 +650,6 @@ class Check:
                 began = time.monotonic()
                 self.project.down()
                 say(f"torn down: containers, volumes, network ({time.monotonic() - began:.1f} s)")
-            shutil.rmtree(self.secrets, ignore_errors=True)
         say("deploy-check " + ("FAILED" if failed else "passed"))
         print(f"deploy-check: {STEPS['passed']} passed, {STEPS['failed']} failed", flush=True)
         return 1 if failed else 0

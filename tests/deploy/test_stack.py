@@ -37,7 +37,6 @@ SECRETS = {
     "EARLYHELP_IDENTITIES_PATH": str((DEPLOY.parent / "config" / "identities.yaml").resolve()),
     "EARLYHELP_NOTIFICATIONS_SECRET_KEYS": "fernet",
     "GRAFANA_ADMIN_PASSWORD": "g",
-    "DEPLOY_CHECK_SECRETS": "/tmp/check-secrets",
     **{f"EARLYHELP_{service.upper()}_DB_PASSWORD": f"{service}-pw" for service in PORTS},
 }
 
@@ -92,15 +91,15 @@ def test_the_standins_replace_only_images_and_broker_settings(stack) -> None:
             f"localhost/earlyhelp-standin-{name}".replace("kafka", "broker")
         )
         # Everything else operators rely on is the real file's: volumes, environment, ports
-        # (but the broker's TLS keystore and JAAS file, which Tansu cannot use).
+        # (but the broker's JAAS file and data volume, which Tansu cannot use).
         for key in ("volumes", "environment", "ports", "restart"):
             if (name, key) != ("kafka", "volumes"):
                 assert services[name].get(key) == real[name].get(key), (name, key)
-    assert services["kafka"]["volumes"] == []
-    assert services["kafka"]["command"] == [
-        "--listener-url=tcp://0.0.0.0:9092",
-        "--advertised-listener-url=tcp://kafka:9092",
-    ]
+    # The broker certificate of make-secrets.sh, for the TLS socat puts in front of Tansu.
+    broker_certificate = "./secrets/kafka/broker:/etc/kafka/secrets:ro"
+    assert services["kafka"]["volumes"] == [broker_certificate]
+    assert broker_certificate in real["kafka"]["volumes"]
+    assert "command" not in services["kafka"]
     # Grafana cannot be had here: it runs only under its profile.
     assert "grafana" not in services
     assert "grafana" in load(FILES, SECRETS, profiles=frozenset({"grafana"}))["services"]
@@ -109,8 +108,10 @@ def test_the_standins_replace_only_images_and_broker_settings(stack) -> None:
     assert "EARLYHELP_NOTIFICATIONS_ALLOW_HTTP_WEBHOOKS" not in real["notifications"]["environment"]
 
 
-def test_the_broker_standin_runs_plaintext_and_the_real_stack_stays_on_sasl_ssl(stack) -> None:
-    """Tansu has no SASL, TLS or ACLs: only the stand-in stack gives up on them."""
+def test_the_broker_standin_runs_tls_without_sasl_and_the_real_stack_stays_on_sasl_ssl(
+    stack,
+) -> None:
+    """Tansu has no SASL or ACLs (TLS is socat's): only the stand-in stack gives them up."""
     real = load([DEPLOY / "compose.yaml"], SECRETS)["services"]
     clients = ["topics", *PORTS]
     for name in clients:
@@ -119,11 +120,12 @@ def test_the_broker_standin_runs_plaintext_and_the_real_stack_stays_on_sasl_ssl(
         assert actual["EARLYHELP_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
         assert actual["EARLYHELP_KAFKA_SASL_USERNAME"] == f"earlyhelp-{name}", name
         assert "kafka-ca.pem" in real[name]["secrets"], name
-        assert stood_in["EARLYHELP_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT", name
-        for setting in ("SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD_FILE", "SSL_CAFILE"):
+        assert stood_in["EARLYHELP_KAFKA_SECURITY_PROTOCOL"] == "SSL", name
+        assert stood_in["EARLYHELP_KAFKA_SSL_CAFILE"] == "/run/secrets/kafka-ca.pem", name
+        for setting in ("SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD_FILE"):
             assert stood_in[f"EARLYHELP_KAFKA_{setting}"] == "", (name, setting)
-        # Nothing the stand-in cannot use is mounted; the SMTP password stays.
-        assert stack["services"][name]["secrets"] == (
+        # The CA (and the SMTP password) stay; the Kafka password is not mounted.
+        assert stack["services"][name]["secrets"] == ["kafka-ca.pem"] + (
             ["smtp-password"] if name == "notifications" else []
         ), name
     # Every other hub setting is the real file's (and the check's own, for its receiver).
@@ -141,7 +143,9 @@ def test_the_broker_standin_runs_plaintext_and_the_real_stack_stays_on_sasl_ssl(
 def test_a_secret_is_mounted_read_only_where_compose_puts_it(stack) -> None:
     project = Project(name="p", document=stack, directory=DEPLOY, engine="podman")
     flags = project.run_arguments("notifications")
-    assert "/tmp/check-secrets/smtp-password:/run/secrets/smtp-password:ro" in flags
+    secrets = (DEPLOY / "secrets").resolve()
+    assert f"{secrets}/smtp-password:/run/secrets/smtp-password:ro" in flags
+    assert f"{secrets}/kafka/ca.pem:/run/secrets/kafka-ca.pem:ro" in flags
 
 
 def test_the_receiver_is_reachable_only_in_the_checks_own_subnet(stack) -> None:
