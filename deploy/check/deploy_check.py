@@ -27,6 +27,7 @@ import hmac
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -51,6 +52,11 @@ PROJECT = "earlyhelp-check"
 SCHOOL = ("harlesden-primary-school", "demo-school-secret")
 STAFF = ("front-door-demo", "demo-staff-secret")
 RECEIVED = "earlyhelp.referral.received.v1"
+# compose.standins.yaml's services with an image of their own, in place of compose.yaml's.
+STANDIN_IMAGES = ("kafka", "postgres", "prometheus", "grafana")
+# What the stand-in file changes because the broker stand-in has no SASL, TLS or ACLs:
+# only with that stand-in (the real apache/kafka keeps compose.yaml's settings).
+BROKER_STANDIN_COMPANIONS = ("kafka-setup", "topics", *SERVICES)
 STARTED = time.monotonic()
 STEPS = {"passed": 0, "failed": 0}
 
@@ -166,16 +172,24 @@ class Check:
             )
         return result
 
-    def one_off(self, template: str, *command: str, check: bool = True) -> str:
-        """A command in a new hub container with `template`'s settings (a migrate job's)."""
+    def one_off(self, template: str, *command: str, kafka_client: str, check: bool = True) -> str:
+        """A command in a new hub container with `template`'s settings (a migrate job's),
+        connecting to Kafka as `kafka_client` does (its EARLYHELP_KAFKA_* and secrets)."""
         spec = self.project.services[template]
+        client = self.project.services[kafka_client]
+        environment = {
+            **spec["environment"],
+            **{k: v for k, v in client["environment"].items() if k.startswith("EARLYHELP_KAFKA_")},
+        }
         args = ["run", "--rm", "--network", PROJECT, "--read-only", "--tmpfs", "/tmp"]
         if self.engine == "podman":
             args += ["--ulimit", "host", "--no-healthcheck"]
-        for key, value in spec["environment"].items():
+        for key, value in environment.items():
             args += ["--env", f"{key}={value}"]
         for volume in spec.get("volumes") or []:
             args += ["--volume", self.project._volume(volume)]
+        for secret in client.get("secrets") or []:
+            args += ["--volume", self.project._secret(secret)]
         if check:
             return self.engine_run(*args, spec["image"], *command).stdout
         done = subprocess.run(
@@ -216,14 +230,18 @@ class Check:
         """compose.yaml, stand-ins for images the engine does not have, the check's extras."""
         compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
         standins = yaml.safe_load((DEPLOY / "compose.standins.yaml").read_text())
-        for name in list(standins["services"]):
-            real = compose["services"][name]["image"]
+        for name in STANDIN_IMAGES:
+            real = interpolate(compose["services"][name]["image"], self.env)
             exists = subprocess.run(
                 [self.engine, "image", "inspect", real], capture_output=True, check=False
             )
             if exists.returncode == 0:
                 say(f"   {name}: the real image {real} is here: using it")
                 del standins["services"][name]
+                if name == "kafka":
+                    # Apache Kafka serves SASL_SSL: the clients keep compose.yaml's settings.
+                    for companion in BROKER_STANDIN_COMPANIONS:
+                        del standins["services"][companion]
             else:
                 standin = standins["services"][name]
                 self.standins[name] = interpolate(standin.get("image", "(not started)"), self.env)
@@ -231,11 +249,31 @@ class Check:
                     f"   {name}: {real} is not in the engine's store and no registry is reachable:"
                     f" stand-in {self.standins[name]}"
                 )
+        if "kafka" in self.standins:
+            say(
+                "   CAVEAT: the broker stand-in (Tansu) runs WITHOUT SASL or ACLs: Tansu implements"
+                " neither (nor TLS, which socat adds in front of it). So the stand-in stack sets"
+                " every hub Kafka client to SSL (the compose CA checks the broker's certificate)"
+                " with no principal and no password, and kafka-setup creates no principals."
+                " compose.yaml on apache/kafka stays SASL_SSL with one SCRAM principal per"
+                " service and ACLs: this run does not exercise them"
+                " (tests/deploy/test_kafka_acls.py checks the ACLs offline)."
+            )
         return [
             compose,
             standins,
             yaml.safe_load((DEPLOY / "check" / "compose.check.yaml").read_text()),
         ]
+
+    @step("secrets: deploy/kafka/make-secrets.sh (broker CA and certificate, Kafka passwords)")
+    def make_secrets(self) -> None:
+        made = subprocess.run(
+            ["sh", str(DEPLOY / "kafka" / "make-secrets.sh")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        say(f"   {made.stdout.strip()} (what was there already is kept, never overwritten)")
 
     @step("stand-ins: images for what no registry here can give (deploy/standins)")
     def build_standins(self, documents: list[dict]) -> None:
@@ -330,23 +368,29 @@ class Check:
             "intake-migrate",
             "python",
             "-c",
-            "import os; from kafka import KafkaAdminClient;"
+            "from kafka import KafkaAdminClient;"
             "from hub.contracts.topics import hub_topics;"
-            "servers = os.environ['EARLYHELP_KAFKA_BOOTSTRAP_SERVERS'];"
-            "have = set(KafkaAdminClient(bootstrap_servers=servers)"
-            ".list_topics()); print(' '.join(sorted(set(hub_topics()) - have)) or 'none missing',"
+            "from hub.kafka import admin_config; from hub.settings import HubSettings;"
+            "admin = KafkaAdminClient(**admin_config(HubSettings(), 'deploy-check', 10000));"
+            "have = set(admin.list_topics());"
+            "print(' '.join(sorted(set(hub_topics()) - have)) or 'none missing',"
             " len(hub_topics()))",
+            kafka_client="topics",
         ).strip()
         if not listing.startswith("none missing"):
             raise CheckFailed(f"topics missing: {listing}")
-        say(f"   {listing.split()[-1]} topics present, none missing")
-        for job in ("topics", *(f"{name}-migrate" for name in SERVICES)):
+        protocol = self.project.services["topics"]["environment"][
+            "EARLYHELP_KAFKA_SECURITY_PROTOCOL"
+        ]
+        say(f"   {listing.split()[-1]} topics present, none missing (asked over {protocol})")
+        for job in ("kafka-setup", "topics", *(f"{name}-migrate" for name in SERVICES)):
             code = self.project.run(
                 "inspect", "--format", "{{.State.ExitCode}}", self.project.container(job)
             )
             if code.stdout.strip() != "0":
                 raise CheckFailed(f"{job} exited {code.stdout.strip()}")
-        say("   jobs exited 0: topics, " + ", ".join(f"{name}-migrate" for name in SERVICES))
+        jobs = ", ".join(f"{name}-migrate" for name in SERVICES)
+        say(f"   jobs exited 0: kafka-setup, topics, {jobs}")
 
     @step("services: /readyz of all four on their host ports")
     def check_ready(self) -> None:
@@ -459,6 +503,18 @@ class Check:
         if not rules or unhealthy:
             raise CheckFailed(f"alert rules: loaded {rules}, unhealthy {unhealthy}")
         say(f"   {len(rules)} alert rules loaded and evaluating: {', '.join(rules)}")
+        readiness = self.http.get(
+            f"{api}/query", params={"query": "earlyhelp_readiness_check_ok"}
+        ).json()["data"]["result"]
+        passing = sorted(
+            f"{r['metric']['app']}:{r['metric']['check']}"
+            for r in readiness
+            if r["value"][1] == "1"
+        )
+        apps = {r["metric"]["app"] for r in readiness}
+        if apps != set(SERVICES) or len(passing) != len(readiness):
+            raise CheckFailed(f"readiness as scraped: {readiness}")
+        say(f"   readiness checks passing at the last scrape: {', '.join(passing)}")
 
     @step("dashboard: every Grafana panel's query returns series from the live Prometheus")
     def check_dashboard(self) -> None:
@@ -513,12 +569,15 @@ class Check:
     @step("broker restart: a referral while it is down, topics and republish, nothing lost")
     def check_broker_restart(self, first: dict) -> None:
         self.project.run("stop", self.project.container("kafka"), timeout=60)
-        say("   broker stopped (Tansu keeps everything in memory: topics, records, offsets gone)")
+        if "kafka" in self.standins:
+            say("   broker stopped (Tansu keeps all in memory: topics, records, offsets lost)")
+        else:
+            say("   broker stopped (Apache Kafka keeps its log on its volume)")
         during = self.post_referral("deploy-check-during-outage")
         say("   intake accepted a referral with the broker down (kept in its outbox)")
         self.project.run("start", self.project.container("kafka"))
         self.project.wait_healthy("kafka")
-        say("   broker started again, empty")
+        say("   broker started again" + (", empty" if "kafka" in self.standins else ""))
         self.project.run("start", "--attach", self.project.container("topics"), timeout=180)
         say("   topics job run again: earlyhelp topics")
         for producer in PRODUCERS:
@@ -539,7 +598,9 @@ class Check:
         command = ("earlyhelp", "republish", producer, "--from-position", "1")
         for attempt in range(1, attempts + 1):
             try:
-                out = self.one_off(f"{producer}-migrate", *command, check=False)
+                out = self.one_off(
+                    f"{producer}-migrate", *command, kafka_client=producer, check=False
+                )
             except CheckFailed as error:
                 say(f"   {' '.join(command)} (attempt {attempt}): {str(error).strip()}")
                 time.sleep(10)
@@ -561,6 +622,7 @@ class Check:
             self.build_images()
             self.check_image_contents()
             documents = self.compose_documents()
+            self.make_secrets()
             self.build_standins(documents)
             self.project = Project(
                 name=PROJECT,
@@ -597,4 +659,6 @@ class Check:
 
 
 if __name__ == "__main__":
+    # A CI timeout or an operator's kill sends SIGTERM: end through run()'s teardown.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sys.exit(Check().run())

@@ -10,7 +10,7 @@ It reads the files as `docker compose -f A -f B` would and supports exactly the
 part of the Compose Specification that deploy/ uses (and refuses keys it does
 not know, rather than ignore them): interpolation (`${VAR}`, `${VAR:-default}`,
 `${VAR-default}`, `${VAR:?error}`, `$$`), merging of later files into earlier
-ones, profiles, depends_on conditions, and per service image, command,
+ones, profiles, depends_on conditions, the default network's subnet, and per service image, command,
 entrypoint, environment, volumes (named and bind), ports, read_only, tmpfs,
 cap_drop, security_opt, user, hostname, stop_grace_period and healthcheck.
 """
@@ -181,6 +181,16 @@ class Project:
     def services(self) -> dict[str, dict]:
         return self.document["services"]
 
+    @property
+    def subnet(self) -> str | None:
+        """The default network's subnet, when the files fix one (networks.default.ipam)."""
+        networks = self.document.get("networks") or {}
+        unknown = set(networks) - {"default"}
+        if unknown:
+            raise ComposeError(f"only the default network is supported, not {sorted(unknown)}")
+        configs = ((networks.get("default") or {}).get("ipam") or {}).get("config") or []
+        return configs[0]["subnet"] if configs else None
+
     # ------------------------------------------------------------ engine calls
 
     def run(
@@ -200,7 +210,14 @@ class Project:
 
     def up(self, only: list[str] | None = None) -> None:
         """Creates the network and volumes, then starts services in dependency order."""
-        self.run("network", "create", "--label", f"earlyhelp.project={self.name}", self.name)
+        self.run(
+            "network",
+            "create",
+            "--label",
+            f"earlyhelp.project={self.name}",
+            *(["--subnet", self.subnet] if self.subnet else []),
+            self.name,
+        )
         for volume in self.document.get("volumes") or {}:
             self.run(
                 "volume",

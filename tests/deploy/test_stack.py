@@ -90,19 +90,75 @@ def test_the_standins_replace_only_images_and_broker_settings(stack) -> None:
         assert services[name]["image"].startswith(
             f"localhost/earlyhelp-standin-{name}".replace("kafka", "broker")
         )
-        # Everything else operators rely on is the real file's: volumes, environment, ports.
+        # Everything else operators rely on is the real file's: volumes, environment, ports
+        # (but the broker's JAAS file and data volume, which Tansu cannot use).
         for key in ("volumes", "environment", "ports", "restart"):
-            assert services[name].get(key) == real[name].get(key), (name, key)
-    assert services["kafka"]["command"] == [
-        "--listener-url=tcp://0.0.0.0:9092",
-        "--advertised-listener-url=tcp://kafka:9092",
-    ]
+            if (name, key) != ("kafka", "volumes"):
+                assert services[name].get(key) == real[name].get(key), (name, key)
+    # The broker certificate of make-secrets.sh, for the TLS socat puts in front of Tansu.
+    broker_certificate = "./secrets/kafka/broker:/etc/kafka/secrets:ro"
+    assert services["kafka"]["volumes"] == [broker_certificate]
+    assert broker_certificate in real["kafka"]["volumes"]
+    assert "command" not in services["kafka"]
     # Grafana cannot be had here: it runs only under its profile.
     assert "grafana" not in services
     assert "grafana" in load(FILES, SECRETS, profiles=frozenset({"grafana"}))["services"]
     # The check's receiver, and plain http allowed to it only in the check's file.
     assert services["notifications"]["environment"]["EARLYHELP_NOTIFICATIONS_ALLOW_HTTP_WEBHOOKS"]
     assert "EARLYHELP_NOTIFICATIONS_ALLOW_HTTP_WEBHOOKS" not in real["notifications"]["environment"]
+
+
+def test_the_broker_standin_runs_tls_without_sasl_and_the_real_stack_stays_on_sasl_ssl(
+    stack,
+) -> None:
+    """Tansu has no SASL or ACLs (TLS is socat's): only the stand-in stack gives them up."""
+    real = load([DEPLOY / "compose.yaml"], SECRETS)["services"]
+    clients = ["topics", *PORTS]
+    for name in clients:
+        stood_in, actual = stack["services"][name]["environment"], real[name]["environment"]
+        assert actual["EARLYHELP_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
+        assert actual["EARLYHELP_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        assert actual["EARLYHELP_KAFKA_SASL_USERNAME"] == f"earlyhelp-{name}", name
+        assert "kafka-ca.pem" in real[name]["secrets"], name
+        assert stood_in["EARLYHELP_KAFKA_SECURITY_PROTOCOL"] == "SSL", name
+        assert stood_in["EARLYHELP_KAFKA_SSL_CAFILE"] == "/run/secrets/kafka-ca.pem", name
+        for setting in ("SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD_FILE"):
+            assert stood_in[f"EARLYHELP_KAFKA_{setting}"] == "", (name, setting)
+        # The CA (and the SMTP password) stay; the Kafka password is not mounted.
+        assert stack["services"][name]["secrets"] == ["kafka-ca.pem"] + (
+            ["smtp-password"] if name == "notifications" else []
+        ), name
+    # Every other hub setting is the real file's (and the check's own, for its receiver).
+    check = load([DEPLOY / "check" / "compose.check.yaml"], SECRETS)["services"]
+    for name in clients:
+        stood_in, actual = stack["services"][name]["environment"], real[name]["environment"]
+        assert {k: v for k, v in stood_in.items() if not k.startswith("EARLYHELP_KAFKA_S")} == {
+            k: v for k, v in actual.items() if not k.startswith("EARLYHELP_KAFKA_S")
+        } | check.get(name, {}).get("environment", {})
+    assert real["kafka-setup"]["entrypoint"] == ["sh", "/etc/earlyhelp/kafka/setup.sh"]
+    assert stack["services"]["kafka-setup"]["entrypoint"][0] == "python3"
+    assert stack["services"]["kafka-setup"]["network_mode"] == "service:kafka"
+
+
+def test_a_secret_is_mounted_read_only_where_compose_puts_it(stack) -> None:
+    project = Project(name="p", document=stack, directory=DEPLOY, engine="podman")
+    flags = project.run_arguments("notifications")
+    secrets = (DEPLOY / "secrets").resolve()
+    assert f"{secrets}/smtp-password:/run/secrets/smtp-password:ro" in flags
+    assert f"{secrets}/kafka/ca.pem:/run/secrets/kafka-ca.pem:ro" in flags
+
+
+def test_the_receiver_is_reachable_only_in_the_checks_own_subnet(stack) -> None:
+    project = Project(name="p", document=stack, directory=DEPLOY, engine="podman")
+    notifications = stack["services"]["notifications"]["environment"]
+    assert project.subnet == "10.89.184.0/24"
+    assert notifications["EARLYHELP_NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS"] == project.subnet
+    real = load([DEPLOY / "compose.yaml"], SECRETS)
+    assert Project(name="p", document=real, directory=DEPLOY).subnet is None
+    assert (
+        "EARLYHELP_NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS"
+        not in (real["services"]["notifications"]["environment"])
+    )
 
 
 def test_jobs_start_after_what_they_need_and_services_after_their_jobs(stack) -> None:

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 
 from fastapi import APIRouter, Request
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client.exposition import choose_encoder
 from starlette.responses import JSONResponse, Response
 
@@ -30,6 +31,31 @@ taking it out of a load balancer would not bring its database back sooner.
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _log = logging.getLogger("hub.http.health")
+
+_readiness_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Gauge] = (
+    weakref.WeakKeyDictionary()
+)
+_readiness_lock = threading.Lock()
+
+
+def readiness_gauge(registry: CollectorRegistry = REGISTRY) -> Gauge:
+    """`earlyhelp_readiness_check_ok` of `registry`, created on first use.
+
+    A registry refuses a second family of the same name, and several apps
+    (tests, or services sharing a process) may use one registry.
+    """
+    with _readiness_lock:
+        gauge = _readiness_by_registry.get(registry)
+        if gauge is None:
+            gauge = Gauge(
+                "earlyhelp_readiness_check_ok",
+                "1 while the readiness check passes, 0 while it fails (as of the last "
+                "/readyz or scrape); the alert EarlyHelpNotReady watches it.",
+                ["check"],
+                registry=registry,
+            )
+            _readiness_by_registry[registry] = gauge
+        return gauge
 
 
 class _TimedCheck:
@@ -111,10 +137,21 @@ def health_router(
 
     /readyz is 503 when a readiness check fails; otherwise 200, with status
     "degraded" and the reasons when a degradation check reports one.
+
+    Each scrape of /metrics runs the readiness checks too (sharing a run already
+    going), so earlyhelp_readiness_check_ok is current wherever Prometheus
+    scrapes, whether or not an orchestrator probes /readyz (compose does not).
     """
     degradations = dict(degradation_checks or {})
     router = APIRouter(include_in_schema=False)
     checks = [_TimedCheck(name, check) for name, check in readiness_checks.items()]
+    gauge = readiness_gauge(metrics_registry)
+
+    async def readiness_failures() -> list[str | None]:
+        failures = await asyncio.gather(*(check.failure(readiness_timeout) for check in checks))
+        for check, failure in zip(checks, failures, strict=True):
+            gauge.labels(check.name).set(0 if failure else 1)
+        return failures
 
     @router.get("/healthz")
     async def liveness() -> JSONResponse:
@@ -122,7 +159,7 @@ def health_router(
 
     @router.get("/readyz")
     async def readiness() -> JSONResponse:
-        failures = await asyncio.gather(*(check.failure(readiness_timeout) for check in checks))
+        failures = await readiness_failures()
         results = {
             check.name: failure or "ok" for check, failure in zip(checks, failures, strict=True)
         }
@@ -145,9 +182,11 @@ def health_router(
         )
 
     @router.get("/metrics")
-    def metrics(request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        await readiness_failures()
         # Prometheus asks for OpenMetrics when it can take it.
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(metrics_registry), media_type=content_type)
+        body = await asyncio.to_thread(encoder, metrics_registry)
+        return Response(body, media_type=content_type)
 
     return router

@@ -93,6 +93,22 @@ async def test_not_ready_names_the_failing_check(
     assert "broker" in body["detail"]
 
 
+async def test_each_scrape_reports_each_readiness_check_as_a_gauge(
+    make_app: MakeApp, make_client: MakeClient
+) -> None:
+    """Nobody need probe /readyz: the scrape itself runs the checks (the alert's metric)."""
+    broker: list[ReadinessCheck] = [broker_down]
+    app = make_app({"database": passing, "broker": lambda: broker[0]()})
+    async with make_client(app) as client:
+        down = (await client.get("/metrics")).text
+        broker[0] = passing
+        back = (await client.get("/metrics")).text
+
+    assert 'earlyhelp_readiness_check_ok{check="database"} 1.0' in down
+    assert 'earlyhelp_readiness_check_ok{check="broker"} 0.0' in down
+    assert 'earlyhelp_readiness_check_ok{check="broker"} 1.0' in back
+
+
 async def test_a_hanging_check_times_out_and_is_not_run_twice_at_once(
     make_app: MakeApp, make_client: MakeClient
 ) -> None:
