@@ -49,7 +49,6 @@ BACKENDS = ("sqlite", "postgresql")
 # Settings that make a hub react in milliseconds rather than seconds.
 FAST_ENV = {
     "EARLYHELP_CONSUMER_RETRY_BACKOFF_MS": "20",
-    "EARLYHELP_RELAY_IDLE_POLL_MS": "50",
     "EARLYHELP_LOG_JSON": "true",
     "EARLYHELP_KAFKA_REQUEST_TIMEOUT_MS": "3000",
     "EARLYHELP_RELAY_RETRY_BACKOFF_MAX_MS": "500",

@@ -211,7 +211,6 @@ def settings_for(
         var_dir=var_dir,
         log_json=False,
         consumer_retry_backoff_ms=20,
-        relay_idle_poll_ms=50,
         **overrides,
     )
 
