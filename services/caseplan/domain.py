@@ -44,17 +44,23 @@ from hub.contracts.caseplan import (
 from hub.contracts.codes import CinFactor, ClosureReason, LevelOfNeed
 from hub.contracts.common import SocialCareContact
 from hub.contracts.dates import authority_date
+from hub.refusals import Conflict, Invalid, NotFound, RefusedField
 
 
-class CaseNotFound(Exception):
+class CaseNotFound(NotFound):
     """No case with this id (allocation has not opened it, nor social care stepped it down)."""
 
+    def __init__(self, case_id: str) -> None:
+        super().__init__(f"No case {case_id}." if case_id else "No such case.")
 
-class CaseRuleBroken(Exception):
+
+class CaseRuleBroken(Conflict):
     """A command the case's current state does not allow; `code` names the rule."""
 
+    title = "Not allowed now"
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, problem=code)
         self.code = code
 
 
@@ -65,12 +71,17 @@ class InvalidField:
     code: str
 
 
-class InvalidCommand(ValueError):
+class InvalidCommand(Invalid, ValueError):
     """A command inconsistent with itself or the case; every field at fault is named."""
 
     def __init__(self, errors: Sequence[InvalidField]) -> None:
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
-        self.errors = tuple(errors)
+        super().__init__(
+            "The request does not fit the case.",
+            errors=[RefusedField(e.field, e.message, e.code) for e in errors],
+        )
+
+    def __str__(self) -> str:
+        return "; ".join(f"{e.field}: {e.message}" for e in self.errors)
 
 
 class CaseStatus(StrEnum):

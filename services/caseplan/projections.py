@@ -9,7 +9,7 @@ read to know the case) and the case view and review rows the API lists.
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -32,6 +32,7 @@ from sqlalchemy import (
 
 from caseplan.domain import CaseStatus, add_months
 from caseplan.settings import caseplan_settings
+from hub.clock import utc_now
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.caseplan import (
     AssessmentCompleted,
@@ -171,7 +172,7 @@ def _record(conn, meta: EventMeta, *, actor: str | None, summary: str) -> None:
             "event_id": meta.event_id,
             "family_id": _family_of(conn, meta),
             "occurred_at": meta.occurred_at,
-            "recorded_at": datetime.now(UTC),
+            "recorded_at": utc_now(),
             "event_type": meta.event_type,
             "service": meta.producer,
             "subject": meta.subject,
@@ -839,7 +840,7 @@ def _on_case_event(conn, event, meta: EventMeta) -> None:
     conn.execute(delete(case_reviews).where(case_reviews.c.case_id == case_id))
     conn.execute(delete(cases).where(cases.c.case_id == case_id))
     row["detail"] = json.dumps(row["detail"])
-    conn.execute(insert(cases), {**row, "updated_at": datetime.now(UTC)})
+    conn.execute(insert(cases), {**row, "updated_at": utc_now()})
     if reviews:
         conn.execute(insert(case_reviews), reviews)
 

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +45,7 @@ from opentelemetry.trace import Span, StatusCode
 from prometheus_client import Counter, Gauge
 from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 
+from hub.clock import utc_now
 from hub.contracts.codes import DataClassification
 from hub.contracts.envelope import Envelope, to_kafka
 from hub.db import Database
@@ -115,10 +116,6 @@ _FAN_OUT_DUE = (
     )
     .limit(1)
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -460,7 +457,9 @@ class DeliveryWorker:
         if job.unsigned_because is not None:
             return Attempt(False, None, 0, job.unsigned_because, "other")
         body = job.body.encode()
-        headers = signing.headers(list(job.secrets), job.message_id, int(time.time()), body)
+        headers = signing.headers(
+            list(job.secrets), job.message_id, int(self._clock().timestamp()), body
+        )
         headers["content-type"] = "application/cloudevents+json; charset=utf-8"
         # Exceptions are not recorded on the span: their messages are not ours to vet.
         with _tracer.start_as_current_span(
