@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, insert
 
 from hub.auth import Principal
+from hub.clock import utc_now
 from hub.observability import current_trace_id
 from hub.scope import Scope
-from hub.service import Runtime
 from hub.tables import audit_log
+
+if TYPE_CHECKING:  # hub.service offers the dead-letter API, whose refusals are audited here
+    from hub.service import Runtime
 
 _INSERT = insert(audit_log)
 
@@ -28,7 +32,7 @@ def audit_rows(
     at: datetime | None = None,
 ) -> list[dict]:
     """One audit row for each (resource type, resource id) `actor` touched."""
-    at = at or datetime.now(UTC)
+    at = at or utc_now()
     trace_id = current_trace_id()
     return [
         {
