@@ -1,21 +1,19 @@
 """Case plan's write side: each command a function of a `CommandContext`, no HTTP.
 
 Every command on a case first finds it among those the caller may work (a
-missing case never passes), folds it once, checks `If-Match`, decides with
-the pure domain and appends after the version it decided on.
+missing case never passes), takes the case as its events folded it (the
+projection's), checks `If-Match`, decides with the pure domain and appends
+after the version it decided on.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from sqlalchemy import select
-
 from caseplan import domain, queries
-from caseplan.projections import assessment_drafts, case_inputs
+from caseplan.projections import assessment_drafts, stored_case
 from caseplan.schemas import (
     ActionSubmission,
     AssessmentDraftView,
@@ -29,16 +27,13 @@ from caseplan.schemas import (
     StepUpSubmission,
 )
 from hub.commands import CommandContext, CommandResult
-from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.base import EventData
 from hub.contracts.codes import PartnerOrganisationType
-from hub.contracts.registry import event_model
 from hub.refusals import Forbidden, Invalid, Refusal, StaleVersion
 
 # Step-downs get case ids derived from the social care reference, so that the same
 # family handed down twice under one reference is one case (the second is a 409).
 _STEP_DOWN_NAMESPACE = uuid5(NAMESPACE_URL, "https://earlyhelp.example/step-downs")
-_ALLOCATION_INPUTS = (CaseAllocated.event_type, PanelDecisionRecorded.event_type)
 
 
 def case_changed(case_id: UUID) -> Callable[[int], Refusal]:
@@ -56,25 +51,9 @@ def case_changed(case_id: UUID) -> Callable[[int], Refusal]:
 
 
 def load(ctx: CommandContext, case_id: UUID) -> domain.Case | None:
-    """Allocation's inputs and the own stream, merged in time order and folded."""
-    inputs = ctx.conn.execute(
-        select(case_inputs.c.event_type, case_inputs.c.occurred_at, case_inputs.c.data_json)
-        .where(
-            case_inputs.c.case_id == str(case_id),
-            case_inputs.c.event_type.in_(_ALLOCATION_INPUTS),
-        )
-        .order_by(case_inputs.c.occurred_at, case_inputs.c.event_id)
-    ).all()
-    history: list[tuple[datetime, int, EventData]] = [
-        (row.occurred_at, 0, event_model(row.event_type).model_validate_json(row.data_json))
-        for row in inputs
-    ]
-    history += [
-        (recorded.occurred_at, 1, recorded.decode())
-        for recorded in ctx.read_stream(domain.stream_id(case_id))
-    ]
-    history.sort(key=lambda item: (item[0], item[1]))
-    return domain.replay(event for _, _, event in history)
+    """The case as the `cases` projection folded it: allocation's events and the own
+    stream, each applied once, the own ones in the transaction that appended them."""
+    return stored_case(ctx.conn, case_id)
 
 
 def _decide(
