@@ -15,9 +15,10 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 
 from hub.commands import run_command
 from hub.http.dependencies import IdempotencyKey, Now
-from hub.http.problems import Problem, problem_responses
+from hub.http.problems import problem_responses
 from hub.http.scope import caller
 from hub.queries import run_query
+from hub.refusals import Conflict
 from hub.scope import Scope
 from hub.service import Runtime, runtime_of
 from notifications import commands, queries, subscription_checks
@@ -83,7 +84,7 @@ def _reveal(response: Response, box: SecretBox) -> Response:
     try:
         body["secret"] = box.open(body["secret"])
     except InvalidToken:
-        raise Problem.conflict(
+        raise Conflict(
             "The secret in the response kept for this Idempotency-Key was encrypted under a "
             "key since retired; rotate the subscription's secret to receive a new one."
         ) from None
