@@ -492,7 +492,7 @@ def _verdict(cell, answers, listed) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_intake(service_client):
     from intake.service import definition
 
@@ -500,7 +500,7 @@ def test_intake(service_client):
     _check(client, "intake", _intake_records(client))
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_allocation(service_client, publish):
     from allocation.service import definition
 
@@ -508,7 +508,7 @@ def test_allocation(service_client, publish):
     _check(client, "allocation", _allocation_records(client, publish))
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_caseplan(service_client, publish):
     from caseplan.service import definition
 
@@ -516,8 +516,9 @@ def test_caseplan(service_client, publish):
     _check(client, "caseplan", _caseplan_records(client, publish))
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_notifications(database_url, kafka_bootstrap, tmp_path):
+    from cryptography.fernet import Fernet
     from fastapi.testclient import TestClient
 
     from hub.migrations import upgrade
@@ -527,7 +528,12 @@ def test_notifications(database_url, kafka_bootstrap, tmp_path):
 
     upgrade(definition.migrations, database_url)
     settings = settings_for("notifications", database_url, kafka_bootstrap, tmp_path)
-    app = create_app(settings, NotificationsSettings(mailbox_dir=tmp_path / "mailbox"))
+    # SQLite is the embedded default, whose key is generated; elsewhere keys are configured.
+    keys = (
+        {} if database_url.startswith("sqlite") else {"secret_keys": Fernet.generate_key().decode()}
+    )
+    own = NotificationsSettings(mailbox_dir=tmp_path / "mailbox", **keys)
+    app = create_app(settings, own)
     with TestClient(app) as client:
         client.settings = settings
         _check(client, "notifications", _notifications_records(client))
