@@ -25,12 +25,17 @@ from hub.contracts.base import EventData
 from hub.contracts.codes import SupportIntensity
 from hub.contracts.common import Practitioner
 from hub.contracts.dates import authority_date
+from hub.refusals import Invalid, Refusal, RefusedField
 
-# --- errors: each maps to one HTTP answer in the API --------------------------------
+# --- errors: each is a refusal that says its own HTTP answer --------------------------
 
 
-class AllocationRuleBroken(Exception):
+class AllocationRuleBroken(Refusal):
     """A command the case's current state does not allow (409)."""
+
+    status = 409
+    problem = "allocation-conflict"
+    title = "Not possible now"
 
 
 class AlreadyAllocated(AllocationRuleBroken):
@@ -42,14 +47,19 @@ class NotAllocated(AllocationRuleBroken):
 
 
 class NoWorkerAvailable(AllocationRuleBroken):
-    pass
+    problem = "no-worker-available"
+    title = "No worker available"
 
 
 class NotOnAgenda(AllocationRuleBroken):
-    pass
+    problem = "case-not-on-agenda"
+    title = "Not on the agenda"
 
 
 class OverCapacity(AllocationRuleBroken):
+    problem = "worker-over-capacity"
+    title = "Over capacity"
+
     def __init__(self, worker: Worker, caseload: int) -> None:
         super().__init__(
             f"{worker.name} holds {caseload} cases, at or over the limit of "
@@ -59,18 +69,27 @@ class OverCapacity(AllocationRuleBroken):
 
 
 class NoPlacesLeft(AllocationRuleBroken):
+    problem = "provider-full"
+    title = "No places left"
+
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, extensions={"field": field})
         self.field = field
 
 
-class InvalidCommand(ValueError):
+class InvalidCommand(Invalid, ValueError):
     """A command inconsistent with the registry or with itself (422), naming the field."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, message: str, code: str = "allocation_rule") -> None:
+        super().__init__(
+            "The request does not fit the registry or the case.",
+            errors=[RefusedField(field, message, code)],
+        )
         self.field = field
         self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
 
 
 # --- state --------------------------------------------------------------------------

@@ -6,7 +6,6 @@ Kafka and by allocation's own events in the transaction that stores them.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from sqlalchemy import (
     Column,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 from allocation import registry
 from allocation.settings import allocation_settings
 from allocation.tables import metadata, panels
+from hub.clock import utc_now
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.caseplan import AssessmentCompleted, CaseClosed, CaseSteppedDown
 from hub.contracts.codes import TriageRoute, Urgency
@@ -291,7 +291,7 @@ def _triaged(conn, event: ReferralTriaged, meta: EventMeta) -> None:
 @queue.on(CaseSteppedDown)
 def _stepped_down(conn, event: CaseSteppedDown, meta: EventMeta) -> None:
     settings = allocation_settings()
-    registry.seed_if_empty(conn, settings.registry_file, datetime.now(UTC))
+    registry.seed_if_empty(conn, settings.registry_file, utc_now())
     covered = registry.load(conn).locality_for_postcode(event.children[0].postcode)
     closed_first = _case(conn, str(event.case_id))
     if closed_first is not None:

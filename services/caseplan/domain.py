@@ -1,12 +1,13 @@
 """The early help case aggregate: pure decisions and state, no I/O.
 
 A case's history has two sources. Allocation's events (`CaseAllocated`,
-`PanelDecisionRecorded`) arrive from Kafka and are kept by the `case_inputs`
-projection; case plan's own events are its stream in the event store. The
-command path merges both in time order and folds them with `apply`, so the
-case is opened (and reopened) by allocation's fact itself, not by a copy case
-plan would have to publish and keep in step. Only own events move `version`,
-the optimistic-concurrency guard of the own stream.
+`PanelDecisionRecorded`) arrive from Kafka; case plan's own events are its
+stream in the event store. The `cases` projection keeps both and folds them
+in time order with `apply`, once per event, and stores the `Case` beside its
+view: commands decide on that stored case, so the case is opened (and
+reopened) by allocation's fact itself, not by a copy case plan would have to
+publish and keep in step. Only own events move `version`, the
+optimistic-concurrency guard of the own stream.
 
 Everything a decision needs from outside (ids, clocks, the caller, the
 configured review interval) comes in the command.
@@ -44,17 +45,23 @@ from hub.contracts.caseplan import (
 from hub.contracts.codes import CinFactor, ClosureReason, LevelOfNeed
 from hub.contracts.common import SocialCareContact
 from hub.contracts.dates import authority_date
+from hub.refusals import Conflict, Invalid, NotFound, RefusedField
 
 
-class CaseNotFound(Exception):
+class CaseNotFound(NotFound):
     """No case with this id (allocation has not opened it, nor social care stepped it down)."""
 
+    def __init__(self, case_id: str) -> None:
+        super().__init__(f"No case {case_id}." if case_id else "No such case.")
 
-class CaseRuleBroken(Exception):
+
+class CaseRuleBroken(Conflict):
     """A command the case's current state does not allow; `code` names the rule."""
 
+    title = "Not allowed now"
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, problem=code)
         self.code = code
 
 
@@ -65,12 +72,17 @@ class InvalidField:
     code: str
 
 
-class InvalidCommand(ValueError):
+class InvalidCommand(Invalid, ValueError):
     """A command inconsistent with itself or the case; every field at fault is named."""
 
     def __init__(self, errors: Sequence[InvalidField]) -> None:
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
-        self.errors = tuple(errors)
+        super().__init__(
+            "The request does not fit the case.",
+            errors=[RefusedField(e.field, e.message, e.code) for e in errors],
+        )
+
+    def __str__(self) -> str:
+        return "; ".join(f"{e.field}: {e.message}" for e in self.errors)
 
 
 class CaseStatus(StrEnum):
@@ -455,12 +467,20 @@ def _unknown_need(field_name: str, need_id: UUID) -> InvalidField:
 # --- state ---------------------------------------------------------------------------
 
 
+def opens_episode(current: Case | None, event: EventData) -> bool:
+    """Whether `event` starts an episode of work on the case: its first allocation, the
+    allocation of a case stepped down, or a re-referral reopening a closed case."""
+    return isinstance(event, CaseAllocated) and (
+        current is None or current.status in (CaseStatus.AWAITING_ALLOCATION, CaseStatus.CLOSED)
+    )
+
+
 def apply(current: Case | None, event: EventData) -> Case:
     """The case after `event`. Allocation's events are facts and always apply."""
     if isinstance(event, CaseAllocated):
         if current is None:
             return Case(event.case_id, event.family_id, CaseStatus.OPEN)
-        if current.status in (CaseStatus.AWAITING_ALLOCATION, CaseStatus.CLOSED):
+        if opens_episode(current, event):
             # After closure this is a re-referral reopening the case: a new episode
             # that needs its own assessment and plan.
             return Case(current.case_id, current.family_id, CaseStatus.OPEN, current.version)

@@ -9,8 +9,10 @@ read to know the case) and the case view and review rows the API lists.
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from collections.abc import Mapping
+from datetime import date, datetime
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import (
     Boolean,
@@ -30,14 +32,17 @@ from sqlalchemy import (
     update,
 )
 
-from caseplan.domain import CaseStatus, add_months
+from caseplan import domain
+from caseplan.domain import Case, CaseStatus, add_months
 from caseplan.settings import caseplan_settings
+from hub.clock import utc_now
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.caseplan import (
     AssessmentCompleted,
     CaseClosed,
     CaseSteppedDown,
     CaseSteppedUp,
+    IdentifiedNeed,
     PlanActionAdded,
     PlanOutcomeAgreed,
     PlanReviewed,
@@ -171,7 +176,7 @@ def _record(conn, meta: EventMeta, *, actor: str | None, summary: str) -> None:
             "event_id": meta.event_id,
             "family_id": _family_of(conn, meta),
             "occurred_at": meta.occurred_at,
-            "recorded_at": datetime.now(UTC),
+            "recorded_at": utc_now(),
             "event_type": meta.event_type,
             "service": meta.producer,
             "subject": meta.subject,
@@ -578,8 +583,8 @@ def _iso(day: date | None) -> str | None:
 
 # --- cases ---------------------------------------------------------------------------
 
-# Every event about a case, as it arrived. Commands fold allocation's with the own
-# stream (see caseplan.domain); the case view is folded from all of them.
+# Every event about a case, as it arrived: allocation's, and the own ones as they are
+# appended. The case is folded from them once per event (see `_on_case_event`).
 case_inputs = Table(
     "case_inputs",
     metadata,
@@ -689,11 +694,12 @@ def _data(event) -> dict[str, Any]:
     return json.loads(event.model_dump_json(exclude={"case_id", "family_id"}))
 
 
-def _new_row(event, status: CaseStatus) -> dict[str, Any]:
+def _new_row(event) -> dict[str, Any]:
+    # Its status is set by the domain's fold (`_advance`).
     return {
         "case_id": str(event.case_id),
         "family_id": str(event.family_id),
-        "status": status.value,
+        "status": None,
         "episode": 0,
         "re_referral": False,
         "needs_count": 0,
@@ -716,17 +722,59 @@ _REOPENED = {
 }
 
 
-def _fold(conn, row: dict[str, Any] | None, event, reviews: list[dict[str, Any]]):
-    """The case view after one more event; `reviews` collects the review rows."""
+def _state_record(case: Case) -> dict[str, Any]:
+    """The domain's case as the view row keeps it (its status is the row's own column)."""
+    return {
+        "version": case.version,
+        "needs": [json.loads(need.model_dump_json()) for need in case.needs],
+        "assessed": case.assessed,
+        "plan_active": case.plan_active,
+    }
+
+
+def _case_of(row: Mapping[str, Any], detail: Mapping[str, Any]) -> Case:
+    state = detail["case"]
+    return Case(
+        case_id=UUID(row["case_id"]),
+        family_id=UUID(row["family_id"]),
+        status=CaseStatus(row["status"]),
+        version=state["version"],
+        needs=tuple(IdentifiedNeed.model_validate(need) for need in state["needs"]),
+        assessed=state["assessed"],
+        plan_active=state["plan_active"],
+    )
+
+
+def _advance(conn, row: dict[str, Any] | None, event, reviews: list[dict[str, Any]]):
+    """The case row after one more event: the domain's `apply` moves the case (its status,
+    version, needs), kept in the row for commands to decide on; `_view` adds what the
+    view shows. `reviews` collects the review rows."""
+    before = None if row is None else _case_of(row, row["detail"])
+    if before is None and not isinstance(event, CaseAllocated | CaseSteppedDown):
+        # Only in a rebuild, which replays the own stream before allocation's topic:
+        # until the fact that opened the case is back, the case is taken as open, as it
+        # was when the event was recorded.
+        before = Case(event.case_id, event.family_id, CaseStatus.OPEN)
+    after = domain.apply(before, event)
+    row = _view(conn, row, before, event, reviews)
+    row["status"] = after.status.value
+    row["detail"]["case"] = _state_record(after)
+    return row
+
+
+def _view(
+    conn, row: dict[str, Any] | None, before: Case | None, event, reviews: list[dict[str, Any]]
+):
+    """The case view after one more event, beside the case's state `before` it."""
     if isinstance(event, CaseSteppedDown):
-        row = _new_row(event, CaseStatus.AWAITING_ALLOCATION)
+        row = _new_row(event)
         row.update(locality=event.locality, stepped_down_at=event.stepped_down_at)
         row["detail"]["step_down"] = json.loads(
             event.model_dump_json(exclude={"case_id", "family_id", "children"})
         )
         return row
     if row is None:
-        row = _new_row(event, CaseStatus.OPEN)
+        row = _new_row(event)
     detail = row["detail"]
     if isinstance(event, CaseAllocated):
         lead = event.lead_professional
@@ -739,12 +787,10 @@ def _fold(conn, row: dict[str, Any] | None, event, reviews: list[dict[str, Any]]
             lead_name=lead.name,
             allocated_at=event.allocated_at,
         )
-        if row["episode"] == 0 or row["status"] in (
-            CaseStatus.AWAITING_ALLOCATION,
-            CaseStatus.CLOSED,
-        ):
+        # A row with no episode yet was begun by a later event, in a rebuild.
+        if row["episode"] == 0 or domain.opens_episode(before, event):
             own_closure = row.get("closed_at")
-            if row["status"] == CaseStatus.CLOSED:
+            if before is not None and before.status is CaseStatus.CLOSED:
                 # The closed episode stays on record; the reopened one starts afresh.
                 kept = {k: detail[k] for k in _EMPTY_DETAIL if k not in ("episodes", "step_down")}
                 row["detail"] = {
@@ -753,7 +799,6 @@ def _fold(conn, row: dict[str, Any] | None, event, reviews: list[dict[str, Any]]
                 }
                 row.update(_REOPENED)
             row.update(
-                status=CaseStatus.OPEN.value,
                 opened_at=event.allocated_at,
                 episode=row["episode"] + 1,
                 re_referral=_within_window(own_closure, event.allocated_at)
@@ -795,11 +840,10 @@ def _fold(conn, row: dict[str, Any] | None, event, reviews: list[dict[str, Any]]
         row.update(review_due=event.next_review_date, reviews=row["reviews"] + 1)
     elif isinstance(event, CaseSteppedUp):
         detail["step_up"] = _data(event)
-        row.update(status=CaseStatus.STEPPED_UP.value, stepped_up_at=event.stepped_up_at)
+        row.update(stepped_up_at=event.stepped_up_at)
     elif isinstance(event, CaseClosed):
         detail["closure"] = _data(event)
         row.update(
-            status=CaseStatus.CLOSED.value,
             closed_at=event.closed_at,
             closure_reason=event.reason.value,
             all_needs_achieved=bool(event.outcomes) and all(o.achieved for o in event.outcomes),
@@ -807,14 +851,25 @@ def _fold(conn, row: dict[str, Any] | None, event, reviews: list[dict[str, Any]]
     return row
 
 
-def _on_case_event(conn, event, meta: EventMeta) -> None:
-    """Keep the event, then fold the case's events afresh in time order.
+_LATEST_INPUT = (
+    select(case_inputs.c.occurred_at, case_inputs.c.event_id)
+    .where(case_inputs.c.case_id == bindparam("case_id"))
+    .order_by(case_inputs.c.occurred_at.desc(), case_inputs.c.event_id.desc())
+    .limit(1)
+)
 
-    Folding everything again makes the view the same whatever order the sources
-    arrive in: live, allocation's events come first; a rebuild replays the own
-    store before the topics.
+
+def _on_case_event(conn, event, meta: EventMeta) -> None:
+    """Keep the event, then fold it onto the case.
+
+    Live, an event is almost always the case's latest: it is applied to the case as
+    stored, once. One that happened before an event already kept (the sources arrive
+    in no particular order; a rebuild replays the own store before the topics) has
+    the case folded afresh from its events in time order, so that the case ends the
+    same whatever order they arrived in.
     """
     case_id = str(event.case_id)
+    latest = conn.execute(_LATEST_INPUT, {"case_id": case_id}).first()
     insert_if_absent(
         conn,
         case_inputs,
@@ -826,6 +881,35 @@ def _on_case_event(conn, event, meta: EventMeta) -> None:
             "data_json": event.model_dump_json(),
         },
     )
+    stored = _stored_row(conn, case_id)
+    is_latest = latest is not None and (latest.occurred_at, latest.event_id) < (
+        meta.occurred_at,
+        str(meta.event_id),
+    )
+    if stored is None or not is_latest or "case" not in stored["detail"]:
+        _refold(conn, case_id)
+        return
+    reviews: list[dict[str, Any]] = []
+    row = _advance(conn, stored, event, reviews)
+    row["detail"] = json.dumps(row["detail"])
+    conn.execute(
+        update(cases).where(cases.c.case_id == case_id).values(**row, updated_at=utc_now())
+    )
+    if reviews:
+        conn.execute(insert(case_reviews), reviews)
+
+
+def _stored_row(conn, case_id: str) -> dict[str, Any] | None:
+    found = conn.execute(select(cases).where(cases.c.case_id == case_id)).mappings().first()
+    if found is None:
+        return None
+    row = {key: value for key, value in found.items() if key != "updated_at"}
+    row["detail"] = json.loads(row["detail"])
+    return row
+
+
+def _refold(conn, case_id: str) -> None:
+    """The case and its view folded afresh from every event kept about it, in time order."""
     history = conn.execute(
         select(case_inputs.c.event_type, case_inputs.c.data_json)
         .where(case_inputs.c.case_id == case_id)
@@ -833,15 +917,27 @@ def _on_case_event(conn, event, meta: EventMeta) -> None:
     ).all()
     row, reviews = None, []
     for item in history:
-        row = _fold(
+        row = _advance(
             conn, row, event_model(item.event_type).model_validate_json(item.data_json), reviews
         )
     conn.execute(delete(case_reviews).where(case_reviews.c.case_id == case_id))
     conn.execute(delete(cases).where(cases.c.case_id == case_id))
     row["detail"] = json.dumps(row["detail"])
-    conn.execute(insert(cases), {**row, "updated_at": datetime.now(UTC)})
+    conn.execute(insert(cases), {**row, "updated_at": utc_now()})
     if reviews:
         conn.execute(insert(case_reviews), reviews)
+
+
+def stored_case(conn, case_id: UUID) -> Case | None:
+    """The case as its events folded it, for a command to decide on; None if no event
+    has opened it. The own events are folded as they are appended, in the command's
+    transaction, so the case is current."""
+    stored = _stored_row(conn, str(case_id))
+    if stored is not None and "case" not in stored["detail"]:
+        # Kept before the case was stored beside its view: folded once, then stored.
+        _refold(conn, str(case_id))
+        stored = _stored_row(conn, str(case_id))
+    return None if stored is None else _case_of(stored, stored["detail"])
 
 
 for _event_class in (

@@ -39,44 +39,71 @@ from hub.contracts.intake import (
     ReferralUnlinked,
     ReferralWithdrawn,
 )
+from hub.refusals import Conflict, Invalid, NotFound, RefusedField
 from intake.matching import Comparison, PersonRecord, best_matches
 
 
-class ReferralRuleBroken(Exception):
+class ReferralRuleBroken(Conflict):
     """A command the referral's current state does not allow."""
+
+    problem = "referral-conflict"
+    title = "Not possible now"
 
 
 class AlreadyTriaged(ReferralRuleBroken):
     """The front door has decided on the referral already."""
 
+    problem = "referral-already-triaged"
+    title = "Already triaged"
+
 
 class AlreadyWithdrawn(ReferralRuleBroken):
     """The referrer withdrew the referral."""
+
+    problem = "referral-withdrawn"
+    title = "Withdrawn"
 
 
 class MatchesUnresolved(ReferralRuleBroken):
     """Staff have not yet said whether a possible match is the same child."""
 
+    problem = "matches-unresolved"
+    title = "Possible matches to resolve"
+
 
 class NotMatched(ReferralRuleBroken):
     """The referral was never joined to a family the hub knew, so there is nothing to undo."""
 
+    problem = "referral-not-matched"
+    title = "Not matched"
 
-class MatchNotFound(Exception):
+
+class MatchNotFound(NotFound):
     """No such pending possible match on the referral."""
 
+    def __init__(self, match_id: str) -> None:
+        super().__init__(f"No possible match {match_id} awaiting a decision on this referral.")
 
-class ReferralNotFound(Exception):
+
+class ReferralNotFound(NotFound):
     """No such referral, or none the caller may act on (it is not told which)."""
 
+    def __init__(self, referral_id: str | None = None) -> None:
+        super().__init__(f"No referral {referral_id}." if referral_id else "No such referral.")
 
-class InvalidTriage(ValueError):
+
+class InvalidTriage(Invalid, ValueError):
     """A triage decision that is inconsistent in itself, whatever the referral's state."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(
+            "The decision is not consistent.", errors=[RefusedField(field, message, "triage_rule")]
+        )
         self.field = field
         self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
 
 
 class ReferralStatus(StrEnum):
@@ -480,7 +507,7 @@ def unlink(current: Referral | None, command: UnlinkReferral) -> list[EventData]
 
 def _pending(current: Referral | None, match_id: UUID, action: str) -> PendingMatch:
     if current is None:
-        raise ReferralNotFound("no such referral")
+        raise ReferralNotFound()
     _still_awaiting_triage(current, action)
     pending = current.pending_matches.get(match_id)
     if pending is None:

@@ -8,11 +8,12 @@ case each referral opened, and each case's next review.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Column, Connection, String, Table, insert, or_, select, update
 
 import hub.contracts  # noqa: F401  (registers every event type)
+from hub.clock import utc_now
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.base import EventData
 from hub.contracts.caseplan import CaseClosed, CaseSteppedDown, CaseSteppedUp, PlanReviewed
@@ -83,7 +84,7 @@ def _journal_and_learn(conn: Connection, event: EventData, meta: EventMeta) -> N
             "case_id": str(case_id) if (case_id := getattr(event, "case_id", None)) else None,
             "occurred_at": meta.occurred_at,
             # When it was consumed: fan-out waits a moment for other topics (see fanout.py).
-            "journalled_at": datetime.now(UTC),
+            "journalled_at": utc_now(),
             "data": event.model_dump_json(),
             "fanned_out": False,
             "traceparent": traceparent,

@@ -1,12 +1,12 @@
 """Notifications: what partners may see of each case, by webhook, partner topic and e-mail."""
 
-from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from hub.contracts.topics import SERVICE_TOPICS
-from hub.service import ServiceDefinition, create_service_app
+from hub.service import Runtime, ServiceDefinition, create_service_app
 from hub.settings import HubSettings
 from notifications.api import router
 from notifications.delivery import DeliveryWorker
@@ -31,41 +31,48 @@ definition = ServiceDefinition(
 )
 
 
+class _Delivery:
+    """Notifications' background work: stored secrets resealed before anything is
+    consumed, then the delivery worker, stopped before the consumer."""
+
+    def __init__(self, runtime: Runtime, own, policy, box) -> None:
+        self._runtime = runtime
+        self._box = box
+        self._worker = DeliveryWorker(runtime.db, runtime.settings, own, policy, box)
+
+    def prepare(self) -> None:
+        # Keys that open nothing stop the service before it consumes.
+        with self._runtime.db.write() as conn:
+            reseal_stored_secrets(conn, self._box)
+            warn_of_subscriptions_the_api_would_refuse(conn)
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._worker.stop()
+
+
 def create_app(
     settings: HubSettings | None = None, own: NotificationsSettings | None = None
 ) -> FastAPI:
-    """The service's app; its lifespan runs the hub's workers and, inside them, delivery.
+    """The service's app; its delivery worker runs through the definition's workers hook.
 
-    The delivery worker starts after the consumer and stops before it, so no
-    journalled event waits for a worker that has gone. Before anything starts,
-    every stored signing secret not encrypted under the first key is re-encrypted
-    under it; one that no key opens stops the service.
+    Before anything starts, every stored signing secret not encrypted under the
+    first key is re-encrypted under it; one that no key opens stops the service.
     """
     own = own or notifications_settings()
     # A policy that does not load stops the service at start, not at the first event.
     policy = SharingPolicy.load(own.policy_file)
-    app = create_service_app(definition, settings)
+    # The worker is made when the app starts, from the secret box the app holds.
+    delivering = replace(
+        definition,
+        workers=[lambda runtime: _Delivery(runtime, own, policy, app.state.secret_box)],
+    )
+    app = create_service_app(delivering, settings)
     runtime = app.state.runtime
     # Keys missing outside the embedded default stop the service here, before it listens.
-    box = secret_box(own, runtime.settings.var_dir, embedded=runtime.db.is_sqlite)
+    app.state.secret_box = secret_box(own, runtime.settings.var_dir, embedded=runtime.db.is_sqlite)
     app.state.sharing_policy = policy
     app.state.notifications_settings = own
-    app.state.secret_box = box
-    hub_lifespan = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app_: FastAPI):
-        # Before the hub's workers start: keys that open nothing stop it before it consumes.
-        with runtime.db.write() as conn:
-            reseal_stored_secrets(conn, box)
-            warn_of_subscriptions_the_api_would_refuse(conn)
-        async with hub_lifespan(app_) as state:
-            worker = DeliveryWorker(runtime.db, runtime.settings, own, policy, box)
-            worker.start()
-            try:
-                yield state
-            finally:
-                worker.stop()
-
-    app.router.lifespan_context = lifespan
     return app

@@ -13,10 +13,12 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from hub.auth import Principal, require_scopes
 from hub.consumer import InfrastructureUnavailable, error_name, is_transient
 from hub.dlq import DeadLetter, DeadLetters, Outcome, Status, UnknownDeadLetter
-from hub.http.problems import FieldError, Problem, problem_responses, problem_type
+from hub.http.problems import problem_responses
+from hub.http.scope import caller
+from hub.refusals import Invalid, NotFound, Refusal
+from hub.scope import Scope
 
 router = APIRouter(tags=["operations"])
 
@@ -76,13 +78,19 @@ class RedriveResponse(BaseModel):
     results: list[RedriveResult]
 
 
-def _staff(scope: str):
-    async def check(principal: Annotated[Principal, Depends(require_scopes(scope))]) -> Principal:
-        if principal.kind != "staff":
-            raise Problem.forbidden("Only the hub's operators may handle dead letters.")
-        return principal
+class DependencyUnavailable(Refusal):
+    """The database or the broker is away: try again when the service is ready."""
 
-    return check
+    status = 503
+    problem = "dependency-unavailable"
+    title = "Database or broker unavailable"
+
+
+_ONLY_OPERATORS = "Only the hub's operators may handle dead letters."
+Reader = Annotated[Scope, Depends(caller("dead-letters:read", kind="staff", why=_ONLY_OPERATORS))]
+Redriver = Annotated[
+    Scope, Depends(caller("dead-letters:redrive", kind="staff", why=_ONLY_OPERATORS))
+]
 
 
 def _dead_letters(request: Request) -> DeadLetters:
@@ -128,20 +136,17 @@ def _unavailable_as_503() -> Iterator[None]:
         raise
 
 
-def _unavailable(error: str) -> Problem:
-    return Problem(
-        503,
-        "Database or broker unavailable",
+def _unavailable(error: str) -> DependencyUnavailable:
+    return DependencyUnavailable(
         f"The dead letters cannot be handled now ({error}); nothing more was redriven. "
-        "Try again when /readyz is ready.",
-        type=problem_type("dependency-unavailable"),
+        "Try again when /readyz is ready."
     )
 
 
 @router.get("/v1/dead-letters", responses=problem_responses(401, 403, 503))
 def list_dead_letters(
     request: Request,
-    _caller: Annotated[Principal, Depends(_staff("dead-letters:read"))],
+    _caller: Reader,
 ) -> DeadLetterList:
     """Every record this service's consumer dead-lettered, with the reason and its status."""
     dead_letters = _dead_letters(request)
@@ -155,7 +160,7 @@ def list_dead_letters(
 def show_dead_letter(
     request: Request,
     dead_letter_id: DeadLetterId,
-    _caller: Annotated[Principal, Depends(_staff("dead-letters:read"))],
+    _caller: Reader,
 ) -> DeadLetterOut:
     """One dead-lettered record, without its data."""
     dead_letters = _dead_letters(request)
@@ -163,7 +168,7 @@ def show_dead_letter(
         letters = [letter for letter in dead_letters.read() if letter.id == dead_letter_id]
         described = _described(letters, dead_letters)
     if not described:
-        raise Problem.not_found("This service has no dead-lettered record with that id.")
+        raise NotFound("This service has no dead-lettered record with that id.")
     return described[0]
 
 
@@ -172,7 +177,7 @@ def show_dead_letter(
 async def redrive_dead_letters(
     request: Request,
     body: RedriveRequest,
-    _caller: Annotated[Principal, Depends(_staff("dead-letters:redrive"))],
+    _caller: Redriver,
 ) -> RedriveResponse:
     """Send the chosen records, or all, back through this service's consumer, each event once.
 
@@ -184,9 +189,11 @@ async def redrive_dead_letters(
         with _unavailable_as_503():
             results = await run_in_threadpool(dead_letters.redrive, None if body.all else body.ids)
     except UnknownDeadLetter as exc:
-        raise Problem.unprocessable(
+        raise Invalid.field(
+            "ids",
+            f"unknown: {exc}",
+            "unknown",
             "Some ids name no dead-lettered record of this service; nothing was redriven.",
-            errors=[FieldError(field="ids", message=f"unknown: {exc}", code="unknown")],
         ) from exc
     return RedriveResponse(
         results=[RedriveResult(id=r.id, event_id=r.event_id, outcome=r.outcome) for r in results]

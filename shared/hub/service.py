@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from opentelemetry import trace
@@ -48,6 +48,21 @@ from hub.writer import GroupCommitWriter
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class BackgroundWorker(Protocol):
+    """A service's own background work (delivering webhooks, say), run beside the app.
+
+    `prepare()` runs before the hub's relay and consumer start (a check that must
+    stop the service before it consumes anything); `start()` after them; `stop()`
+    drains it before them.
+    """
+
+    def prepare(self) -> None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class StartupError(RuntimeError):
@@ -125,6 +140,10 @@ class ServiceDefinition:
     startup_checks: dict[str, Callable[[], None]] = field(default_factory=dict)
     # The token issuer (intake) alone holds the private keys that sign bearer tokens.
     issues_tokens: bool = False
+    # The service's own background workers, each made from the runtime when the app
+    # starts: prepared before the relay and consumer, started after them, drained
+    # (in reverse order) before them on shutdown.
+    workers: Sequence[Callable[[Runtime], BackgroundWorker]] = ()
 
     def __post_init__(self) -> None:
         # Every consuming service offers its operators the dead-letter API; as one of
@@ -217,6 +236,7 @@ class Runtime:
         self._writer: GroupCommitWriter | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._workers: list[BackgroundWorker] = []
 
     async def write(self, work: Callable[[UnitOfWork], T]) -> T:
         """Run `work` in a write transaction (group-committed with concurrent ones).
@@ -349,6 +369,20 @@ class Runtime:
 
     def start(self) -> None:
         self._serving.acquire()
+        try:
+            self._workers = [make(self) for make in self.definition.workers]
+            for worker in self._workers:
+                worker.prepare()
+        except BaseException:
+            # Nothing runs yet: the service is not serving, so a rebuild may go ahead.
+            self._workers.clear()
+            self._serving.release()
+            raise
+        self._start_hub_workers()
+        for worker in self._workers:
+            worker.start()
+
+    def _start_hub_workers(self) -> None:
         workers: list[tuple[str, Callable[[threading.Event], Any]]] = []
         if self.relay is not None:
             workers.append(("outbox-relay", self.relay.run))
@@ -372,8 +406,12 @@ class Runtime:
         finishes the record it is applying, commits the offsets of every record it
         applied and leaves its group; queued writes commit; the relay publishes
         every committed event still in the outbox and removes the acknowledged rows;
-        spans not yet exported are flushed.
+        spans not yet exported are flushed. The service's own workers stop first, so
+        none waits on a consumer that has gone.
         """
+        for worker in reversed(self._workers):
+            worker.stop()
+        self._workers.clear()
         self._stop.set()
         if self.relay is not None:
             self.relay.notify()

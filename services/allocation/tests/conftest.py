@@ -13,6 +13,8 @@ from hub.testing import bearer
 
 MANAGER, PRACTITIONER, CHAIR = "harlesden-team-manager", "samira-okafor", "brent-panel-chair"
 FRONT_DOOR, SCHOOL = "front-door-demo", "harlesden-primary-school"
+# Authority-wide: sees every locality's queue (the others are limited to Harlesden).
+HEAD_OF_SERVICE = "early-help-service-manager"
 SAMIRA = "7e4b2d1a-9c8f-4a6e-b3d2-1f0e9d8c7b65"
 TOMASZ = "cc56d0f1-f938-4c10-9672-9bfe316be20b"
 
@@ -39,7 +41,9 @@ def wait_until(check, timeout_s=20.0, message="condition never held"):
 def case_in_queue(client, case_id, status="unallocated"):
     def find():
         page = client.get(
-            "/v1/allocations", params={"status": status, "limit": 200}, headers=as_(client, MANAGER)
+            "/v1/allocations",
+            params={"status": status, "limit": 200},
+            headers=as_(client, HEAD_OF_SERVICE),
         ).json()
         return next((item for item in page["items"] if item["case_id"] == case_id), None)
 

@@ -104,7 +104,9 @@ def test_allocating_emits_case_allocated_once_and_the_case_leaves_the_queue(
     with engine.connect() as conn:
         reads = conn.execute(
             select(audit_log.c.actor).where(
-                audit_log.c.resource_type == "case", audit_log.c.resource_id == case_id
+                audit_log.c.action == "read",
+                audit_log.c.resource_type == "case",
+                audit_log.c.resource_id == case_id,
             )
         ).all()
     engine.dispose()

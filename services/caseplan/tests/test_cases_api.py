@@ -7,11 +7,15 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import create_engine, delete, func, select
 
-from caseplan.projections import case_inputs, case_reviews, cases
+from caseplan import domain
+from caseplan.projections import case_inputs, case_reviews, cases, stored_case
 from caseplan.service import definition
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
+from hub.contracts.caseplan import PlanReviewed
+from hub.contracts.registry import event_model
 from hub.http.dependencies import clock
 from hub.replay import rebuild_projections
+from hub.store import EventStore
 from hub.tables import event_store, outbox
 from hub.testing import bearer, settings_for
 
@@ -436,6 +440,45 @@ def test_the_case_projection_is_rebuilt_by_replay_equal_to_the_live_one(
     assert after == before
 
 
+def test_the_case_commands_decide_on_is_the_domains_fold_of_its_events(
+    service_client, publish, database_url
+):
+    """One fold: the case the projection keeps, applied one event at a time, is the one
+    `domain.replay` makes of the whole history, at the version of the own stream."""
+    caseplan = _started(service_client)
+    allocated = _allocate(publish)
+    case_id = allocated.case_id
+    _wait(caseplan, case_id)
+    need_ids = _assessed(caseplan, case_id)
+    _panel(publish, allocated, TODAY + timedelta(days=30))
+    _wait(caseplan, case_id, lambda view: view["package"])
+    caseplan.post(
+        f"/v1/cases/{case_id}/reviews",
+        json={
+            "progress": [{"need_id": n, "rating": "same", "note": "-"} for n in need_ids],
+            "next_review_date": (TODAY + timedelta(days=60)).isoformat(),
+        },
+    ).raise_for_status()
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        kept = stored_case(conn, case_id)
+        history = conn.execute(
+            select(case_inputs.c.event_type, case_inputs.c.data_json)
+            .where(case_inputs.c.case_id == str(case_id))
+            .order_by(case_inputs.c.occurred_at, case_inputs.c.event_id)
+        ).all()
+        version = EventStore.stream_version(conn, domain.stream_id(case_id))
+    engine.dispose()
+    replayed = domain.replay(
+        event_model(row.event_type).model_validate_json(row.data_json) for row in history
+    )
+    assert [row.event_type for row in history][-1] == PlanReviewed.event_type
+    assert kept == replayed
+    assert kept.version == version == 2
+    assert kept.plan_active and kept.assessed and len(kept.needs) == len(need_ids)
+
+
 def test_of_two_concurrent_reviews_of_one_case_one_wins_and_the_other_gets_409(
     service_client, publish
 ):
@@ -496,7 +539,8 @@ def test_staff_see_and_work_the_cases_of_their_localities_and_teams_only(
     for who in (PRACTITIONER, MANAGER):
         headers = _as(caseplan, who)
         assert caseplan.get(f"/v1/cases/{ours.case_id}", headers=headers).status_code == 200
-        assert caseplan.get(f"/v1/cases/{theirs.case_id}", headers=headers).status_code == 403
+        # Out of scope reads as unknown: 404, not 403 (which told that the case exists).
+        assert caseplan.get(f"/v1/cases/{theirs.case_id}", headers=headers).status_code == 404
         listed = caseplan.get("/v1/cases", headers=headers).json()["items"]
         assert str(theirs.case_id) not in {item["case_id"] for item in listed}
         work = caseplan.post(
@@ -504,7 +548,7 @@ def test_staff_see_and_work_the_cases_of_their_localities_and_teams_only(
             json={"reason": "disengaged", "outcomes": []},
             headers=headers,
         )
-        assert work.status_code == 403, who
+        assert work.status_code == 404, who
     manager = _as(caseplan, MANAGER)
     report = caseplan.get(
         "/v1/reports/performance", params={"locality": "brent-wembley"}, headers=manager

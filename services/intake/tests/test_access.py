@@ -205,7 +205,12 @@ def test_every_read_of_a_referral_is_in_the_audit_log(intake, database_url):
             )
         ).all()
     engine.dispose()
-    assert rows == [(SCHOOL, "read", referral_id), (STAFF, "read", referral_id)]
+    # The refused read is written down too (issue 13): it used to leave no trace.
+    assert rows == [
+        (SCHOOL, "read", referral_id),
+        (STAFF, "read", referral_id),
+        (HEALTH, "refused", referral_id),
+    ]
 
 
 def test_who_may_triage_withdraw_list_and_read(intake):

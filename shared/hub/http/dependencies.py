@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Header
 
+from hub.clock import utc_now
 from hub.contracts.dates import judge_dates_at
 from hub.idempotency import IDEMPOTENCY_HEADER
 
@@ -14,7 +15,7 @@ from hub.idempotency import IDEMPOTENCY_HEADER
 async def clock() -> datetime:
     """The time now, in UTC: a dependency, so that tests override it on one app
     (`app.dependency_overrides[clock]`) to control deadlines and due dates."""
-    return datetime.now(UTC)
+    return utc_now()
 
 
 Now = Annotated[datetime, Depends(clock)]

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.observability import current_trace_id
 from hub.privacy import describe_error, error_stack
+from hub.refusals import Refusal
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://earlyhelp.example/problems/"
@@ -290,6 +291,23 @@ async def _handle_validation_error(request: Request, exc: Exception) -> Response
     return _validation_problem(exc).to_response(instance=request.url.path)
 
 
+def problem_of(refusal: Refusal) -> Problem:
+    """The problem a domain's refusal answers with: the one place refusals become HTTP."""
+    return Problem(
+        refusal.status,
+        refusal.problem_title,
+        refusal.detail,
+        type=problem_type(refusal.problem_slug) if refusal.problem_slug else None,
+        errors=[FieldError(field=e.field, message=e.message, code=e.code) for e in refusal.errors],
+        extensions=refusal.extensions,
+    )
+
+
+async def _handle_refusal(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refusal)
+    return problem_of(exc).to_response(instance=request.url.path)
+
+
 async def _handle_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
     return exc.to_response(instance=request.url.path)
@@ -380,6 +398,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     """
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(Problem, _handle_problem)
+    app.add_exception_handler(Refusal, _handle_refusal)
     app.add_exception_handler(HTTPException, _handle_http_exception)
     app.add_middleware(UnhandledErrorMiddleware)
     _document_problems_in_openapi(app)

@@ -1,0 +1,466 @@
+"""Case plan's read side: the SQL and the views, each limited to the caller's scope.
+
+Staff see the cases of their localities and teams and those they lead; they
+work (change) those they lead, their team's, and as managers their localities'.
+A family's chronology is in scope when one of its cases or referrals is. A
+record outside the scope is not found, exactly as a missing one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import json
+import statistics
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, or_, select, true
+
+from caseplan import domain
+from caseplan.projections import (
+    assessment_drafts,
+    case_reviews,
+    cases,
+    chronology_entries,
+    family_involvement,
+    family_referrals,
+)
+from caseplan.schemas import (
+    AssessmentDraftView,
+    AssessmentSubmission,
+    CaseFilter,
+    CaseList,
+    CaseSummary,
+    CaseView,
+    Chronology,
+    ChronologyEntry,
+    InvolvedParty,
+    LeadProfessional,
+    Median,
+    PerformanceReport,
+)
+from hub.commands import etag
+from hub.contracts.caseplan import IdentifiedNeed
+from hub.queries import QueryContext
+from hub.refusals import Forbidden, Invalid, NotFound
+from hub.scope import Scope
+from hub.store import EventStore
+
+MANAGER_ROLE = "team_manager"
+
+# --- scope, in SQL --------------------------------------------------------------------
+
+
+def led_by(scope: Scope) -> ColumnElement[bool]:
+    """The cases the caller leads: allocation names the worker's staff client id when the
+    registry links one; otherwise a staff client may be named by the e-mail."""
+    return or_(
+        cases.c.lead_staff_client_id == scope.subject,
+        and_(
+            cases.c.lead_staff_client_id.is_(None),
+            func.lower(cases.c.lead_email) == scope.subject.lower(),
+        ),
+    )
+
+
+def visible(scope: Scope) -> ColumnElement[bool]:
+    """The cases the caller may see."""
+    if not scope.is_staff:
+        return false()
+    if scope.authority_wide:
+        return true()
+    return or_(
+        cases.c.locality.in_(scope.localities), cases.c.team_id.in_(scope.teams), led_by(scope)
+    )
+
+
+def workable(scope: Scope) -> ColumnElement[bool]:
+    """The cases the caller may change: led, their team's, or (managers) their localities'."""
+    if not scope.is_staff:
+        return false()
+    if scope.authority_wide:
+        return true()
+    managed = cases.c.locality.in_(scope.localities) if scope.has_role(MANAGER_ROLE) else false()
+    return or_(led_by(scope), cases.c.team_id.in_(scope.teams), managed)
+
+
+def family_visible(scope: Scope, family_id: UUID) -> ColumnElement[bool]:
+    """A family is in scope when one of its cases, or one of its referrals' localities, is."""
+    if not scope.is_staff:
+        return false()
+    if scope.authority_wide:
+        return true()
+    return or_(
+        exists().where(cases.c.family_id == str(family_id), visible(scope)),
+        exists().where(
+            family_referrals.c.family_id == str(family_id),
+            family_referrals.c.locality.in_(scope.localities),
+        ),
+    )
+
+
+def no_case(case_id: UUID) -> NotFound:
+    return NotFound(f"No case {case_id}.", resource=("case", str(case_id)))
+
+
+def workable_case(conn: Connection, scope: Scope, case_id: UUID) -> Any:
+    """The case's row when the caller may work it; a missing row never passes.
+
+    A case the caller may see but not work is a 403 (they know it exists); one
+    they may not see is a 404, as a missing one.
+    """
+    row = conn.execute(
+        select(
+            cases.c.case_id, cases.c.team_id, cases.c.locality, workable(scope).label("ok")
+        ).where(cases.c.case_id == str(case_id), visible(scope))
+    ).first()
+    if row is None:
+        raise no_case(case_id)
+    if not row.ok:
+        raise Forbidden(
+            f"Case {case_id} is worked by its lead professional, their team "
+            f"({row.team_id}) and the managers of {row.locality}.",
+            resource=("case", str(case_id)),
+        )
+    return row
+
+
+# --- the chronology -------------------------------------------------------------------
+
+
+def chronology(ctx: QueryContext, family_id: UUID, limit: int, cursor: str | None) -> Chronology:
+    """Every event about the family from every service, oldest first, a page at a time."""
+    table = chronology_entries
+    in_scope = family_visible(ctx.scope, family_id)
+    query = select(table).where(table.c.family_id == str(family_id), in_scope)
+    if cursor is not None:
+        after_time, after_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                table.c.occurred_at > after_time,
+                and_(table.c.occurred_at == after_time, table.c.event_id > after_id),
+            )
+        )
+    rows = ctx.conn.execute(
+        query.order_by(table.c.occurred_at, table.c.event_id).limit(limit + 1)
+    ).all()
+    if not rows and cursor is None:
+        raise NotFound(
+            f"No chronology for family {family_id}.",
+            resource=("family_chronology", str(family_id)),
+        )
+    involved = ctx.conn.execute(
+        select(family_involvement)
+        .where(family_involvement.c.family_id == str(family_id), in_scope)
+        .order_by(family_involvement.c.last_seen_at.desc(), family_involvement.c.kind)
+    ).all()
+    ctx.saw("family_chronology", family_id)
+    page = rows[:limit]
+    next_cursor = (
+        _encode_cursor(page[-1].occurred_at, page[-1].event_id) if len(rows) > limit else None
+    )
+    return Chronology(
+        family_id=family_id,
+        entries=[ChronologyEntry.model_validate(row, from_attributes=True) for row in page],
+        next_cursor=next_cursor,
+        involved=[InvolvedParty.model_validate(row, from_attributes=True) for row in involved],
+    )
+
+
+def _encode_cursor(occurred_at: datetime, event_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{occurred_at.isoformat()}|{event_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        occurred_at, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(occurred_at), str(UUID(event_id))
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise Invalid.field(
+            "query.cursor",
+            "not a valid cursor",
+            "cursor",
+            "The cursor is not one this API gave out.",
+        ) from exc
+
+
+# --- cases ----------------------------------------------------------------------------
+
+
+def case_list(
+    ctx: QueryContext,
+    review: CaseFilter | None,
+    lead_professional: str | None,
+    locality: str | None,
+    limit: int,
+) -> CaseList:
+    """Open and stepped-up cases first by review date, of those the caller may see."""
+    query = select(cases).where(visible(ctx.scope))
+    if review is CaseFilter.OVERDUE:
+        query = query.where(
+            and_(
+                cases.c.status == domain.CaseStatus.OPEN.value,
+                cases.c.review_due < ctx.now.date(),
+            )
+        )
+    if locality is not None:
+        query = query.where(cases.c.locality == locality)
+    if lead_professional == "me":
+        query = query.where(led_by(ctx.scope))
+    elif lead_professional is not None:
+        query = query.where(
+            or_(
+                cases.c.lead_worker_id == lead_professional,
+                cases.c.lead_email == lead_professional.lower(),
+            )
+        )
+    query = query.order_by(cases.c.review_due, cases.c.case_id)
+    rows = ctx.conn.execute(query.limit(limit)).all()
+    ctx.saw("case_list", lead_professional or review or "all")
+    ctx.listed_ids("case", *(row.case_id for row in rows))
+    return CaseList(items=[_summary(row, ctx.now) for row in rows])
+
+
+def case_view(ctx: QueryContext, case_id: UUID) -> tuple[CaseView, str]:
+    """The case and its `ETag` (its version, for `If-Match`)."""
+    version = EventStore.stream_version(ctx.conn, domain.stream_id(case_id))
+    row = ctx.conn.execute(
+        select(cases).where(cases.c.case_id == str(case_id), visible(ctx.scope))
+    ).first()
+    if row is None:
+        raise no_case(case_id)
+    referral_children = ctx.conn.execute(
+        select(family_referrals.c.children).where(family_referrals.c.case_id == str(case_id))
+    ).all()
+    ctx.saw("case", case_id)
+    detail = json.loads(row.detail)
+    children: dict[str, dict[str, Any]] = {}
+    for (listed,) in referral_children:
+        children.update({child["person_id"]: child for child in json.loads(listed)})
+    view = CaseView(
+        **_summary(row, ctx.now).model_dump(),
+        episode=row.episode,
+        children=list(children.values()),
+        assessment=detail["assessment"],
+        package=detail["package"],
+        actions=detail["actions"],
+        outcomes=list(detail["outcomes"].values()),
+        reviews=detail["reviews"],
+        step_up=detail["step_up"],
+        step_down=detail["step_down"],
+        closure=detail["closure"],
+        earlier_episodes=detail["episodes"],
+    )
+    return view, etag(version)
+
+
+def _summary(row: Any, now: datetime) -> CaseSummary:
+    return CaseSummary(
+        case_id=row.case_id,
+        family_id=row.family_id,
+        status=row.status,
+        locality=row.locality,
+        lead_professional=LeadProfessional(
+            worker_id=row.lead_worker_id, name=row.lead_name, email=row.lead_email
+        ),
+        opened_at=row.opened_at,
+        review_due=row.review_due,
+        review_overdue=(
+            row.status == domain.CaseStatus.OPEN.value
+            and row.review_due is not None
+            and row.review_due < now.date()
+        ),
+        re_referral=row.re_referral,
+    )
+
+
+def assessment_draft(ctx: QueryContext, case_id: UUID) -> AssessmentDraftView:
+    """For those who work the case: its lead professional, their team, their managers."""
+    workable_case(ctx.conn, ctx.scope, case_id)
+    row = ctx.conn.execute(
+        select(assessment_drafts).where(assessment_drafts.c.case_id == str(case_id))
+    ).first()
+    if row is None:
+        raise NotFound(f"No assessment draft for case {case_id}.")
+    ctx.saw("assessment_draft", case_id)
+    saved = AssessmentSubmission.model_validate_json(row.draft)
+    return draft_view(case_id, saved, row.saved_by, row.saved_at)
+
+
+def draft_of(submission: AssessmentSubmission) -> domain.AssessmentDraft:
+    return domain.AssessmentDraft(
+        factors=tuple(submission.factors),
+        needs=tuple(
+            IdentifiedNeed(need_id=need.need_id or uuid4(), **need.model_dump(exclude={"need_id"}))
+            for need in submission.needs
+        ),
+        recommended_level_of_need=submission.recommended_level_of_need,
+        people=tuple(submission.people),
+        views=submission.views,
+    )
+
+
+def draft_view(
+    case_id: UUID, saved: AssessmentSubmission, saved_by: str, saved_at: datetime
+) -> AssessmentDraftView:
+    missing = domain.missing_for_completion(draft_of(saved))
+    return AssessmentDraftView(
+        case_id=case_id,
+        saved_at=saved_at,
+        saved_by=saved_by,
+        draft=json.loads(saved.model_dump_json(exclude={"complete"})),
+        missing=[{"field": m.field, "message": m.message} for m in missing],
+    )
+
+
+# --- performance ----------------------------------------------------------------------
+
+
+def report_locality(scope: Scope, locality: str | None) -> str | None:
+    """The locality a manager reports on: any for authority-wide ones, else one of theirs."""
+    if not scope.has_role(MANAGER_ROLE):
+        raise Forbidden("The performance report is for managers.")
+    if not scope.localities:
+        return locality
+    if locality is None and len(scope.localities) == 1:
+        return next(iter(scope.localities))
+    if locality is None:
+        raise Invalid.field(
+            "query.locality",
+            f"one of {', '.join(sorted(scope.localities))}",
+            "missing",
+            "Name the locality to report on.",
+        )
+    if locality not in scope.localities:
+        raise Forbidden(f"{locality} is not one of your localities.")
+    return locality
+
+
+def performance(
+    ctx: QueryContext, locality: str | None, from_: date | None, to: date | None
+) -> PerformanceReport:
+    locality = report_locality(ctx.scope, locality)
+    if from_ is not None and to is not None and from_ > to:
+        raise Invalid.field(
+            "query.to", "must not be before from", "range", "The period ends before it starts."
+        )
+    case_query = select(cases)
+    referral_query = select(family_referrals)
+    review_query = select(case_reviews)
+    if locality is not None:
+        case_query = case_query.where(cases.c.locality == locality)
+        referral_query = referral_query.where(family_referrals.c.locality == locality)
+        review_query = review_query.where(case_reviews.c.locality == locality)
+    conn = ctx.conn
+    return _report(
+        locality,
+        from_,
+        to,
+        ctx.now,
+        conn.execute(case_query).all(),
+        conn.execute(referral_query).all(),
+        conn.execute(review_query).all(),
+        conn.execute(select(cases.c.family_id, cases.c.opened_at)).all(),
+    )
+
+
+def _report(locality, from_, to, now, case_rows, referral_rows, review_rows, openings):
+    def within(moment: datetime | date | None) -> bool:
+        if moment is None:
+            return False
+        day = moment.date() if isinstance(moment, datetime) else moment
+        return (from_ is None or day >= from_) and (to is None or day <= to)
+
+    def median(pairs) -> Median:
+        days = [(end - start).total_seconds() / 86400 for start, end in pairs]
+        return Median(
+            cases=len(days), median_days=round(statistics.median(days), 1) if days else None
+        )
+
+    def days_between(start: datetime, end: date) -> tuple[datetime, datetime]:
+        return start, datetime.combine(end, datetime.min.time(), tzinfo=UTC)
+
+    received = [r for r in referral_rows if within(r.received_at)]
+    triaged = [r for r in referral_rows if within(r.triaged_at)]
+    referral_of = {r.case_id: r for r in referral_rows if r.case_id is not None}
+    opened = [c for c in case_rows if within(c.opened_at)]
+    assessed = [c for c in case_rows if within(c.assessed_at) and c.opened_at is not None]
+    started = [c for c in case_rows if within(c.service_start) and c.assessed_at is not None]
+    reviews = [r for r in review_rows if within(r.reviewed_at)]
+    on_time = sum(1 for r in reviews if r.on_time)
+    re_referrals = sum(1 for c in opened if c.re_referral)
+    return PerformanceReport(
+        locality=locality,
+        period_from=from_,
+        period_to=to,
+        referrals_by_source=dict(Counter(r.referral_source for r in received)),
+        referrals_by_route=dict(Counter(r.route for r in triaged)),
+        referral_to_triage=median((r.received_at, r.triaged_at) for r in triaged),
+        triage_to_allocation=median(
+            (referral_of[c.case_id].triaged_at, c.opened_at)
+            for c in opened
+            if c.case_id in referral_of and c.episode == 1
+        ),
+        allocation_to_assessment=median((c.opened_at, c.assessed_at) for c in assessed),
+        assessment_to_service_start=median(
+            days_between(c.assessed_at, c.service_start) for c in started
+        ),
+        reviews=len(reviews),
+        reviews_on_time=on_time,
+        reviews_on_time_percent=round(100 * on_time / len(reviews), 1) if reviews else None,
+        reviews_overdue_now=sum(
+            1
+            for c in case_rows
+            if c.status == domain.CaseStatus.OPEN.value
+            and c.review_due is not None
+            and c.review_due < now.date()
+        ),
+        step_ups=sum(1 for c in case_rows if within(c.stepped_up_at)),
+        step_downs=sum(1 for c in case_rows if within(c.stepped_down_at)),
+        closures_by_reason=dict(
+            Counter(c.closure_reason for c in case_rows if within(c.closed_at))
+        ),
+        cases_opened=len(opened),
+        re_referrals=re_referrals,
+        re_referral_percent=round(100 * re_referrals / len(opened), 1) if opened else None,
+        supporting_families_claimable=sum(
+            1 for c in case_rows if within(c.closed_at) and _claimable(c, now, openings)
+        ),
+    )
+
+
+def _claimable(case: Any, now: datetime, openings) -> bool:
+    """The Supporting Families claim rules, as far as the case records them."""
+    sustained_from = case.closed_at + timedelta(days=183)
+    reopened = any(
+        family_id == case.family_id and opened_at is not None and opened_at > case.closed_at
+        for family_id, opened_at in openings
+    )
+    return (
+        case.needs_count >= 3
+        and case.lead_worker_id is not None
+        and case.assessed_at is not None
+        and case.plan_activated_at is not None
+        and bool(case.all_needs_achieved)
+        and sustained_from <= now
+        and not reopened
+    )
+
+
+def as_csv(report: PerformanceReport) -> str:
+    """One measure a line: `measure,breakdown,value`, for spreadsheets."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["measure", "breakdown", "value"])
+    for name, value in report.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            for key, item in value.items():
+                writer.writerow([name, key, "" if item is None else item])
+        else:
+            writer.writerow([name, "", "" if value is None else value])
+    return out.getvalue()

@@ -1,0 +1,260 @@
+"""The front door's write side: each command a function of a `CommandContext`, no HTTP.
+
+A referral's decisions load its stream, decide with the pure domain and append
+after the version decided on; the domain's refusals answer for themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from hub.commands import CommandContext, CommandResult
+from hub.contracts.base import EventData
+from hub.contracts.codes import PartnerOrganisationType
+from hub.contracts.common import Child, HouseholdMember, Referrer
+from hub.refusals import Forbidden, Invalid
+from hub.scope import Scope
+from intake import domain, queries
+from intake.records import open_case_of, records_for_children, records_for_family
+from intake.schemas import (
+    MatchDecision,
+    MatchingRecorded,
+    ReferralAccepted,
+    ReferralSubmission,
+    TriageDecision,
+    TriageOutcome,
+    TriageRecorded,
+    UnlinkRequest,
+    WithdrawalOutcome,
+    WithdrawalRecorded,
+    WithdrawalRequest,
+)
+from intake.settings import IntakeSettings
+
+
+def receive_referral(
+    ctx: CommandContext, submission: ReferralSubmission, settings: IntakeSettings
+) -> CommandResult:
+    """The referral, matched to the people the hub knows, received or held."""
+    referrer = _referrer_of(submission, ctx.scope)
+    ctx.uow.serialise_appends()
+    records = records_for_children(
+        ctx.conn, submission.children, ctx.now, settings.escalation_window_months
+    )
+    command = _command_from(submission, referrer, ctx.now, records, settings)
+    received, *_ = events = domain.receive(None, command)
+    ctx.append(domain.stream_id(command.referral_id), 0, events)
+    accepted = ReferralAccepted(
+        referral_id=command.referral_id,
+        family_id=received.family_id,
+        status=(
+            domain.ReferralStatus.HELD
+            if received.held_for_information
+            else domain.ReferralStatus.RECEIVED
+        ),
+        received_at=command.received_at,
+    )
+    return CommandResult(202, accepted, {"Location": f"/v1/referrals/{command.referral_id}"})
+
+
+def _decide(
+    ctx: CommandContext,
+    referral_id: UUID,
+    decide: Callable[[domain.Referral | None], list[EventData]],
+) -> list[Any]:
+    """Load the referral's stream, decide, and append after the version decided on.
+
+    A concurrent decision on the same referral moves the stream on first: the
+    append then fails with ConcurrencyConflict, which the runner answers 409.
+    """
+    stream = domain.stream_id(referral_id)
+    current = domain.replay(recorded.decode() for recorded in ctx.read_stream(stream))
+    events = decide(current)
+    assert current is not None  # a decision on nothing raised ReferralNotFound
+    ctx.append(stream, current.version, events)
+    return events
+
+
+def triage(
+    ctx: CommandContext, referral_id: UUID, decision: TriageDecision, settings: IntakeSettings
+) -> CommandResult:
+    """The front door's decision: level of need, route and, for early help, the locality."""
+    if decision.level_of_need not in settings.levels_of_need:
+        allowed = ", ".join(level.value for level in settings.levels_of_need)
+        raise Invalid.field(
+            "level_of_need",
+            f"must be one of the levels this authority uses: {allowed}",
+            "level_of_need_not_in_framework",
+            "This level of need is not on the authority's framework.",
+        )
+    command = domain.TriageReferral(
+        referral_id=referral_id,
+        level_of_need=decision.level_of_need,
+        route=decision.route,
+        locality=decision.locality,
+        rationale=decision.rationale,
+        decided_by=ctx.scope.subject,
+        decided_at=ctx.now,
+        new_case_id=uuid4(),
+    )
+
+    def decide(current: domain.Referral | None) -> list[EventData]:
+        open_case = open_case_of(ctx.conn, current.family_id) if current else None
+        return domain.triage(current, replace(command, open_case_id=open_case))
+
+    ctx.uow.serialise_appends()
+    [event] = _decide(ctx, referral_id, decide)
+    recorded = TriageRecorded(
+        referral_id=event.referral_id,
+        family_id=event.family_id,
+        status=domain.ReferralStatus.TRIAGED,
+        triage=TriageOutcome(
+            level_of_need=event.level_of_need,
+            route=event.route,
+            locality=event.locality,
+            case_id=event.case_id,
+            joins_open_case=event.joins_open_case,
+            decided_at=event.decided_at,
+        ),
+    )
+    return CommandResult(200, recorded, {"Location": f"/v1/referrals/{referral_id}"})
+
+
+def withdraw(
+    ctx: CommandContext, referral_id: UUID, withdrawal: WithdrawalRequest
+) -> CommandResult:
+    """Only the referring organisation, and only until the front door has triaged it."""
+    if ctx.scope.kind != "partner" or ctx.scope.organisation is None:
+        raise Forbidden("Only the referring partner can withdraw a referral.")
+    command = domain.WithdrawReferral(
+        referral_id=referral_id,
+        organisation_id=ctx.scope.organisation,
+        withdrawn_by=ctx.scope.subject,
+        reason=withdrawal.reason,
+        withdrawn_at=ctx.now,
+    )
+    [event] = _decide(ctx, referral_id, lambda current: domain.withdraw(current, command))
+    recorded = WithdrawalRecorded(
+        referral_id=event.referral_id,
+        family_id=event.family_id,
+        status=domain.ReferralStatus.WITHDRAWN,
+        withdrawal=WithdrawalOutcome(withdrawn_at=event.withdrawn_at, reason=event.reason),
+    )
+    return CommandResult(200, recorded, {"Location": f"/v1/referrals/{referral_id}"})
+
+
+def confirm_match(
+    ctx: CommandContext, referral_id: UUID, match_id: UUID, settings: IntakeSettings
+) -> CommandResult:
+    """The referral joins the known person's family, and that family's open case."""
+
+    def decide(current: domain.Referral | None) -> list[EventData]:
+        pending = current.pending_matches.get(match_id) if current else None
+        records = (
+            records_for_family(ctx.conn, pending.candidate_family_id)
+            if pending
+            else domain.FrontDoorRecords()
+        )
+        command = domain.ConfirmMatch(
+            referral_id=referral_id,
+            match_id=match_id,
+            confirmed_by=ctx.scope.subject,
+            confirmed_at=ctx.now,
+            records=records,
+            rules=settings.front_door_rules(),
+        )
+        return domain.confirm_match(current, command)
+
+    _decide(ctx, referral_id, decide)
+    return _matching_recorded(ctx, referral_id)
+
+
+def reject_match(
+    ctx: CommandContext, referral_id: UUID, match_id: UUID, decision: MatchDecision
+) -> CommandResult:
+    """The referral keeps its own family; the rejection and its reason stay on record."""
+    command = domain.RejectMatch(
+        referral_id=referral_id,
+        match_id=match_id,
+        reason=decision.reason,
+        rejected_by=ctx.scope.subject,
+        rejected_at=ctx.now,
+    )
+    _decide(ctx, referral_id, lambda current: domain.reject_match(current, command))
+    return _matching_recorded(ctx, referral_id)
+
+
+def unlink(ctx: CommandContext, referral_id: UUID, unlinking: UnlinkRequest) -> CommandResult:
+    """Take the referral out of the family it was wrongly joined to."""
+    command = domain.UnlinkReferral(
+        referral_id=referral_id,
+        new_family_id=uuid4(),
+        reason=unlinking.reason,
+        unlinked_by=ctx.scope.subject,
+        unlinked_at=ctx.now,
+    )
+    _decide(ctx, referral_id, lambda current: domain.unlink(current, command))
+    return _matching_recorded(ctx, referral_id)
+
+
+def _matching_recorded(ctx: CommandContext, referral_id: UUID) -> CommandResult:
+    family_id, matching = queries.matching_recorded_of(ctx.conn, referral_id)
+    recorded = MatchingRecorded(referral_id=referral_id, family_id=family_id, matching=matching)
+    return CommandResult(200, recorded, {"Location": f"/v1/referrals/{referral_id}"})
+
+
+def _referrer_of(submission: ReferralSubmission, scope: Scope) -> Referrer | None:
+    """The referrer as submitted, with the organisation taken from the token."""
+    referrer = submission.referrer
+    if referrer is None or scope.kind != "partner":
+        return referrer
+    claimed = referrer.organisation_id
+    if claimed is not None and claimed != scope.organisation:
+        raise Invalid.field(
+            "referrer.organisation_id",
+            f"must be {scope.organisation} (or left out)",
+            "organisation_mismatch",
+            "The referring organisation is the one the bearer token belongs to.",
+        )
+    return referrer.model_copy(
+        update={
+            "organisation_id": scope.organisation,
+            "organisation_type": PartnerOrganisationType(scope.organisation_type),
+            "organisation_name": scope.name,
+        }
+    )
+
+
+def _command_from(
+    submission: ReferralSubmission,
+    referrer: Referrer | None,
+    received_at: datetime,
+    records: domain.FrontDoorRecords,
+    settings: IntakeSettings,
+) -> domain.ReceiveReferral:
+    return domain.ReceiveReferral(
+        referral_id=uuid4(),
+        family_id=uuid4(),
+        received_at=received_at,
+        referral_source=submission.referral_source,
+        referrer=referrer,
+        partner_reference=submission.partner_reference,
+        urgency=submission.urgency,
+        children=tuple(
+            Child(person_id=uuid4(), **child.model_dump()) for child in submission.children
+        ),
+        household_members=tuple(
+            HouseholdMember(person_id=uuid4(), **member.model_dump())
+            for member in submission.household_members
+        ),
+        concerns=submission.concerns,
+        consent=submission.consent,
+        safeguarding_override=submission.safeguarding_override,
+        police_grade=submission.police_grade,
+        records=records,
+        rules=settings.front_door_rules(),
+    )

@@ -1,0 +1,258 @@
+"""The front door's read side: referrals and the triage queue, within the caller's scope.
+
+A partner sees the referrals it made and no other (another partner's referral
+is not found, as a missing one); front-door staff see every referral.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, Connection, false, select, true
+
+from hub.contracts.codes import Urgency
+from hub.http.pagination import InvalidCursor, after_position, decode_cursor, encode_cursor
+from hub.queries import QueryContext
+from hub.refusals import Invalid, NotFound
+from hub.scope import Scope
+from intake import domain
+from intake.projections import URGENCY_RANK, possible_matches, referrals
+from intake.schemas import (
+    AllocationOutcome,
+    LeadProfessional,
+    Matching,
+    PoliceNotification,
+    PossibleMatch,
+    QueueItem,
+    QueueStatus,
+    ReferralProgress,
+    ReferralQueue,
+    ReferralView,
+    TriageOutcome,
+    WithdrawalOutcome,
+)
+from intake.settings import IntakeSettings
+
+
+def referrals_in(scope: Scope) -> ColumnElement[bool]:
+    """A partner's own referrals; every referral for staff."""
+    if scope.is_staff:
+        return true()
+    if scope.organisation is None:
+        return false()
+    return referrals.c.referrer_organisation_id == scope.organisation
+
+
+def referral(ctx: QueryContext, referral_id: UUID) -> ReferralView:
+    """Where the referral is; staff also see its possible matches."""
+    row = ctx.conn.execute(
+        select(referrals).where(
+            referrals.c.referral_id == str(referral_id), referrals_in(ctx.scope)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"No referral {referral_id}.", resource=("referral", str(referral_id)))
+    matching = matching_of(ctx.conn, row) if ctx.scope.is_staff else None
+    ctx.saw("referral", referral_id)
+    return _view_of(row, matching)
+
+
+def referral_queue(
+    ctx: QueryContext,
+    settings: IntakeSettings,
+    status: QueueStatus,
+    limit: int,
+    cursor: str | None,
+) -> ReferralQueue:
+    """Most urgent first (immediate, urgent, routine), then oldest first, a page at a time."""
+    table = referrals
+    query = select(
+        table.c.referral_id,
+        table.c.family_id,
+        table.c.status,
+        table.c.urgency,
+        table.c.urgency_rank,
+        table.c.partner_reference,
+        table.c.received_at,
+        table.c.decided_at,
+        table.c.withdrawn_at,
+        table.c.allocated_at,
+        table.c.escalated_notices,
+        table.c.pending_matches,
+    ).where(table.c.status == _STORED_STATUS[status], referrals_in(ctx.scope))
+    if cursor is not None:
+        rank, received_at, after_id = _decode_cursor(cursor, status)
+        query = query.where(
+            after_position(
+                table.c.urgency_rank,
+                table.c.received_at,
+                table.c.referral_id,
+                rank,
+                received_at,
+                after_id,
+            )
+        )
+    query = query.order_by(table.c.urgency_rank, table.c.received_at, table.c.referral_id)
+    rows = ctx.conn.execute(query.limit(limit + 1)).all()
+    page = rows[:limit]
+    ctx.saw("referral_list", status.value)
+    ctx.listed_ids("referral", *(row.referral_id for row in page))
+    last = page[-1] if len(rows) > limit else None
+    staff = ctx.scope.is_staff
+    return ReferralQueue(
+        status=status,
+        items=[_queue_item(row, settings, ctx.now, staff=staff) for row in page],
+        next_cursor=_encode_cursor(status, last) if last is not None else None,
+    )
+
+
+def matching_recorded_of(conn: Connection, referral_id: UUID) -> tuple[str, Matching]:
+    """The referral's family and matching, just after a matching decision."""
+    row = conn.execute(select(referrals).where(referrals.c.referral_id == str(referral_id))).one()
+    return row.family_id, matching_of(conn, row)
+
+
+# The read model keeps the referral's own status; the queue's name for "received" differs.
+_STORED_STATUS = {
+    QueueStatus.AWAITING_TRIAGE: domain.ReferralStatus.RECEIVED.value,
+    QueueStatus.HELD_FOR_INFORMATION: domain.ReferralStatus.HELD.value,
+    QueueStatus.TRIAGED: domain.ReferralStatus.TRIAGED.value,
+    QueueStatus.WITHDRAWN: domain.ReferralStatus.WITHDRAWN.value,
+}
+
+
+def _progress(row: Any) -> ReferralProgress:
+    if row.status == domain.ReferralStatus.TRIAGED and row.allocated_at is not None:
+        return ReferralProgress.ALLOCATED
+    return ReferralProgress(row.status)
+
+
+def _queue_item(row: Any, settings: IntakeSettings, now: datetime, *, staff: bool) -> QueueItem:
+    deadline = row.received_at + settings.decision_deadline(Urgency(row.urgency))
+    # Still awaiting a decision: overdue once the deadline is past; otherwise,
+    # whether the decision (or the withdrawal) came after it. A notification held
+    # for information awaits nothing.
+    held = row.status == domain.ReferralStatus.HELD and row.decided_at is None
+    ended = row.decided_at or row.withdrawn_at or (deadline if held else now)
+    return QueueItem(
+        referral_id=row.referral_id,
+        family_id=row.family_id,
+        status=_progress(row),
+        urgency=row.urgency,
+        partner_reference=row.partner_reference,
+        received_at=row.received_at,
+        age_seconds=max(0, int((now - row.received_at).total_seconds())),
+        decision_deadline=deadline,
+        overdue=ended > deadline,
+        escalating_concern=row.escalated_notices > 0,
+        unresolved_matches=row.pending_matches if staff else None,
+    )
+
+
+def _encode_cursor(status: QueueStatus, row: Any) -> str:
+    return encode_cursor(status.value, row.urgency_rank, row.received_at, row.referral_id)
+
+
+def _decode_cursor(cursor: str, status: QueueStatus) -> tuple[int, datetime, str]:
+    invalid = Invalid.field(
+        "query.cursor", "not a valid cursor", "cursor", "The cursor is not one this API gave out."
+    )
+    try:
+        listed, rank, received, after_id = decode_cursor(cursor)
+    except InvalidCursor as exc:
+        raise invalid from exc
+    if rank not in URGENCY_RANK.values():
+        raise invalid
+    if listed != status.value:
+        raise Invalid.field(
+            "query.cursor",
+            "this cursor continues another status's list",
+            "cursor_mismatch",
+            "The cursor belongs to another status.",
+        )
+    return rank, received, after_id
+
+
+def matching_of(conn: Any, row: Any) -> Matching:
+    found = conn.execute(
+        select(possible_matches)
+        .where(possible_matches.c.referral_id == row.referral_id)
+        .order_by(possible_matches.c.found_at, possible_matches.c.match_id)
+    )
+    return Matching(
+        matched_existing_family=row.matched_existing_family,
+        re_referral_of_case_id=row.re_referral_of_case_id,
+        possible_matches=[
+            PossibleMatch(
+                match_id=match.match_id,
+                person_id=match.person_id,
+                candidate_person_id=match.candidate_person_id,
+                candidate_family_id=match.candidate_family_id,
+                agrees_on=[f for f in match.agrees_on.split(",") if f],
+                differs_on=[f for f in match.differs_on.split(",") if f],
+                status=match.status,
+                decided_by=match.decided_by,
+                decided_at=match.decided_at,
+                reason=match.reason,
+            )
+            for match in found
+        ],
+    )
+
+
+def _view_of(row: Any, matching: Matching | None) -> ReferralView:
+    triage = (
+        TriageOutcome(
+            level_of_need=row.level_of_need,
+            route=row.route,
+            locality=row.locality,
+            case_id=row.case_id,
+            joins_open_case=row.joins_open_case,
+            decided_at=row.decided_at,
+        )
+        if row.decided_at is not None
+        else None
+    )
+    allocation = (
+        AllocationOutcome(
+            allocated_at=row.allocated_at,
+            lead_professional=LeadProfessional(
+                name=row.lead_professional_name,
+                role=row.lead_professional_role,
+                team=row.lead_professional_team,
+                email=row.lead_professional_email,
+                phone=row.lead_professional_phone,
+            ),
+        )
+        if row.allocated_at is not None
+        else None
+    )
+    withdrawal = (
+        WithdrawalOutcome(withdrawn_at=row.withdrawn_at, reason=row.withdrawal_reason)
+        if row.withdrawn_at is not None
+        else None
+    )
+    return ReferralView(
+        referral_id=row.referral_id,
+        family_id=row.family_id,
+        status=_progress(row),
+        received_at=row.received_at,
+        urgency=row.urgency,
+        referral_source=row.referral_source,
+        partner_reference=row.partner_reference,
+        police_notification=(
+            PoliceNotification(
+                grade=row.police_grade,
+                escalated_in=row.escalated_in,
+                escalates_notices=row.escalated_notices,
+            )
+            if row.police_grade is not None
+            else None
+        ),
+        matching=matching,
+        triage=triage,
+        allocation=allocation,
+        withdrawal=withdrawal,
+    )

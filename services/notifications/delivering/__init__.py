@@ -1,0 +1,1 @@
+"""The delivery worker's parts, each a mixin of `notifications.delivery.DeliveryWorker`."""

@@ -1,0 +1,160 @@
+"""Notifications' read side: a partner's own subscriptions and deliveries, and no other's.
+
+Another partner's subscription or delivery is not found, as a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, func, select
+
+from hub.queries import QueryContext
+from hub.refusals import NotFound
+from hub.scope import Scope
+from notifications import fanout
+from notifications.schemas import (
+    AttemptView,
+    DeliveryDetail,
+    DeliveryList,
+    DeliveryTarget,
+    DeliveryView,
+    Subscription,
+    SubscriptionList,
+)
+from notifications.tables import deliveries, delivery_attempts, subscriptions
+
+
+def own_subscription(conn: Connection, scope: Scope, subscription_id: UUID) -> Any:
+    row = conn.execute(
+        select(subscriptions).where(
+            subscriptions.c.subscription_id == str(subscription_id),
+            subscriptions.c.partner_id == scope.subject,
+        )
+    ).first()
+    if row is None:
+        raise NotFound(
+            f"No subscription {subscription_id} of yours.",
+            resource=("subscription", str(subscription_id)),
+        )
+    return row
+
+
+def own_delivery(conn: Connection, scope: Scope, subscription_id: UUID, delivery_id: str) -> Any:
+    own_subscription(conn, scope, subscription_id)
+    row = conn.execute(
+        select(deliveries).where(
+            deliveries.c.subscription_id == str(subscription_id),
+            deliveries.c.message_id == delivery_id,
+        )
+    ).first()
+    if row is None:
+        raise NotFound(
+            f"No delivery {delivery_id} in this subscription.", resource=("delivery", delivery_id)
+        )
+    return row
+
+
+def subscription_view(conn: Connection, row: Any) -> Subscription:
+    waiting = conn.execute(
+        select(func.count())
+        .select_from(deliveries)
+        .where(
+            deliveries.c.subscription_id == row.subscription_id,
+            deliveries.c.status.in_(fanout.OPEN_STATUSES),
+        )
+    ).scalar_one()
+    return Subscription(
+        subscription_id=row.subscription_id,
+        partner_id=row.partner_id,
+        event_types=json.loads(row.event_types),
+        delivery=DeliveryTarget(type=row.channel, url=row.url, topic=row.topic),
+        status=row.status,
+        paused_reason=row.paused_reason,
+        description=row.description,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        backlog=waiting,
+    )
+
+
+def subscription_list(ctx: QueryContext) -> SubscriptionList:
+    rows = ctx.conn.execute(
+        select(subscriptions)
+        .where(subscriptions.c.partner_id == ctx.scope.subject)
+        .order_by(subscriptions.c.created_at)
+    ).all()
+    return SubscriptionList(items=[subscription_view(ctx.conn, row) for row in rows])
+
+
+def subscription(ctx: QueryContext, subscription_id: UUID) -> Subscription:
+    return subscription_view(ctx.conn, own_subscription(ctx.conn, ctx.scope, subscription_id))
+
+
+def delivery_view(row: Any, cls=DeliveryView, **extra) -> Any:
+    return cls(
+        delivery_id=row.message_id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        family_id=row.family_id,
+        occurred_at=row.occurred_at,
+        status=row.status,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at if row.status in fanout.OPEN_STATUSES else None,
+        first_attempt_at=row.first_attempt_at,
+        last_attempt_at=row.last_attempt_at,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        delivered_at=row.delivered_at,
+        **extra,
+    )
+
+
+def delivery_list(
+    ctx: QueryContext,
+    subscription_id: UUID,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> DeliveryList:
+    own_subscription(ctx.conn, ctx.scope, subscription_id)
+    statement = select(deliveries).where(deliveries.c.subscription_id == str(subscription_id))
+    if status is not None:
+        statement = statement.where(deliveries.c.status == status)
+    if cursor is not None:
+        statement = statement.where(deliveries.c.id < int(cursor))
+    rows = ctx.conn.execute(statement.order_by(deliveries.c.id.desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return DeliveryList(
+        items=[delivery_view(row) for row in rows],
+        next_cursor=str(rows[-1].id) if more else None,
+    )
+
+
+def delivery(ctx: QueryContext, subscription_id: UUID, delivery_id: str) -> DeliveryDetail:
+    """The event as sent (what the partner may know of a family: its reading is logged)."""
+    row = own_delivery(ctx.conn, ctx.scope, subscription_id, delivery_id)
+    attempts = ctx.conn.execute(
+        select(delivery_attempts)
+        .where(delivery_attempts.c.delivery_id == row.id)
+        .order_by(delivery_attempts.c.id)
+    ).all()
+    ctx.saw("delivery", delivery_id)
+    return delivery_view(
+        row,
+        DeliveryDetail,
+        event=json.loads(row.body),
+        attempt_log=[
+            AttemptView(
+                attempted_at=a.attempted_at,
+                outcome=a.outcome,
+                status_code=a.status_code,
+                latency_ms=a.latency_ms,
+                error=a.error,
+            )
+            for a in attempts
+        ],
+    )
