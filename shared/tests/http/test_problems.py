@@ -134,8 +134,10 @@ async def test_every_unreadable_body_is_the_documented_malformed_body_problem(
     assert error["message"] == problem["detail"]
     if where is not None:
         assert where in problem["detail"]
+    # Everything but the trace id, random hex that now and then holds a "777" of its own.
+    answered = json.dumps({key: value for key, value in problem.items() if key != "trace_id"})
     for sent in ("Jane", "Zo", "777", "xff", "0xe9"):
-        assert sent not in response.text
+        assert sent not in answered
 
 
 async def test_an_application_400_keeps_its_own_problem(client: httpx.AsyncClient) -> None:
