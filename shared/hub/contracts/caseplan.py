@@ -10,6 +10,7 @@ from hub.contracts.base import EventData
 from hub.contracts.codes import (
     CinFactor,
     ClosureReason,
+    ConsentScope,
     LabelledCode,
     LevelOfNeed,
     ProgressRating,
@@ -19,6 +20,7 @@ from hub.contracts.common import (
     Actor,
     Name,
     Narrative,
+    PastDateTime,
     ShortText,
     SocialCareContact,
     ValueObject,
@@ -457,6 +459,264 @@ class CaseClosed(CaseplanEvent):
                             "achieved": True,
                         },
                     ],
+                }
+            ]
+        }
+    )
+
+
+class TeamMemberKind(LabelledCode):
+    """Where a team member organisation is known from."""
+
+    PARTNER = "partner", "A partner organisation with an identity on the hub"
+    PROVIDER = "provider", "A service provider from allocation's registry"
+
+
+class TeamMemberAdded(CaseplanEvent):
+    """An organisation joined the team around the family for this case.
+
+    Restricted case detail may reach a member only while it is a member and the case's
+    consent (or a live safeguarding override) covers sharing with partner agencies.
+    """
+
+    event_type: ClassVar[str] = "earlyhelp.case.team_member_added.v1"
+    schema_version: ClassVar[int] = 1
+
+    member_id: Slug = Field(
+        description="The organisation: a partner's client id, or a registry provider's id."
+    )
+    member_kind: TeamMemberKind
+    role: ShortText = Field(description="What the organisation does on the plan.")
+    added_at: AwareDatetime
+    added_by: Actor
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "member_id": "health-visiting-brent",
+                    "member_kind": "partner",
+                    "role": "Health visitor for the youngest child; sleep and feeding plan.",
+                    "added_at": "2025-06-10T09:30:00Z",
+                    "added_by": "samira.okafor@brent.example.gov.uk",
+                }
+            ]
+        }
+    )
+
+
+class TeamMemberRemoved(CaseplanEvent):
+    """An organisation left the team around the family; nothing restricted reaches it after."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.team_member_removed.v1"
+    schema_version: ClassVar[int] = 1
+
+    member_id: Slug
+    removed_at: AwareDatetime
+    removed_by: Actor
+    reason: Narrative | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "member_id": "health-visiting-brent",
+                    "removed_at": "2025-09-01T11:00:00Z",
+                    "removed_by": "samira.okafor@brent.example.gov.uk",
+                    "reason": "Health visiting work on the plan completed.",
+                }
+            ]
+        }
+    )
+
+
+def _check_each_purpose_once(purposes: tuple[ConsentScope, ...]) -> None:
+    if repeated := duplicates(purposes):
+        raise ValueError(f"purposes repeats {', '.join(map(str, repeated))}")
+
+
+class ConsentRecorded(CaseplanEvent):
+    """The family's consent for this case episode, as it now stands (it replaces any earlier).
+
+    A new case of the same family starts without it.
+    """
+
+    event_type: ClassVar[str] = "earlyhelp.case.consent_recorded.v1"
+    schema_version: ClassVar[int] = 1
+
+    given_by: Name = Field(description="The parent, carer or young person who consented.")
+    given_at: PastDateTime
+    purposes: tuple[ConsentScope, ...] = Field(min_length=1)
+    recorded_at: AwareDatetime
+    recorded_by: Actor
+
+    @model_validator(mode="after")
+    def _each_purpose_once(self) -> Self:
+        _check_each_purpose_once(self.purposes)
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "given_by": "Amira Hassan",
+                    "given_at": "2025-06-09T16:00:00Z",
+                    "purposes": [
+                        "share_with_partner_agencies",
+                        "referrer_feedback",
+                        "panel_discussion",
+                    ],
+                    "recorded_at": "2025-06-10T09:00:00Z",
+                    "recorded_by": "samira.okafor@brent.example.gov.uk",
+                }
+            ]
+        }
+    )
+
+
+class ConsentNarrowed(CaseplanEvent):
+    """The family withdrew consent for some purposes; `purposes` is what still stands."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.consent_narrowed.v1"
+    schema_version: ClassVar[int] = 1
+
+    purposes: tuple[ConsentScope, ...] = Field(min_length=1)
+    narrowed_at: AwareDatetime
+    narrowed_by: Actor
+    reason: Narrative | None = None
+
+    @model_validator(mode="after")
+    def _each_purpose_once(self) -> Self:
+        _check_each_purpose_once(self.purposes)
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "purposes": ["referrer_feedback"],
+                    "narrowed_at": "2025-07-02T10:00:00Z",
+                    "narrowed_by": "samira.okafor@brent.example.gov.uk",
+                    "reason": "Mum no longer wants the GP practice told about the plan.",
+                }
+            ]
+        }
+    )
+
+
+class ConsentWithdrawn(CaseplanEvent):
+    """The family withdrew all consent for this case; sharing stops unless an override stands."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.consent_withdrawn.v1"
+    schema_version: ClassVar[int] = 1
+
+    withdrawn_at: AwareDatetime
+    withdrawn_by: Actor
+    reason: Narrative | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "withdrawn_at": "2025-07-20T14:00:00Z",
+                    "withdrawn_by": "samira.okafor@brent.example.gov.uk",
+                }
+            ]
+        }
+    )
+
+
+class SafeguardingOverrideRecorded(CaseplanEvent):
+    """Sharing without (or beyond) consent because asking would put a child at risk."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.safeguarding_override_recorded.v1"
+    schema_version: ClassVar[int] = 1
+
+    reason: Narrative
+    decided_by: Actor
+    decided_at: AwareDatetime
+    review_date: date = Field(description="The override lapses after this day unless renewed.")
+
+    @model_validator(mode="after")
+    def _reviewed_later(self) -> Self:
+        if self.review_date <= self.decided_at.date():
+            raise ValueError("review_date must be after the day of decided_at")
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "reason": "Asking dad for consent would alert him to the domestic abuse"
+                    " disclosure and put mum and the children at risk.",
+                    "decided_by": "team.manager.harlesden@brent.example.gov.uk",
+                    "decided_at": "2025-06-11T12:00:00Z",
+                    "review_date": "2025-07-11",
+                }
+            ]
+        }
+    )
+
+
+class SafeguardingOverrideEnded(CaseplanEvent):
+    """The override no longer stands (reviewed and ended before its review date)."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.safeguarding_override_ended.v1"
+    schema_version: ClassVar[int] = 1
+
+    ended_at: AwareDatetime
+    ended_by: Actor
+    reason: Narrative
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "ended_at": "2025-07-01T10:00:00Z",
+                    "ended_by": "team.manager.harlesden@brent.example.gov.uk",
+                    "reason": "Mum has moved to a refuge; consent now asked for directly.",
+                }
+            ]
+        }
+    )
+
+
+class ChildSchoolRecorded(CaseplanEvent):
+    """Staff recorded which school a child of the case attends: the only way a school
+    partner becomes that child's school for sharing, besides referring the child itself."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.child_school_recorded.v1"
+    schema_version: ClassVar[int] = 1
+
+    person_id: UUID = Field(description="The child.")
+    school_id: Slug = Field(description="The school partner's client id.")
+    recorded_at: AwareDatetime
+    recorded_by: Actor
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "person_id": "d4e5f6a7-b8c9-4d0e-8f1a-2b3c4d5e6f70",
+                    "school_id": "st-marys-primary",
+                    "recorded_at": "2025-06-10T09:45:00Z",
+                    "recorded_by": "samira.okafor@brent.example.gov.uk",
                 }
             ]
         }

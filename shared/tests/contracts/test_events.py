@@ -33,6 +33,14 @@ V1_EVENT_TYPES = {
     "earlyhelp.case.stepped_up.v1": "caseplan",
     "earlyhelp.case.stepped_down.v1": "caseplan",
     "earlyhelp.case.closed.v1": "caseplan",
+    "earlyhelp.case.team_member_added.v1": "caseplan",
+    "earlyhelp.case.team_member_removed.v1": "caseplan",
+    "earlyhelp.case.consent_recorded.v1": "caseplan",
+    "earlyhelp.case.consent_narrowed.v1": "caseplan",
+    "earlyhelp.case.consent_withdrawn.v1": "caseplan",
+    "earlyhelp.case.safeguarding_override_recorded.v1": "caseplan",
+    "earlyhelp.case.safeguarding_override_ended.v1": "caseplan",
+    "earlyhelp.case.child_school_recorded.v1": "caseplan",
 }
 
 
