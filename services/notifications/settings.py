@@ -140,6 +140,18 @@ class NotificationsSettings(BaseSettings):
         return None if value == "" else value
 
     @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> NotificationsSettings:
+        # A lease that can run out while its attempt is still waiting on the partner lets
+        # another worker claim the delivery and send it a second time.
+        if self.delivery_lease_ms < 2 * self.webhook_timeout_ms:
+            raise ValueError(
+                f"EARLYHELP_NOTIFICATIONS_DELIVERY_LEASE_MS ({self.delivery_lease_ms}) must be "
+                f"at least twice EARLYHELP_NOTIFICATIONS_WEBHOOK_TIMEOUT_MS "
+                f"({self.webhook_timeout_ms}), so no delivery is claimed again mid-attempt"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _smtp_login_only_over_tls(self) -> NotificationsSettings:
         if self.smtp_password_file is not None and not self.smtp_password_file.is_file():
             raise ValueError(

@@ -188,8 +188,10 @@ def test_notifications_killed_mid_retry_while_the_receiver_fails_and_goes_down_l
             "EARLYHELP_NOTIFICATIONS_RETRY_MAX_DELAY_MS": "300",
             # The circuit stays closed, so attempts go on at the backoff's pace.
             "EARLYHELP_NOTIFICATIONS_CIRCUIT_FAILURE_THRESHOLD": "100000",
-            # A delivery claimed when the process was killed is tried again after 1 s.
-            "EARLYHELP_NOTIFICATIONS_DELIVERY_LEASE_MS": "1000",
+            # A delivery claimed when the process was killed is tried again after 2 s; an
+            # attempt gives up after 1 s, long before its lease runs out.
+            "EARLYHELP_NOTIFICATIONS_WEBHOOK_TIMEOUT_MS": "1000",
+            "EARLYHELP_NOTIFICATIONS_DELIVERY_LEASE_MS": "2000",
             "EARLYHELP_NOTIFICATIONS_WORKER_POLL_MS": "50",
         },
     )

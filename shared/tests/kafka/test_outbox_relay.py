@@ -30,7 +30,7 @@ def _run(relay):
     return stop, thread
 
 
-def _wait_until_empty(relay, timeout_s=30):
+def _wait_until_empty(relay, timeout_s=120):
     deadline = time.monotonic() + timeout_s
     while relay.backlog() and time.monotonic() < deadline:
         time.sleep(0.05)
