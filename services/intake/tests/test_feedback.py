@@ -75,7 +75,7 @@ def _allocation(case_id, family_id, **changes):
     )
 
 
-def _view_when(intake, referral_id, ready, timeout_s=20):
+def _view_when(intake, referral_id, ready, timeout_s=60):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         view = intake.get(f"/v1/referrals/{referral_id}", headers=_as(intake, SCHOOL)).json()
@@ -85,7 +85,7 @@ def _view_when(intake, referral_id, ready, timeout_s=20):
     raise AssertionError(f"referral {referral_id} never reached the expected state: {view}")
 
 
-def _applied(database_url, event_id, timeout_s=20):
+def _applied(database_url, event_id, timeout_s=60):
     engine = create_engine(database_url)
     try:
         deadline = time.monotonic() + timeout_s
