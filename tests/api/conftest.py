@@ -12,9 +12,13 @@ from tests.harness import Hub
 
 
 @pytest.fixture(scope="module")
-def hub(kafka_bootstrap: str, tmp_path_factory) -> Iterator[Hub]:
-    """The whole hub as processes, one per module: what one module's run leaves in the
-    services' databases never changes what another module's run sees."""
+def hub(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path_factory) -> Iterator[Hub]:
+    """The hub as processes, one per module: what one module's run leaves in the
+    services' databases never changes what another module's run sees.
+
+    A module runs only the services its operations and seeded records need (its
+    `HUB_SERVICES`): the others would spend the module's minutes idling, on the CPU
+    the suite's other half runs on."""
     extra_env = {}
     if BACKEND == "testcontainers":
         # Apache Kafka refuses sessions shorter than group.min.session.timeout.ms (6 s).
@@ -24,7 +28,9 @@ def hub(kafka_bootstrap: str, tmp_path_factory) -> Iterator[Hub]:
         }
     # SQLite only: the HTTP layer under test is the same on PostgreSQL, where the
     # other suites exercise the stores.
-    with Hub(tmp_path_factory.mktemp("hub"), kafka_bootstrap, extra_env=extra_env) as started:
+    services = request.module.HUB_SERVICES
+    workdir = tmp_path_factory.mktemp("hub")
+    with Hub(workdir, kafka_bootstrap, services=services, extra_env=extra_env) as started:
         yield started
 
 

@@ -70,6 +70,9 @@ from tests.harness import Hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
+# The seeded cases are stepped down at case plan and queued by allocation.
+HUB_SERVICES = ("allocation", "caseplan")
+
 # Bounds the fuzzing phase only: the examples and coverage phases (the documented
 # examples, then every boundary and type-mutated value of each field) run whole.
 # 25 random cases per operation keep `make test` within its time budget.

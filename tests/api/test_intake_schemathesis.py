@@ -69,6 +69,9 @@ from tests.harness import PARTNER, STAFF, Hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
+# Intake alone: every operation and seeded referral is its own.
+HUB_SERVICES = ("intake",)
+
 # Bounds the fuzzing phase only: the examples and coverage phases (the documented
 # examples, then every boundary and type-mutated value of each field) run whole.
 # 25 random cases per operation keep `make test` within its time budget.

@@ -67,6 +67,9 @@ from tests.harness import PARTNER, Hub, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
+# The seeded deliveries come from referrals made at intake.
+HUB_SERVICES = ("intake", "notifications")
+
 # Bounds the fuzzing phase only: the examples and coverage phases (the documented
 # examples, then every boundary and type-mutated value of each field) run whole.
 # 25 random cases per operation keep `make test` within its time budget.
