@@ -247,7 +247,9 @@ def test_labels_follow_the_strictest_matching_rule():
 
 def test_payloads_are_built_from_the_allow_list_not_cut_from_the_event():
     event = example(CLOSED) | {"a_field_added_later": "never shared unless the policy says so"}
-    shared = share(POLICY, Partner("p", T.HEALTH), CLOSED, event, RELATIONS["team_member_with_consent"])
+    shared = share(
+        POLICY, Partner("p", T.HEALTH), CLOSED, event, RELATIONS["team_member_with_consent"]
+    )
     assert "a_field_added_later" not in shared.data
     assert minimise({"a": {"b": 1, "c": 2}, "d": [{"e": 1, "f": 2}]}, ["a.b", "d[].f"]) == {
         "a": {"b": 1},
