@@ -7,6 +7,7 @@ partner type x membership x consent x event type is checked on what arrived."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from uuid import uuid4
 
 from hub.contracts.codes import ConsentScope
@@ -334,3 +335,46 @@ def test_a_new_case_of_the_family_starts_without_the_old_case_s_consent(
         )
     )
     assert [r["event"]["data"]["case_id"] for r in health.accepted()] == [str(first.case_id)]
+
+
+def test_an_override_ended_or_past_its_review_date_lets_nothing_go(
+    notifications, receiver, publish, database_url
+):
+    app = notifications()
+    health = receiver()
+    subscribe(app, HEALTH, DETAIL, health)
+    lapsed, ended, live = (Case(_from_elsewhere("override")) for _ in range(3))
+    ten_days_ago = datetime.now(UTC) - timedelta(days=10)
+    # Decided ten days ago, to be reviewed yesterday: it lapsed today, by the hub's clock.
+    lapsed_override = lapsed.override_recorded(review_date=date.today() - timedelta(days=1))
+    lapsed_override = lapsed_override.model_copy(update={"decided_at": ten_days_ago})
+    decisions = {
+        lapsed: [lapsed_override],
+        ended: [ended.override_recorded(), ended.override_ended()],
+        live: [live.override_recorded()],
+    }
+    for case, events in decisions.items():
+        for event in [case.received, case.triaged(), case.member_added(HEALTH), *events]:
+            publish(event)
+    for case in decisions:
+        wait_until(lambda case=case: projected(database_url, "case_overrides", case.case_id))
+    wait_until(
+        lambda: (
+            rows(
+                database_url,
+                "SELECT count(*) FROM case_overrides WHERE state = 'ended' AND case_id = :c",
+                c=str(ended.case_id),
+            )[0][0]
+            == 1
+        )
+    )
+    for case in decisions:
+        publish(case.assessed())
+    wait_until(lambda: len(health.accepted()) >= 1)
+    wait_until(
+        lambda: (
+            rows(database_url, "SELECT count(*) FROM event_journal WHERE NOT fanned_out")[0][0] == 0
+            and open_deliveries(database_url) == 0
+        )
+    )
+    assert [r["event"]["data"]["case_id"] for r in health.accepted()] == [str(live.case_id)]
