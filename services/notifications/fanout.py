@@ -3,9 +3,12 @@
 Fan-out reads the journal in the order events were consumed and, for each
 subscription that wants the event type and exists since the event happened,
 asks the policy what that partner may see given what the hub knows of the
-family. An allowed event becomes one delivery row per subscription, holding the
-minimised CloudEvent; the row's key (subscription, event) makes fan-out, replays
-and projection rebuilds idempotent, and gives the delivery its stable webhook-id.
+referral and case (`relation`: referrer, school of a child on the case, member of
+the case's team under its consent or a live override). An allowed event becomes
+one delivery row per subscription, holding the minimised CloudEvent; the row's
+key (subscription, event) makes fan-out, replays and projection rebuilds
+idempotent, and gives the delivery its stable webhook-id. The policy is asked
+again at every send (`allowed`, from the delivery worker's claim).
 
 Kafka keeps a family's events in order within one service's topic only, so the
 consumer may read allocation's CaseAllocated before intake's triage that opened
