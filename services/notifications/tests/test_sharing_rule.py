@@ -259,6 +259,15 @@ def test_replay_by_a_partner_that_joined_late_covers_only_its_membership(
     wait_until(lambda: len(health.accepted()) == 2)
     wait_until(lambda: open_deliveries(database_url) == 0)
     assert {r["event"]["type"] for r in health.accepted()} == {after_joining.event_type}
+    # A subscription made now replays nothing from before it existed.
+    late = receiver()
+    newer = subscribe(app, HEALTH, DETAIL, late)
+    again = app.post(
+        f"/v1/subscriptions/{newer['subscription_id']}/replay",
+        json={"since": "2020-01-01T00:00:00Z"},
+        headers=as_(app, HEALTH),
+    )
+    assert again.status_code == 202 and again.json() == {"queued": 0}
 
 
 def test_redeliver_after_the_member_was_removed_sends_nothing(
@@ -378,3 +387,24 @@ def test_an_override_ended_or_past_its_review_date_lets_nothing_go(
         )
     )
     assert [r["event"]["data"]["case_id"] for r in health.accepted()] == [str(live.case_id)]
+
+
+def test_a_queued_partner_topic_record_is_withheld_once_consent_is_withdrawn(
+    notifications, publish, database_url
+):
+    app = notifications()
+    sub = subscribe(app, SOCIAL_CARE, DETAIL, "topic")
+    path = f"/v1/subscriptions/{sub['subscription_id']}"
+    case = _member_with_consent(publish, database_url, who=SOCIAL_CARE)
+    # Paused: what the policy allowed queues, in order, until the partner resumes.
+    paused = app.post(f"{path}/pause", headers=as_(app, SOCIAL_CARE))
+    assert paused.status_code == 200
+    publish(case.assessed())
+    wait_until(lambda: _deliveries(app, sub, SOCIAL_CARE, status="pending"))
+    publish(case.consent_withdrawn())
+    wait_until(lambda: projected(database_url, "case_consents", case.case_id) == 1)
+    assert app.post(f"{path}/resume", headers=as_(app, SOCIAL_CARE)).status_code == 200
+    [withheld] = wait_until(lambda: _deliveries(app, sub, SOCIAL_CARE, status="withheld"))
+    assert withheld["attempts"] == 0 and withheld["delivered_at"] is None
+    record = app.get(f"/v1/families/{case.family_id}/disclosures", headers=as_(app, DPO, None))
+    assert record.json()["items"] == []
