@@ -290,7 +290,9 @@ class Allowed:
         return {
             "fields": json.dumps(self.shared.restricted_paths),
             "rules": ",".join(self.shared.restricted_rules)[:500],
-            "basis": self.relation.basis or "consent",
+            # A restricted rule on another condition (a partner's own agreement) has no
+            # consent or override behind it: the record says so.
+            "basis": self.relation.basis or "agreement",
         }
 
 

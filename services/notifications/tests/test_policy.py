@@ -308,3 +308,30 @@ def test_a_partner_of_its_own_adds_to_or_replaces_its_type_s_rules(tmp_path):
     assert share(policy, met, CLOSED, example(CLOSED), consent) is not None
     assert share(policy, city, CLOSED, example(CLOSED), consent) is None
     assert policy.may_ever_receive(met, REVIEWED) and not policy.may_ever_receive(city, CLOSED)
+
+
+def test_what_the_disclosure_record_keeps_is_what_only_restricted_rules_let_out():
+    from notifications.fanout import Allowed
+
+    health = Partner("brent-health-visiting", T.HEALTH)
+    member = Relation(
+        referrer=True, team_member_with_consent=True, partner_reference="R", basis="override"
+    )
+    both = share(POLICY, health, ASSESSED, example(ASSESSED), member)
+    assert set(both.restricted_paths) == HEALTH_WITH_CONSENT[ASSESSED]
+    assert both.restricted_rules == ("team_member_with_consent/case-detail",)
+    assert Allowed("{}", both, member).disclosure()["basis"] == "override"
+    # What a referrer hears of its own referral is not restricted: nothing to record.
+    alone = share(POLICY, health, ASSESSED, example(ASSESSED), RELATIONS["referrer"])
+    assert alone.restricted_paths == () and alone.restricted_rules == ()
+    assert Allowed("{}", alone, RELATIONS["referrer"]).disclosure() is None
+
+
+def test_the_journal_keeps_the_union_of_every_rule_s_fields():
+    assert (
+        set(POLICY.journal_paths(ASSESSED))
+        == (AS_REFERRER[ASSESSED] - {"partner_reference"})
+        | HEALTH_WITH_CONSENT[ASSESSED]
+        | POLICE_WITH_CONSENT[ASSESSED]
+    )
+    assert POLICY.journal_paths("earlyhelp.case.team_member_added.v1") == ()
