@@ -28,6 +28,7 @@ from notifications.schemas import (
     DeliveryDetail,
     DeliveryList,
     DeliveryView,
+    FamilyDisclosures,
     ReplayQueued,
     ReplayRequest,
     SecretRotated,
@@ -41,6 +42,7 @@ from notifications.settings import NotificationsSettings
 router = APIRouter(prefix="/v1", tags=["subscriptions"])
 
 SCOPE = "subscriptions:manage"
+DISCLOSURES = "disclosures:read"
 
 
 async def policy_of(request: Request) -> SharingPolicy:
@@ -65,6 +67,16 @@ Hub = Annotated[Runtime, Depends(runtime_of)]
 Policy = Annotated[SharingPolicy, Depends(policy_of)]
 Settings = Annotated[NotificationsSettings, Depends(settings_of)]
 Box = Annotated[SecretBox, Depends(secret_box_of)]
+Staff = Annotated[
+    Scope,
+    Depends(
+        caller(
+            DISCLOSURES,
+            kind="staff",
+            why="The disclosure record is for the authority's information governance staff.",
+        )
+    ),
+]
 SubscriptionId = Annotated[UUID, Path(description="The subscription, as created.")]
 DeliveryId = Annotated[str, Path(pattern="^msg_[0-9a-f]{32}$", description="The webhook-id.")]
 
@@ -274,7 +286,10 @@ async def list_deliveries(
     now: Now,
     status: Annotated[
         str | None,
-        Query(pattern="^(pending|retrying|delivered|failed)$", description="failed: dead-lettered"),
+        Query(
+            pattern="^(pending|retrying|delivered|failed|withheld)$",
+            description="failed: dead-lettered; withheld: no longer allowed, never sent",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern="^[0-9]{1,18}$")] = None,
@@ -366,4 +381,27 @@ async def replay(
         now=now,
         payload=body,
         idempotency_key=idempotency_key,
+    )
+
+
+staff_router = APIRouter(prefix="/v1", tags=["disclosures"])
+
+
+@staff_router.get(
+    "/families/{family_id}/disclosures",
+    response_model=FamilyDisclosures,
+    responses=problem_responses(401, 403, 422),
+    summary="Every send of restricted detail about one family to a partner (for the DPO)",
+)
+async def family_disclosures(
+    family_id: Annotated[UUID, Path(description="The family, as the hub knows it.")],
+    request: Request,
+    runtime: Hub,
+    scope: Staff,
+    now: Now,
+) -> FamilyDisclosures:
+    """What was sent, to which partner, when, by which rule and under the case's consent or
+    a safeguarding override; oldest first. Every read is audited."""
+    return await run_query(
+        runtime, request, scope, lambda ctx: queries.family_disclosures(ctx, family_id), now=now
     )

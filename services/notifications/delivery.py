@@ -14,7 +14,12 @@ Everything it owes is in the database: a delivery row is due at its
    every attempt: delivered, or retried after exponential backoff with full
    jitter, or dead-lettered once `retry_for_seconds` have passed since the first
    attempt;
-4. send due e-mails.
+4. send due e-mails;
+5. now and then, purge the journal, deliveries and attempts older than the retention
+   period (`retention_days`).
+
+Each claimed delivery is asked of the sharing policy again (membership and consent as
+they stand then): what it no longer allows is withheld, never sent.
 
 Each webhook attempt is a CLIENT span whose parent is the trace context stored
 with its delivery (the consumer's span for the event), and sends its own context
@@ -52,7 +57,7 @@ from notifications.delivering.email import Emailing
 from notifications.delivering.recording import Recording
 from notifications.delivering.sending import Sending, webhook_client_for
 from notifications.encryption import SecretBox
-from notifications.fanout import backlog, fan_out
+from notifications.fanout import backlog, fan_out, purge
 from notifications.mail import Mailer, plan_review_reminders
 from notifications.policy import SharingPolicy
 from notifications.settings import NotificationsSettings
@@ -144,10 +149,14 @@ class DeliveryWorker(Claiming, Sending, Recording, Circuit, Emailing):
         fanned = 0
         # Most rounds have nothing to fan out: a read says so without the writer's lock.
         if remind or self._fan_out_due(now - window):
+            retention = timedelta(days=settings.retention_days)
             with self._db.write() as conn:
-                fanned = fan_out(conn, self._policy, now, window, settings.worker_batch_size)
+                fanned = fan_out(
+                    conn, self._policy, now, window, settings.worker_batch_size, retention
+                )
                 if remind:
                     plan_review_reminders(conn, now.date(), settings.review_reminder_days, now)
+                    purge(conn, now - retention)
                     self._last_reminders = time.monotonic()
         jobs = self._claim(now)
         for job in jobs:

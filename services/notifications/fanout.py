@@ -3,9 +3,12 @@
 Fan-out reads the journal in the order events were consumed and, for each
 subscription that wants the event type and exists since the event happened,
 asks the policy what that partner may see given what the hub knows of the
-family. An allowed event becomes one delivery row per subscription, holding the
-minimised CloudEvent; the row's key (subscription, event) makes fan-out, replays
-and projection rebuilds idempotent, and gives the delivery its stable webhook-id.
+referral and case (`relation`: referrer, school of a child on the case, member of
+the case's team under its consent or a live override). An allowed event becomes
+one delivery row per subscription, holding the minimised CloudEvent; the row's
+key (subscription, event) makes fan-out, replays and projection rebuilds
+idempotent, and gives the delivery its stable webhook-id. The policy is asked
+again at every send (`allowed`, from the delivery worker's claim).
 
 Kafka keeps a family's events in order within one service's topic only, so the
 consumer may read allocation's CaseAllocated before intake's triage that opened
@@ -25,30 +28,35 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
-from hub.contracts.codes import PartnerOrganisationType
+from hub.contracts.codes import ConsentScope, PartnerOrganisationType
 from hub.contracts.intake import IntakeEvent
 from hub.contracts.registry import EVENT_TYPES
 from hub.sql import insert_if_absent
 from notifications import mail
 from notifications.policy import Partner, Relation, Shared, SharingPolicy, share
 from notifications.tables import (
+    case_consents,
+    case_overrides,
+    case_schools,
     deliveries,
+    delivery_attempts,
     event_journal,
     family_facts,
     known_cases,
     referral_facts,
-    referral_pupils,
     subscriptions,
+    team_members,
 )
 
 SOURCE = "/earlyhelp/notifications"
 _MESSAGE_NAMESPACE = uuid.UUID("4c6f0a52-8d0e-4f7b-9a54-2f2b7c1d9e10")
+_FAMILY_NAMESPACE = uuid.UUID("b7d1e3c4-5a6f-4e21-9c8d-0f1a2b3c4d5e")
 OPEN_STATUSES = ("pending", "retrying")
 
 
@@ -95,8 +103,12 @@ def partner_of(subscription: Any) -> Partner:
     return Partner(subscription.partner_id, PartnerOrganisationType(kind) if kind else None)
 
 
-def relation(conn: Connection, partner_id: str, entry: JournalEntry) -> Relation:
-    """What the hub knows, now, of `partner_id`'s relation to the event's family."""
+def relation(conn: Connection, partner_id: str, entry: JournalEntry, today: date) -> Relation:
+    """What the hub knows, now, of `partner_id`'s relation to the event's referral and case.
+
+    Every send asks again (see `notifications.delivering.claiming`), so a member removed
+    or consent withdrawn since the event withholds what is still queued.
+    """
     referral_id, case_id = entry.data.get("referral_id"), entry.data.get("case_id")
     own = select(referral_facts.c.partner_reference).where(
         referral_facts.c.referrer_id == partner_id
@@ -112,44 +124,117 @@ def relation(conn: Connection, partner_id: str, entry: JournalEntry) -> Relation
         if own is not None
         else None
     )
-    family = referral_facts.alias("family")
-    theirs = referral_facts.alias("theirs")
-    family_pupil = referral_pupils.alias("family_pupil")
-    their_pupil = referral_pupils.alias("their_pupil")
-    pupil = conn.execute(
-        select(
-            exists().where(
-                family.c.family_id == entry.family_id,
-                family_pupil.c.referral_id == family.c.referral_id,
-                their_pupil.c.upn == family_pupil.c.upn,
-                theirs.c.referral_id == their_pupil.c.referral_id,
-                theirs.c.referrer_id == partner_id,
-            )
+    if case_id is None:
+        return Relation(
+            referrer=referred is not None,
+            partner_reference=referred.partner_reference if referred is not None else None,
         )
-    ).scalar()
-    withdrawn = conn.execute(
-        select(family_facts.c.consent_withdrawn).where(family_facts.c.family_id == entry.family_id)
-    ).scalar()
-
-    def any_referral(condition) -> bool:
-        return bool(
-            conn.execute(
-                select(exists().where(referral_facts.c.family_id == entry.family_id, condition))
-            ).scalar()
-        )
-
-    consented = any_referral(referral_facts.c.consent_to_share)
-    overridden = any_referral(referral_facts.c.safeguarding_override)
+    school = _exists(
+        conn,
+        exists().where(case_schools.c.case_id == case_id, case_schools.c.school_id == partner_id),
+    ) or _exists(
+        conn,
+        exists().where(
+            referral_facts.c.case_id == case_id, referral_facts.c.referrer_id == partner_id
+        ),
+    )
+    basis = _member_basis(conn, partner_id, case_id, entry.occurred_at, today)
     return Relation(
         referrer=referred is not None,
-        pupil=bool(pupil),
-        # Withdrawn consent ends sharing under consent; a recorded override still stands.
-        consent_or_override=overridden or (consented and not withdrawn),
+        school_of_child=school,
+        team_member_with_consent=basis is not None,
         partner_reference=referred.partner_reference if referred is not None else None,
+        basis=basis,
     )
 
 
-def cloud_event(entry: JournalEntry, shared: Shared, regulation: str) -> dict[str, Any]:
+def _exists(conn: Connection, clause) -> bool:
+    return bool(conn.execute(select(clause)).scalar())
+
+
+def _member_basis(
+    conn: Connection, partner_id: str, case_id: str, occurred_at: datetime, today: date
+) -> str | None:
+    """`consent` or `override` when the partner is on the case's team now, was on it when
+    the event happened, and the case's consent or a live override lets restricted detail
+    go; None otherwise."""
+    mine = (team_members.c.case_id == case_id, team_members.c.member_id == partner_id)
+    member_now = _exists(conn, exists().where(*mine, team_members.c.removed_at.is_(None)))
+    if not member_now:
+        return None
+    member_then = _exists(
+        conn,
+        exists().where(
+            *mine,
+            team_members.c.added_at <= occurred_at,
+            or_(team_members.c.removed_at.is_(None), team_members.c.removed_at > occurred_at),
+        ),
+    )
+    if not member_then:
+        return None
+    if _consented(conn, case_id):
+        return "consent"
+    if _overridden(conn, case_id, today):
+        return "override"
+    return None
+
+
+def _referrals_of_case_since(case_id: str, set_at: datetime | None) -> tuple:
+    """The referrals whose triage opened or joined the case after the case's own decision
+    at `set_at` (all of them when the case has none): theirs stand until it decides."""
+    where = [referral_facts.c.case_id == case_id]
+    if set_at is not None:
+        where.append(referral_facts.c.triaged_at > set_at)
+    return tuple(where)
+
+
+def _consented(conn: Connection, case_id: str) -> bool:
+    recorded = conn.execute(
+        select(case_consents.c.purposes, case_consents.c.set_at).where(
+            case_consents.c.case_id == case_id
+        )
+    ).first()
+    if recorded is not None and str(ConsentScope.SHARE_WITH_PARTNERS) in json.loads(
+        recorded.purposes
+    ):
+        return True
+    return _exists(
+        conn,
+        exists().where(
+            *_referrals_of_case_since(case_id, recorded.set_at if recorded else None),
+            referral_facts.c.consent_to_share,
+        ),
+    )
+
+
+def _overridden(conn: Connection, case_id: str, today: date) -> bool:
+    decided = conn.execute(
+        select(case_overrides.c.state, case_overrides.c.review_date, case_overrides.c.set_at).where(
+            case_overrides.c.case_id == case_id
+        )
+    ).first()
+    # Recorded, not ended, and its review date not passed: it lapses after that day.
+    if decided is not None and decided.state == "recorded" and decided.review_date >= today:
+        return True
+    return _exists(
+        conn,
+        exists().where(
+            *_referrals_of_case_since(case_id, decided.set_at if decided else None),
+            referral_facts.c.safeguarding_override,
+        ),
+    )
+
+
+def pseudonym(partner_id: str, family_id: str) -> str:
+    """The family as one partner knows it (the CloudEvent's `partitionkey`, the partner
+    topic's key): stable, so the partner can keep a family's events together, but not the
+    hub's family id, and different for each partner, so partners cannot match families."""
+    return str(uuid.uuid5(_FAMILY_NAMESPACE, f"{partner_id}/{family_id}"))
+
+
+def cloud_event(
+    entry: JournalEntry, shared: Shared, regulation: str, partner_id: str
+) -> dict[str, Any]:
     """The event as a partner receives it: CloudEvents 1.0 structured JSON, labelled."""
     return {
         "specversion": "1.0",
@@ -158,7 +243,7 @@ def cloud_event(entry: JournalEntry, shared: Shared, regulation: str) -> dict[st
         "type": entry.event_type,
         "time": entry.occurred_at.isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "subject": entry.subject,
-        "partitionkey": entry.family_id,
+        "partitionkey": pseudonym(partner_id, entry.family_id),
         "datacontenttype": "application/json",
         "dataclassification": str(shared.classification),
         "datacategory": shared.category,
@@ -185,9 +270,52 @@ def _new_delivery(subscription_id: str, entry: JournalEntry, body: str, now: dat
     }
 
 
-def relations(conn: Connection, entry: JournalEntry) -> Callable[[str], Relation]:
-    """Each partner's relation to the event's family, looked up once per partner."""
-    return cache(lambda partner_id: relation(conn, partner_id, entry))
+def relations(conn: Connection, entry: JournalEntry, today: date) -> Callable[[str], Relation]:
+    """Each partner's relation to the event's referral and case, looked up once per partner."""
+    return cache(lambda partner_id: relation(conn, partner_id, entry, today))
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What one subscription may be sent of one event now, and why."""
+
+    body: str
+    shared: Shared
+    relation: Relation
+
+    def disclosure(self) -> dict[str, Any] | None:
+        """What the disclosure record keeps of a send of this, if it holds restricted detail."""
+        if not self.shared.restricted_paths:
+            return None
+        return {
+            "fields": json.dumps(self.shared.restricted_paths),
+            "rules": ",".join(self.shared.restricted_rules)[:500],
+            # A restricted rule on another condition (a partner's own agreement) has no
+            # consent or override behind it: the record says so.
+            "basis": self.relation.basis or "agreement",
+        }
+
+
+def allowed(
+    policy: SharingPolicy,
+    subscription: Any,
+    entry: JournalEntry,
+    relation_of: Callable[[str], Relation],
+) -> Allowed | None:
+    """What `subscription`'s partner may have of the event, or None when nothing."""
+    if not wants(json.loads(subscription.event_types), entry.event_type):
+        return None
+    partner = partner_of(subscription)
+    if not policy.may_ever_receive(partner, entry.event_type):
+        return None
+    relation_now = relation_of(partner.partner_id)
+    shared = share(policy, partner, entry.event_type, entry.data, relation_now)
+    if shared is None:
+        return None
+    body = json.dumps(
+        cloud_event(entry, shared, policy.regulation, partner.partner_id), separators=(",", ":")
+    )
+    return Allowed(body, shared, relation_now)
 
 
 def shared_with(
@@ -197,15 +325,13 @@ def shared_with(
     relation_of: Callable[[str], Relation],
 ) -> str | None:
     """The delivery body for `subscription`, or None when its partner may not have the event."""
-    if not wants(json.loads(subscription.event_types), entry.event_type):
-        return None
-    partner = partner_of(subscription)
-    if not policy.may_ever_receive(partner, entry.event_type):
-        return None
-    shared = share(policy, partner, entry.event_type, entry.data, relation_of(partner.partner_id))
-    if shared is None:
-        return None
-    return json.dumps(cloud_event(entry, shared, policy.regulation), separators=(",", ":"))
+    found = allowed(policy, subscription, entry, relation_of)
+    return found.body if found is not None else None
+
+
+def journal_entry(conn: Connection, event_id: str) -> JournalEntry | None:
+    row = conn.execute(select(event_journal).where(event_journal.c.event_id == event_id)).first()
+    return JournalEntry.of(row) if row is not None else None
 
 
 def _facts_known() -> tuple:
@@ -249,7 +375,12 @@ def _first_of_family_waiting() -> object:
 
 
 def fan_out(
-    conn: Connection, policy: SharingPolicy, now: datetime, window: timedelta, limit: int
+    conn: Connection,
+    policy: SharingPolicy,
+    now: datetime,
+    window: timedelta,
+    limit: int,
+    retention: timedelta | None = None,
 ) -> int:
     """Turn journalled events whose facts are known into deliveries and e-mails; returns
     how many."""
@@ -269,18 +400,22 @@ def fan_out(
     subs = conn.execute(select(subscriptions)).all()
     for row in rows:
         entry = JournalEntry.of(row)
-        relation_of = relations(conn, entry)
+        relation_of = relations(conn, entry, now.date())
+        # An event older than the retention period (journalled again by a rebuild) goes
+        # to no one: its deliveries, if any, were purged with it.
+        stale = retention is not None and entry.occurred_at < now - retention
         for sub in subs:
             # A subscription hears of what happens from its creation; earlier events
             # reach it only when the partner asks for a replay.
-            if entry.occurred_at < sub.created_at:
+            if stale or entry.occurred_at < sub.created_at:
                 continue
             body = shared_with(policy, sub, entry, relation_of)
             if body is not None:
                 insert_if_absent(
                     conn, deliveries, _new_delivery(sub.subscription_id, entry, body, now)
                 )
-        mail.plan_for_event(conn, policy, entry, now)
+        if not stale:
+            mail.plan_for_event(conn, policy, entry, now)
         conn.execute(
             update(event_journal).where(event_journal.c.seq == row.seq).values(fanned_out=True)
         )
@@ -292,10 +427,13 @@ def replay(
 ) -> int:
     """Queue again every event since `since` the partner may receive now; returns how many.
 
-    The policy is asked again with today's facts (consent withdrawn since is
-    honoured). An event delivered before keeps its webhook-id, so a receiver
-    that still has it can tell it is the same message.
+    Never from before the subscription existed. The policy is asked again with
+    today's facts: restricted detail only of what happened while the partner was on
+    the case's team, and only while it still is and the case's consent (or a live
+    override) stands; each send asks once more. An event delivered before keeps its
+    webhook-id, so a receiver that still has it can tell it is the same message.
     """
+    since = max(since, subscription.created_at)
     rows = conn.execute(
         select(event_journal)
         .where(event_journal.c.occurred_at >= since, *_facts_known())
@@ -304,7 +442,7 @@ def replay(
     queued = 0
     for row in rows:
         entry = JournalEntry.of(row)
-        body = shared_with(policy, subscription, entry, relations(conn, entry))
+        body = shared_with(policy, subscription, entry, relations(conn, entry, now.date()))
         if body is None:
             continue
         queued += 1
@@ -345,3 +483,23 @@ def backlog(conn: Connection) -> int:
     return conn.execute(
         select(func.count()).select_from(deliveries).where(deliveries.c.status.in_(OPEN_STATUSES))
     ).scalar_one()
+
+
+def purge(conn: Connection, before: datetime) -> None:
+    """Delete what is older than the retention period: journalled events already fanned
+    out, settled deliveries (their bodies) and their attempts. The disclosure record
+    stays; deliveries still pending or retrying stay until they settle."""
+    old = select(deliveries.c.id).where(
+        deliveries.c.created_at < before, deliveries.c.status.not_in(OPEN_STATUSES)
+    )
+    conn.execute(delete(delivery_attempts).where(delivery_attempts.c.delivery_id.in_(old)))
+    conn.execute(
+        delete(deliveries).where(
+            deliveries.c.created_at < before, deliveries.c.status.not_in(OPEN_STATUSES)
+        )
+    )
+    conn.execute(
+        delete(event_journal).where(
+            event_journal.c.occurred_at < before, event_journal.c.fanned_out.is_(True)
+        )
+    )

@@ -34,8 +34,8 @@ _STRICTNESS = {
 
 class Condition(StrEnum):
     REFERRER = "referrer"
-    PUPIL = "pupil"
-    CONSENT_OR_OVERRIDE = "consent_or_override"
+    SCHOOL_OF_CHILD = "school_of_child"
+    TEAM_MEMBER_WITH_CONSENT = "team_member_with_consent"
 
 
 class PolicyError(ValueError):
@@ -105,6 +105,26 @@ class SharingPolicy(BaseModel):
         """Whether any rule could let the partner have this event type."""
         return any(event_type in rule.events for rule in self.rules_for(partner))
 
+    def every_rule(self) -> Iterable[Rule]:
+        yield from self.all_partners
+        for rules in self.partner_types.values():
+            yield from rules
+        for own in self.partners.values():
+            yield from own.rules
+
+    def journal_paths(self, event_type: str) -> tuple[str, ...]:
+        """Every field of `event_type` that some rule could share: all the journal keeps."""
+        return tuple(
+            sorted(
+                {
+                    path
+                    for rule in self.every_rule()
+                    for path in rule.events.get(event_type, ())
+                    if path != PARTNER_REFERENCE
+                }
+            )
+        )
+
 
 @dataclass(frozen=True)
 class Partner:
@@ -114,19 +134,22 @@ class Partner:
 
 @dataclass(frozen=True)
 class Relation:
-    """What the hub knows of one partner's relation to the family an event is about."""
+    """What the hub knows, at the moment of sending, of one partner's relation to the
+    referral or case an event is about."""
 
     referrer: bool = False
-    pupil: bool = False
-    consent_or_override: bool = False
+    school_of_child: bool = False
+    team_member_with_consent: bool = False
     # The partner's own reference for the referral, when it is the referrer.
     partner_reference: str | None = None
+    # Under what restricted detail may go (`consent` or `override`), when it may.
+    basis: str | None = None
 
     def holds(self, condition: Condition) -> bool:
         return {
             Condition.REFERRER: self.referrer,
-            Condition.PUPIL: self.pupil,
-            Condition.CONSENT_OR_OVERRIDE: self.consent_or_override,
+            Condition.SCHOOL_OF_CHILD: self.school_of_child,
+            Condition.TEAM_MEMBER_WITH_CONSENT: self.team_member_with_consent,
         }[condition]
 
 
@@ -137,6 +160,10 @@ class Shared:
     data: dict[str, Any]
     classification: DataClassification
     categories: tuple[str, ...]
+    # The fields that only a restricted rule lets out, and those rules' conditions: what
+    # the disclosure record keeps of each send.
+    restricted_paths: tuple[str, ...] = ()
+    restricted_rules: tuple[str, ...] = ()
 
     @property
     def category(self) -> str:
@@ -162,10 +189,15 @@ def share(
     if any(rule.when is Condition.REFERRER for rule in rules):
         source[PARTNER_REFERENCE] = relation.partner_reference
     paths = [path for rule in rules for path in rule.events[event_type]]
+    restricted = [rule for rule in rules if rule.classification is DataClassification.RESTRICTED]
     return Shared(
         data=minimise(source, paths),
         classification=max((rule.classification for rule in rules), key=_STRICTNESS.__getitem__),
         categories=tuple(sorted({rule.category for rule in rules})),
+        restricted_paths=tuple(
+            sorted({path for rule in restricted for path in rule.events[event_type]})
+        ),
+        restricted_rules=tuple(sorted({f"{rule.when}/{rule.category}" for rule in restricted})),
     )
 
 

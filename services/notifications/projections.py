@@ -1,14 +1,18 @@
-"""Notifications' read models: the event journal and what the sharing policy knows of families.
+"""Notifications' read models: the event journal and what the sharing policy knows of cases.
 
-The one projection follows every event type: it journals the event (fan-out and replays
-read the journal) and keeps the facts the policy needs for later events that do
-not carry them: who referred, with which consent, which children's UPNs, which
-case each referral opened, and each case's next review.
+The one projection follows every event type: it journals the fields of the event that
+some rule of the sharing policy could share (fan-out and replays read the journal;
+nothing else of the event is kept) and keeps the facts the policy needs for later
+events that do not carry them: who referred, with which consent, which case each
+referral opened and when, each case's team, consent, override and children's
+schools, and each case's next review.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from functools import cache
 
 from sqlalchemy import Column, Connection, String, Table, insert, or_, select, update
 
@@ -16,7 +20,20 @@ import hub.contracts  # noqa: F401  (registers every event type)
 from hub.clock import utc_now
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.base import EventData
-from hub.contracts.caseplan import CaseClosed, CaseSteppedDown, CaseSteppedUp, PlanReviewed
+from hub.contracts.caseplan import (
+    CaseClosed,
+    CaseSteppedDown,
+    CaseSteppedUp,
+    ChildSchoolRecorded,
+    ConsentNarrowed,
+    ConsentRecorded,
+    ConsentWithdrawn,
+    PlanReviewed,
+    SafeguardingOverrideEnded,
+    SafeguardingOverrideRecorded,
+    TeamMemberAdded,
+    TeamMemberRemoved,
+)
 from hub.contracts.codes import ClosureReason, ConsentScope
 from hub.contracts.intake import (
     MatchConfirmed,
@@ -28,14 +45,18 @@ from hub.contracts.registry import EVENT_TYPES
 from hub.observability import current_traceparent
 from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime, insert_if_absent
+from notifications.policy import SharingPolicy, minimise
 from notifications.tables import (
+    case_consents,
+    case_overrides,
     case_reviews,
+    case_schools,
     event_journal,
     family_facts,
     known_cases,
     metadata,
     referral_facts,
-    referral_pupils,
+    team_members,
 )
 
 __all__ = ["PROJECTIONS", "metadata"]
@@ -61,13 +82,41 @@ sharing = Projection(
         referral_feedback,
         event_journal,
         referral_facts,
-        referral_pupils,
         family_facts,
         known_cases,
         case_reviews,
+        team_members,
+        case_consents,
+        case_overrides,
+        case_schools,
     ],
 )
 _INSERT_JOURNAL = insert(event_journal)
+# What the journal keeps of an event besides what the policy could share: what fan-out
+# needs to find the event's referral and case.
+_KEYS = ("referral_id", "case_id")
+_policy: list[SharingPolicy] = []
+
+
+def keep_fields_of(policy: SharingPolicy) -> None:
+    """Journal only what `policy` could share (the service's app sets it at start)."""
+    _policy[:] = [policy]
+    _journal_paths.cache_clear()
+
+
+@cache
+def _journal_paths(event_type: str) -> tuple[str, ...]:
+    if not _policy:
+        from notifications.settings import notifications_settings
+
+        _policy.append(SharingPolicy.load(notifications_settings().policy_file))
+    return (*_KEYS, *_policy[0].journal_paths(event_type))
+
+
+def journalled(event_type: str, event: EventData) -> str:
+    """The fields of `event` that some rule could share, as JSON: all the journal keeps."""
+    data = event.model_dump(mode="json")
+    return json.dumps(minimise(data, _journal_paths(event_type)), separators=(",", ":"))
 
 
 def _journal_and_learn(conn: Connection, event: EventData, meta: EventMeta) -> None:
@@ -85,7 +134,7 @@ def _journal_and_learn(conn: Connection, event: EventData, meta: EventMeta) -> N
             "occurred_at": meta.occurred_at,
             # When it was consumed: fan-out waits a moment for other topics (see fanout.py).
             "journalled_at": utc_now(),
-            "data": event.model_dump_json(),
+            "data": journalled(meta.event_type, event),
             "fanned_out": False,
             "traceparent": traceparent,
             "tracestate": tracestate,
@@ -146,9 +195,6 @@ def _received(conn: Connection, event: ReferralReceived, meta: EventMeta) -> Non
         conn.execute(
             update(referral_facts).where(referral_facts.c.referral_id == referral_id).values(facts)
         )
-    upns = {child.upn for child in event.children if child.upn}
-    for upn in sorted(upns):
-        conn.execute(insert(referral_pupils), {"referral_id": referral_id, "upn": upn})
     _know_family(conn, family_id)
     if early is not None and early.family_moved_at is not None:
         # A move that came first left its family unknown until now (see `_moved`).
@@ -185,7 +231,7 @@ def _triaged(conn: Connection, event: ReferralTriaged, _meta: EventMeta) -> None
         conn.execute(
             update(referral_facts)
             .where(referral_facts.c.referral_id == str(event.referral_id))
-            .values(case_id=str(event.case_id))
+            .values(case_id=str(event.case_id), triaged_at=_meta.occurred_at)
         )
 
 
@@ -290,15 +336,118 @@ def _reviewed(conn: Connection, event: PlanReviewed, meta: EventMeta) -> None:
 
 
 def _ended(conn: Connection, event: CaseClosed | CaseSteppedUp, meta: EventMeta) -> None:
-    """No more reviews; a case closed for withdrawn consent ends sharing under consent."""
+    """No more reviews; a case closed for withdrawn consent withdraws the case's consent."""
     _set_review(conn, str(event.case_id), str(event.family_id), meta.occurred_at)
     if isinstance(event, CaseClosed) and event.reason is ClosureReason.CONSENT_WITHDRAWN:
-        _know_family(conn, str(event.family_id))
+        _set_consent(conn, str(event.case_id), str(event.family_id), (), meta.occurred_at)
+
+
+def _set_consent(
+    conn: Connection, case_id: str, family_id: str, purposes: tuple, at: datetime
+) -> None:
+    """The case's consent as it stands after an event at `at` (the latest event decides:
+    the events of one case come in order on case plan's topic, but a rebuild or a
+    redelivery may bring an older one again)."""
+    values = {
+        "family_id": family_id,
+        "purposes": json.dumps(sorted(map(str, purposes))),
+        "set_at": at,
+    }
+    if not insert_if_absent(conn, case_consents, {"case_id": case_id, **values}):
         conn.execute(
-            update(family_facts)
-            .where(family_facts.c.family_id == str(event.family_id))
-            .values(consent_withdrawn=True)
+            update(case_consents)
+            .where(case_consents.c.case_id == case_id, case_consents.c.set_at <= at)
+            .values(values)
         )
+
+
+def _consent_recorded(conn: Connection, event: ConsentRecorded, meta: EventMeta) -> None:
+    _set_consent(conn, str(event.case_id), str(event.family_id), event.purposes, meta.occurred_at)
+
+
+def _consent_narrowed(conn: Connection, event: ConsentNarrowed, meta: EventMeta) -> None:
+    _set_consent(conn, str(event.case_id), str(event.family_id), event.purposes, meta.occurred_at)
+
+
+def _consent_withdrawn(conn: Connection, event: ConsentWithdrawn, meta: EventMeta) -> None:
+    _set_consent(conn, str(event.case_id), str(event.family_id), (), meta.occurred_at)
+
+
+def _set_override(
+    conn: Connection, case_id: str, family_id: str, state: str, review_date, at: datetime
+) -> None:
+    values = {"family_id": family_id, "state": state, "review_date": review_date, "set_at": at}
+    if not insert_if_absent(conn, case_overrides, {"case_id": case_id, **values}):
+        conn.execute(
+            update(case_overrides)
+            .where(case_overrides.c.case_id == case_id, case_overrides.c.set_at <= at)
+            .values(values)
+        )
+
+
+def _override_recorded(
+    conn: Connection, event: SafeguardingOverrideRecorded, meta: EventMeta
+) -> None:
+    _set_override(
+        conn,
+        str(event.case_id),
+        str(event.family_id),
+        "recorded",
+        event.review_date,
+        meta.occurred_at,
+    )
+
+
+def _override_ended(conn: Connection, event: SafeguardingOverrideEnded, meta: EventMeta) -> None:
+    _set_override(conn, str(event.case_id), str(event.family_id), "ended", None, meta.occurred_at)
+
+
+def _member_added(conn: Connection, event: TeamMemberAdded, meta: EventMeta) -> None:
+    case_id = str(event.case_id)
+    still = conn.execute(
+        select(team_members.c.added_at).where(
+            team_members.c.case_id == case_id,
+            team_members.c.member_id == event.member_id,
+            team_members.c.removed_at.is_(None),
+        )
+    ).first()
+    if still is None:  # added again while a member: the membership goes on
+        insert_if_absent(
+            conn,
+            team_members,
+            {
+                "case_id": case_id,
+                "member_id": event.member_id,
+                "added_at": meta.occurred_at,
+                "family_id": str(event.family_id),
+                "removed_at": None,
+            },
+        )
+
+
+def _member_removed(conn: Connection, event: TeamMemberRemoved, meta: EventMeta) -> None:
+    conn.execute(
+        update(team_members)
+        .where(
+            team_members.c.case_id == str(event.case_id),
+            team_members.c.member_id == event.member_id,
+            team_members.c.removed_at.is_(None),
+            team_members.c.added_at <= meta.occurred_at,
+        )
+        .values(removed_at=meta.occurred_at)
+    )
+
+
+def _school_recorded(conn: Connection, event: ChildSchoolRecorded, _meta: EventMeta) -> None:
+    insert_if_absent(
+        conn,
+        case_schools,
+        {
+            "case_id": str(event.case_id),
+            "school_id": event.school_id,
+            "family_id": str(event.family_id),
+        },
+    )
 
 
 def _know_case(conn: Connection, case_id: str, family_id: str) -> None:
@@ -321,6 +470,14 @@ _LEARNERS = {
     CaseClosed: _ended,
     CaseSteppedUp: _ended,
     CaseSteppedDown: _stepped_down,
+    TeamMemberAdded: _member_added,
+    TeamMemberRemoved: _member_removed,
+    ConsentRecorded: _consent_recorded,
+    ConsentNarrowed: _consent_narrowed,
+    ConsentWithdrawn: _consent_withdrawn,
+    SafeguardingOverrideRecorded: _override_recorded,
+    SafeguardingOverrideEnded: _override_ended,
+    ChildSchoolRecorded: _school_recorded,
 }
 
 PROJECTIONS = (sharing,)

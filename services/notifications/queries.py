@@ -21,10 +21,12 @@ from notifications.schemas import (
     DeliveryList,
     DeliveryTarget,
     DeliveryView,
+    Disclosure,
+    FamilyDisclosures,
     Subscription,
     SubscriptionList,
 )
-from notifications.tables import deliveries, delivery_attempts, subscriptions
+from notifications.tables import deliveries, delivery_attempts, disclosures, subscriptions
 
 
 def own_subscription(conn: Connection, scope: Scope, subscription_id: UUID) -> Any:
@@ -98,7 +100,6 @@ def delivery_view(row: Any, cls=DeliveryView, **extra) -> Any:
         delivery_id=row.message_id,
         event_id=row.event_id,
         event_type=row.event_type,
-        family_id=row.family_id,
         occurred_at=row.occurred_at,
         status=row.status,
         attempts=row.attempts,
@@ -156,5 +157,37 @@ def delivery(ctx: QueryContext, subscription_id: UUID, delivery_id: str) -> Deli
                 error=a.error,
             )
             for a in attempts
+        ],
+    )
+
+
+def family_disclosures(ctx: QueryContext, family_id: UUID) -> FamilyDisclosures:
+    """Every send of restricted detail about one family, for its data protection officer.
+
+    Only staff with `disclosures:read` reach it (the route says so); the read is audited.
+    """
+    rows = ctx.conn.execute(
+        select(disclosures)
+        .where(disclosures.c.family_id == str(family_id))
+        .order_by(disclosures.c.disclosed_at, disclosures.c.id)
+    ).all()
+    ctx.saw("family", str(family_id))
+    return FamilyDisclosures(
+        family_id=str(family_id),
+        cases=sorted({row.case_id for row in rows if row.case_id}),
+        items=[
+            Disclosure(
+                disclosed_at=row.disclosed_at,
+                partner_id=row.partner_id,
+                channel=row.channel,
+                case_id=row.case_id,
+                event_id=row.event_id,
+                event_type=row.event_type,
+                delivery_id=row.message_id,
+                fields=json.loads(row.fields),
+                rules=[rule for rule in row.rules.split(",") if rule],
+                basis=row.basis,
+            )
+            for row in rows
         ],
     )

@@ -132,20 +132,26 @@ class SecretRotated(BaseModel):
 
 class AttemptView(BaseModel):
     attempted_at: datetime
-    outcome: Literal["delivered", "failed"]
+    outcome: Literal["delivered", "failed", "withheld"] = Field(
+        description="withheld: not sent, because the sharing policy no longer allowed it."
+    )
     status_code: int | None
     latency_ms: int
     error: str | None
 
 
 class DeliveryView(BaseModel):
+    """One delivery as its partner sees it: never the hub's family id (the event's
+    `partitionkey` is the partner's own name for the family)."""
+
     delivery_id: str = Field(description="The webhook-id header: the same on every attempt.")
     event_id: str
     event_type: str
-    family_id: str
     occurred_at: datetime
-    status: Literal["pending", "retrying", "delivered", "failed"] = Field(
-        description="failed: dead-lettered after the last retry; redeliver it when ready."
+    status: Literal["pending", "retrying", "delivered", "failed", "withheld"] = Field(
+        description="failed: dead-lettered after the last retry; redeliver it when ready. "
+        "withheld: not sent, because at the moment of sending the sharing policy no longer "
+        "allowed it (the partner left the case's team, or the case's consent was withdrawn)."
     )
     attempts: int
     next_attempt_at: datetime | None
@@ -176,3 +182,28 @@ class ReplayRequest(Request):
 
 class ReplayQueued(BaseModel):
     queued: int = Field(description="Events the partner may receive since then, queued in order.")
+
+
+class Disclosure(BaseModel):
+    """One send of restricted detail to a partner."""
+
+    disclosed_at: datetime
+    partner_id: str = Field(description="The partner organisation's client id.")
+    channel: Literal["webhook", "partner_topic"]
+    case_id: str | None
+    event_id: str
+    event_type: str
+    delivery_id: str = Field(description="The webhook-id of the delivery.")
+    fields: list[str] = Field(description="The restricted fields sent, as sharing-policy paths.")
+    rules: list[str] = Field(description="The policy rules (condition/category) that allowed them.")
+    basis: Literal["consent", "override", "agreement"] = Field(
+        description="consent: the case's consent covered sharing with partner agencies; "
+        "override: a live safeguarding override; agreement: a restricted rule of the "
+        "partner's own agreement on another condition (referrer, school of a child)."
+    )
+
+
+class FamilyDisclosures(BaseModel):
+    family_id: str
+    cases: list[str] = Field(description="The family's cases these disclosures were about.")
+    items: list[Disclosure] = Field(description="Oldest first.")

@@ -8,11 +8,11 @@ from fastapi import FastAPI
 from hub.contracts.topics import SERVICE_TOPICS
 from hub.service import Runtime, ServiceDefinition, create_service_app
 from hub.settings import HubSettings
-from notifications.api import router
+from notifications.api import router, staff_router
 from notifications.delivery import DeliveryWorker
 from notifications.encryption import reseal_stored_secrets, secret_box
 from notifications.policy import SharingPolicy
-from notifications.projections import PROJECTIONS
+from notifications.projections import PROJECTIONS, keep_fields_of
 from notifications.settings import NotificationsSettings, notifications_settings
 from notifications.stored_subscriptions import warn_of_subscriptions_the_api_would_refuse
 
@@ -25,7 +25,7 @@ definition = ServiceDefinition(
     ),
     port=8004,
     migrations=Path(__file__).parent / "migrations",
-    routers=[router],
+    routers=[router, staff_router],
     projections=PROJECTIONS,
     consumes=list(SERVICE_TOPICS.values()),
 )
@@ -64,6 +64,8 @@ def create_app(
     own = own or notifications_settings()
     # A policy that does not load stops the service at start, not at the first event.
     policy = SharingPolicy.load(own.policy_file)
+    # The journal keeps only what this policy could share.
+    keep_fields_of(policy)
     # The worker is made when the app starts, from the secret box the app holds.
     delivering = replace(
         definition,

@@ -131,7 +131,15 @@ class NotificationsSettings(BaseSettings):
         default=7, ge=0, le=90, description="Days before a review date its lead professional hears."
     )
     review_check_seconds: float = Field(
-        default=300, gt=0, description="How often reviews falling due are looked for."
+        default=300,
+        gt=0,
+        description="How often reviews falling due, and records past retention, are looked for.",
+    )
+    retention_days: float = Field(
+        default=90,
+        gt=0,
+        description="How long the journal of events, the deliveries' bodies and their attempt "
+        "logs are kept; the delivery worker then purges them (the disclosure record stays).",
     )
 
     @field_validator("smtp_cafile", "smtp_password_file", mode="before")

@@ -74,23 +74,59 @@ referral_facts = Table(
     # When the front door last moved the referral to another family: the latest move
     # decides the family, whatever order the moves and the referral arrive in.
     Column("family_moved_at", UtcDateTime(), nullable=True),
+    # (0008) When its triage opened or joined `case_id`: the referral's consent and
+    # override stand for the case until case plan records the case's own.
+    Column("triaged_at", UtcDateTime(), nullable=True),
 )
-
-# The UPN of each child a referral names (children without one are not listed).
-referral_pupils = Table(
-    "referral_pupils",
-    metadata,
-    Column("referral_id", String(36), primary_key=True),
-    Column("upn", String(13), primary_key=True),
-)
-Index("ix_referral_pupils_upn", referral_pupils.c.upn)
 
 family_facts = Table(
     "family_facts",
     metadata,
     Column("family_id", String(36), primary_key=True),
-    # A case closed because the family withdrew consent: consent no longer covers sharing.
+    # Unused since 0008 (consent is per case now: `case_consents`); kept for old rows.
     Column("consent_withdrawn", Boolean, nullable=False),
+)
+
+# (0008) The team around the family of each case: one row per membership period.
+team_members = Table(
+    "team_members",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("member_id", String(64), primary_key=True),
+    Column("added_at", UtcDateTime(), primary_key=True),
+    Column("family_id", String(36), nullable=False),
+    Column("removed_at", UtcDateTime(), nullable=True),
+)
+
+# (0008) The consent case plan recorded for a case, as it stands after the latest
+# recording, narrowing or withdrawal (JSON list of ConsentScope values; empty: withdrawn).
+case_consents = Table(
+    "case_consents",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False),
+    Column("purposes", Text, nullable=False),
+    Column("set_at", UtcDateTime(), nullable=False),
+)
+
+# (0008) The case's safeguarding override, as its latest decision left it.
+case_overrides = Table(
+    "case_overrides",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False),
+    Column("state", String(10), nullable=False),  # recorded | ended
+    Column("review_date", Date, nullable=True),
+    Column("set_at", UtcDateTime(), nullable=False),
+)
+
+# (0008) The schools staff recorded for a case's children.
+case_schools = Table(
+    "case_schools",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("school_id", String(64), primary_key=True),
+    Column("family_id", String(36), nullable=False),
 )
 
 # Every case whose opening (a triage to early help, a step-down) has been consumed.
@@ -156,7 +192,8 @@ deliveries = Table(
     Column("occurred_at", UtcDateTime(), nullable=False),
     # The CloudEvent as the partner receives it (structured JSON, minimised data).
     Column("body", Text, nullable=False),
-    Column("status", String(10), nullable=False),  # pending | retrying | delivered | failed
+    # pending | retrying | delivered | failed | withheld (the policy no longer lets it go)
+    Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UtcDateTime(), nullable=False),
     Column("first_attempt_at", UtcDateTime(), nullable=True),
@@ -185,10 +222,33 @@ delivery_attempts = Table(
     Column("id", Position, primary_key=True, autoincrement=True),
     Column("delivery_id", Position, nullable=False, index=True),
     Column("attempted_at", UtcDateTime(), nullable=False),
-    Column("outcome", String(20), nullable=False),  # delivered | failed
+    Column("outcome", String(20), nullable=False),  # delivered | failed | withheld
     Column("status_code", Integer, nullable=True),
     Column("latency_ms", Integer, nullable=False),
     Column("error", String(500), nullable=True),
+)
+
+# (0008) Every send of restricted detail to a partner: what, to whom, when, under which
+# consent or override and by which rule. Kept when deliveries are purged: it is the
+# authority's record of disclosures, read by its data protection officer.
+disclosures = Table(
+    "disclosures",
+    metadata,
+    Column("id", Position, primary_key=True, autoincrement=True),
+    Column("family_id", String(36), nullable=False, index=True),
+    Column("case_id", String(36), nullable=True),
+    Column("partner_id", String(64), nullable=False),
+    Column("subscription_id", String(36), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    # JSON list of the restricted fields sent, as policy paths.
+    Column("fields", Text, nullable=False),
+    # The restricted rules that let them out (`condition/category`), comma-separated.
+    Column("rules", String(500), nullable=False),
+    Column("basis", String(20), nullable=False),  # consent | override
+    Column("disclosed_at", UtcDateTime(), nullable=False),
 )
 
 # The circuit breaker of each webhook endpoint.

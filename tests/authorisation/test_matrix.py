@@ -44,75 +44,77 @@ COLUMNS = {
     "chair": "brent-panel-chair",
     "head": "early-help-service-manager",
     "operator": "hub-operator",
+    "dpo": "brent-data-protection",
 }
 
 MATRIX = """
-                                                                               school  health  police  social  front   samira  manager  chair   head    operator
+                                                                               school  health  police  social  front   samira  manager  chair   head    operator  dpo
 intake
-POST   /v1/referrals                                                           a       a       a       a       -       -       -       -       -       -
-GET    /v1/referrals                                                           s       s       s       s       a       -       -       -       -       -
-GET    /v1/referrals/{referral_id}                                             s       s       s       s       a       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/triage                                      -       -       -       -       a       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/withdrawal                                  s       s       s       s       -       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -       -       -       -       a       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -
-GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a
-GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a
-POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a
+POST   /v1/referrals                                                           a       a       a       a       -       -       -       -       -       -       -
+GET    /v1/referrals                                                           s       s       s       s       a       -       -       -       -       -       -
+GET    /v1/referrals/{referral_id}                                             s       s       s       s       a       -       -       -       -       -       -
+POST   /v1/referrals/{referral_id}/triage                                      -       -       -       -       a       -       -       -       -       -       -
+POST   /v1/referrals/{referral_id}/withdrawal                                  s       s       s       s       -       -       -       -       -       -       -
+POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -       -       -       -       a       -       -       -       -       -       -
+POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -       -
+POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -       -
+GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
+GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a       -
+POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a       -
 allocation
-GET    /v1/allocations                                                         -       -       -       -       -       s       s       s       a       -
-GET    /v1/allocations/timeliness                                              -       -       -       -       -       s       s       s       a       -
-GET    /v1/cases/{case_id}/allocation                                          -       -       -       -       -       s       s       s       a       -
-POST   /v1/cases/{case_id}/allocation                                          -       -       -       -       -       -       s       -       a       -
-POST   /v1/cases/{case_id}/reallocation                                        -       -       -       -       -       -       s       -       a       -
-GET    /v1/workers/{worker_id}/caseload                                        -       -       -       -       -       s       s       s       a       -
-POST   /v1/workers/{worker_id}/caseload/reallocation                           -       -       -       -       -       -       s       -       a       -
-GET    /v1/caseloads                                                           -       -       -       -       -       s       s       s       a       -
-GET    /v1/registry                                                            -       -       -       -       -       a       a       a       a       -
-PUT    /v1/registry/localities/{entry_id}                                      -       -       -       -       -       -       s       -       a       -
-PUT    /v1/registry/teams/{entry_id}                                           -       -       -       -       -       -       s       -       a       -
-PUT    /v1/registry/workers/{entry_id}                                         -       -       -       -       -       -       s       -       a       -
-PUT    /v1/registry/providers/{entry_id}                                       -       -       -       -       -       -       a       -       a       -
-GET    /v1/providers/capacity                                                  -       -       -       -       -       a       a       a       a       -
-GET    /v1/panels                                                              -       -       -       -       -       s       s       s       a       -
-POST   /v1/panels                                                              -       -       -       -       -       -       -       v       a       -
-GET    /v1/panels/{panel_id}                                                   -       -       -       -       -       s       s       s       a       -
-POST   /v1/panels/{panel_id}/decisions                                         -       -       -       -       -       -       -       s       a       -
-GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a
-GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a
-POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a
+GET    /v1/allocations                                                         -       -       -       -       -       s       s       s       a       -       -
+GET    /v1/allocations/timeliness                                              -       -       -       -       -       s       s       s       a       -       -
+GET    /v1/cases/{case_id}/allocation                                          -       -       -       -       -       s       s       s       a       -       -
+POST   /v1/cases/{case_id}/allocation                                          -       -       -       -       -       -       s       -       a       -       -
+POST   /v1/cases/{case_id}/reallocation                                        -       -       -       -       -       -       s       -       a       -       -
+GET    /v1/workers/{worker_id}/caseload                                        -       -       -       -       -       s       s       s       a       -       -
+POST   /v1/workers/{worker_id}/caseload/reallocation                           -       -       -       -       -       -       s       -       a       -       -
+GET    /v1/caseloads                                                           -       -       -       -       -       s       s       s       a       -       -
+GET    /v1/registry                                                            -       -       -       -       -       a       a       a       a       -       -
+PUT    /v1/registry/localities/{entry_id}                                      -       -       -       -       -       -       s       -       a       -       -
+PUT    /v1/registry/teams/{entry_id}                                           -       -       -       -       -       -       s       -       a       -       -
+PUT    /v1/registry/workers/{entry_id}                                         -       -       -       -       -       -       s       -       a       -       -
+PUT    /v1/registry/providers/{entry_id}                                       -       -       -       -       -       -       a       -       a       -       -
+GET    /v1/providers/capacity                                                  -       -       -       -       -       a       a       a       a       -       -
+GET    /v1/panels                                                              -       -       -       -       -       s       s       s       a       -       -
+POST   /v1/panels                                                              -       -       -       -       -       -       -       v       a       -       -
+GET    /v1/panels/{panel_id}                                                   -       -       -       -       -       s       s       s       a       -       -
+POST   /v1/panels/{panel_id}/decisions                                         -       -       -       -       -       -       -       s       a       -       -
+GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
+GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a       -
+POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a       -
 caseplan
-GET    /v1/families/{family_id}/chronology                                     -       -       -       -       a       s       s       s       a       -
-GET    /v1/cases                                                               -       -       -       -       -       s       s       s       a       -
-GET    /v1/cases/{case_id}                                                     -       -       -       -       -       s       s       s       a       -
-GET    /v1/cases/{case_id}/assessments/draft                                   -       -       -       -       -       s       s       r       a       -
-POST   /v1/cases/{case_id}/assessments                                         -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/actions                                             -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/outcomes                                            -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/reviews                                             -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/step-up                                             -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/closure                                             -       -       -       -       -       s       s       -       a       -
-POST   /v1/step-downs                                                          -       -       -       a       -       -       -       -       -       -
-GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -
-GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a
-GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a
-POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a
+GET    /v1/families/{family_id}/chronology                                     -       -       -       -       a       s       s       s       a       -       -
+GET    /v1/cases                                                               -       -       -       -       -       s       s       s       a       -       -
+GET    /v1/cases/{case_id}                                                     -       -       -       -       -       s       s       s       a       -       -
+GET    /v1/cases/{case_id}/assessments/draft                                   -       -       -       -       -       s       s       r       a       -       -
+POST   /v1/cases/{case_id}/assessments                                         -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/actions                                             -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/outcomes                                            -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/reviews                                             -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/step-up                                             -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/closure                                             -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/step-downs                                                          -       -       -       a       -       -       -       -       -       -       -
+GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -       -
+GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
+GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a       -
+POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a       -
 notifications
-POST   /v1/subscriptions                                                       a       a       a       a       -       -       -       -       -       -
-GET    /v1/subscriptions                                                       s       s       s       s       -       -       -       -       -       -
-GET    /v1/subscriptions/{subscription_id}                                     s       s       s       s       -       -       -       -       -       -
-DELETE /v1/subscriptions/{subscription_id}                                     s       s       s       s       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/pause                               s       s       s       s       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/resume                              s       s       s       s       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/secret/rotate                       s       s       s       s       -       -       -       -       -       -
-GET    /v1/subscriptions/{subscription_id}/deliveries                          s       s       s       s       -       -       -       -       -       -
-GET    /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}            a       a       a       a       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver  a       a       a       a       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/replay                              s       s       s       s       -       -       -       -       -       -
-GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a
-GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a
-POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a
+POST   /v1/subscriptions                                                       a       a       a       a       -       -       -       -       -       -       -
+GET    /v1/subscriptions                                                       s       s       s       s       -       -       -       -       -       -       -
+GET    /v1/subscriptions/{subscription_id}                                     s       s       s       s       -       -       -       -       -       -       -
+DELETE /v1/subscriptions/{subscription_id}                                     s       s       s       s       -       -       -       -       -       -       -
+POST   /v1/subscriptions/{subscription_id}/pause                               s       s       s       s       -       -       -       -       -       -       -
+POST   /v1/subscriptions/{subscription_id}/resume                              s       s       s       s       -       -       -       -       -       -       -
+POST   /v1/subscriptions/{subscription_id}/secret/rotate                       s       s       s       s       -       -       -       -       -       -       -
+GET    /v1/subscriptions/{subscription_id}/deliveries                          s       s       s       s       -       -       -       -       -       -       -
+GET    /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}            a       a       a       a       -       -       -       -       -       -       -
+POST   /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver  a       a       a       a       -       -       -       -       -       -       -
+POST   /v1/subscriptions/{subscription_id}/replay                              s       s       s       s       -       -       -       -       -       -       -
+GET    /v1/families/{family_id}/disclosures                                    -       -       -       -       -       -       -       -       -       -       a
+GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
+GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a       -
+POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a       -
 """
 
 
@@ -416,6 +418,7 @@ def _notifications_records(client) -> Records:
         by_identity[column] = {
             "subscription_id": (mine, other),
             "delivery_id": (f"msg_{uuid4().hex}",) * 2,
+            "family_id": (str(uuid4()), str(uuid4())),
         }
         tokens[column] = (mine, other)
     bodies = {("POST", "/v1/subscriptions"): body}

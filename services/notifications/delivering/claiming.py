@@ -1,4 +1,10 @@
-"""Claiming: due deliveries heading their family's queue, leased so no replica sends them twice."""
+"""Claiming: due deliveries heading their family's queue, leased so no replica sends them twice,
+each asked of the sharing policy again as things stand at that moment.
+
+A delivery the policy no longer allows (its partner left the case's team, the case's
+consent was withdrawn or narrowed, an override ended or lapsed) is `withheld`: never
+sent, its attempt log saying so. One it still allows goes with what it allows now.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, insert, or_, select, update
 
 from notifications.delivering.common import (
     _OPENED_SECRETS,
+    WITHHELD,
     Job,
 )
-from notifications.fanout import OPEN_STATUSES
+from notifications.fanout import OPEN_STATUSES, allowed, journal_entry, relations
 from notifications.tables import (
     deliveries,
+    delivery_attempts,
     endpoints,
     subscriptions,
 )
@@ -59,6 +67,10 @@ class Claiming:
             deliveries.c.attempts,
             deliveries.c.first_attempt_at,
             deliveries.c.next_attempt_at,
+            deliveries.c.family_id,
+            subscriptions.c.partner_id,
+            subscriptions.c.partner_type,
+            subscriptions.c.event_types,
             subscriptions.c.channel,
             subscriptions.c.url,
             subscriptions.c.endpoint,
@@ -146,11 +158,51 @@ class Claiming:
                         .returning(deliveries.c.id)
                     ).scalars()
                 )
-                jobs = [self._job(row, row.endpoint, now) for row in chosen if row.id in claimed]
+                for row in chosen:
+                    if row.id not in claimed:
+                        continue
+                    now_allowed = self._allowed_now(conn, row, now)
+                    if now_allowed is None:
+                        continue
+                    jobs.append(self._job(row, row.endpoint, now, now_allowed))
         with self._lock:
             for job in jobs:
                 self._in_flight[job.endpoint] = self._in_flight.get(job.endpoint, 0) + 1
         return jobs
+
+    def _allowed_now(self, conn, row: Any, now: datetime):
+        """What the policy lets the delivery carry now, the stored body brought up to date;
+        None, and the delivery withheld, when it lets nothing go."""
+        entry = journal_entry(conn, row.event_id)
+        found = (
+            allowed(self._policy, row, entry, relations(conn, entry, now.date()))
+            if entry is not None
+            else None
+        )
+        if found is None:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == row.id)
+                .values(status="withheld", leased_until=None)
+            )
+            conn.execute(
+                insert(delivery_attempts),
+                {
+                    "delivery_id": row.id,
+                    "attempted_at": now,
+                    "outcome": "withheld",
+                    "status_code": None,
+                    "latency_ms": 0,
+                    "error": "withheld: the sharing policy no longer allows it",
+                },
+            )
+            WITHHELD.inc()
+            return None
+        if found.body != row.body:
+            conn.execute(
+                update(deliveries).where(deliveries.c.id == row.id).values(body=found.body)
+            )
+        return found
 
     def _open(self, sealed: str) -> str:
         secret = self._opened.get(sealed)
@@ -161,7 +213,7 @@ class Claiming:
             self._opened[sealed] = secret
         return secret
 
-    def _job(self, row: Any, name: str, now: datetime) -> Job:
+    def _job(self, row: Any, name: str, now: datetime, now_allowed) -> Job:
         sealed = [row.secret_encrypted] if row.secret_encrypted else []
         if (
             row.previous_secret_encrypted
@@ -185,7 +237,7 @@ class Claiming:
             message_id=row.message_id,
             event_id=row.event_id,
             event_type=row.event_type,
-            body=row.body,
+            body=now_allowed.body,
             channel=row.channel,
             endpoint=name,
             url=row.url,
@@ -196,4 +248,8 @@ class Claiming:
             unsigned_because=unsigned_because,
             traceparent=row.traceparent,
             tracestate=row.tracestate,
+            partner_id=row.partner_id,
+            family_id=row.family_id,
+            case_id=now_allowed.shared.data.get("case_id"),
+            disclosure=now_allowed.disclosure(),
         )

@@ -42,6 +42,10 @@ CIRCUIT_OPEN = Gauge(
 for _reason in ("status", "timeout", "connection", "broker", "other"):
     FAILURES.labels(_reason)
 SUBSCRIPTIONS_PAUSED.labels("endpoint_gone")
+WITHHELD = Counter(
+    "earlyhelp_webhook_withheld_total",
+    "Deliveries withheld at the moment of sending: the sharing policy no longer allows them",
+)
 EMAILS = Counter("earlyhelp_emails_total", "E-mails by outcome (sent, failed)", ["outcome"])
 
 _ERROR_CHARS = 500
@@ -85,6 +89,11 @@ class Job:
     # The trace context stored with the delivery: its attempts' spans are children of it.
     traceparent: str | None = None
     tracestate: str | None = None
+    partner_id: str = ""
+    family_id: str = ""
+    case_id: str | None = None
+    # What the disclosure record keeps of a send, when the body holds restricted detail.
+    disclosure: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,14 @@ from notifications.delivering.common import (
 from notifications.tables import (
     deliveries,
     delivery_attempts,
+    disclosures,
     subscriptions,
 )
+
+# Attempts whose body reached the partner's side, or may have: a refusal by status still
+# delivered the request, and a timeout may have. Nothing went out on a refused
+# connection, an unsigned webhook or a broker that never took the record.
+_DISCLOSED_ON = ("status", "timeout")
 
 
 class Recording:
@@ -114,6 +120,25 @@ class Recording:
                 }
             )
         conn.execute(insert(delivery_attempts), logged)
+        disclosed = [
+            {
+                "family_id": job.family_id,
+                "case_id": job.case_id,
+                "partner_id": job.partner_id,
+                "subscription_id": job.subscription_id,
+                "channel": job.channel,
+                "message_id": job.message_id,
+                "event_id": job.event_id,
+                "event_type": job.event_type,
+                "disclosed_at": now,
+                **job.disclosure,
+            }
+            for job, attempt, now in finished
+            if job.disclosure is not None
+            and (attempt.ok or (job.channel == "webhook" and attempt.reason in _DISCLOSED_ON))
+        ]
+        if disclosed:
+            conn.execute(insert(disclosures), disclosed)
         for rows in settled.values():
             # The rows of one outcome set the same columns: one executemany each.
             columns = [key.removeprefix("new_") for key in rows[0] if key != "pk"]

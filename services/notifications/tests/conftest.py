@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from hub.contracts.intake import ReferralReceived
 from hub.testing import bearer, settings_for
+from notifications.fanout import pseudonym
 from notifications.service import definition
 from notifications.settings import NotificationsSettings
 
@@ -261,3 +262,8 @@ def all_fanned_out(database_url: str, family_id) -> bool:
         return waiting == 0
     finally:
         engine.dispose()
+
+
+def family_key(partner: str, family_id) -> str:
+    """The family as `partner` knows it: the `partitionkey` of what it receives."""
+    return pseudonym(partner, str(family_id))

@@ -157,8 +157,8 @@ WITH_CONSENT = {
 RELATIONS = {
     "unrelated": Relation(),
     "referrer": Relation(referrer=True, partner_reference="OWN-REF-1"),
-    "pupil": Relation(pupil=True),
-    "consent_or_override": Relation(consent_or_override=True),
+    "school_of_child": Relation(school_of_child=True),
+    "team_member_with_consent": Relation(team_member_with_consent=True),
 }
 
 
@@ -166,8 +166,8 @@ def expected(kind: PartnerOrganisationType, relation: str, event_type: str) -> s
     table = {
         "unrelated": {},
         "referrer": AS_REFERRER,
-        "pupil": AS_SCHOOL_OF_A_PUPIL if kind is T.SCHOOL else {},
-        "consent_or_override": WITH_CONSENT.get(kind, {}),
+        "school_of_child": AS_SCHOOL_OF_A_PUPIL if kind is T.SCHOOL else {},
+        "team_member_with_consent": WITH_CONSENT.get(kind, {}),
     }[relation]
     return table.get(event_type)
 
@@ -223,7 +223,7 @@ def test_a_family_s_own_words_never_leave_with_the_assessment():
         Partner("brent-health-visiting", T.HEALTH),
         ASSESSED,
         example(ASSESSED),
-        Relation(referrer=True, consent_or_override=True, partner_reference="R"),
+        Relation(referrer=True, team_member_with_consent=True, partner_reference="R"),
     )
     assert "people" not in shared.data and "views" not in shared.data
     assert "description" not in json.dumps(shared.data)
@@ -237,7 +237,7 @@ def test_labels_follow_the_strictest_matching_rule():
         health,
         ALLOCATED,
         example(ALLOCATED),
-        Relation(referrer=True, consent_or_override=True, partner_reference="R"),
+        Relation(referrer=True, team_member_with_consent=True, partner_reference="R"),
     )
     assert alone.classification is DataClassification.CONFIDENTIAL
     assert alone.category == "referral-status"
@@ -247,7 +247,9 @@ def test_labels_follow_the_strictest_matching_rule():
 
 def test_payloads_are_built_from_the_allow_list_not_cut_from_the_event():
     event = example(CLOSED) | {"a_field_added_later": "never shared unless the policy says so"}
-    shared = share(POLICY, Partner("p", T.HEALTH), CLOSED, event, RELATIONS["consent_or_override"])
+    shared = share(
+        POLICY, Partner("p", T.HEALTH), CLOSED, event, RELATIONS["team_member_with_consent"]
+    )
     assert "a_field_added_later" not in shared.data
     assert minimise({"a": {"b": 1, "c": 2}, "d": [{"e": 1, "f": 2}]}, ["a.b", "d[].f"]) == {
         "a": {"b": 1},
@@ -273,11 +275,11 @@ RULE = """
 @pytest.mark.parametrize(
     ("when", "event", "fields", "reason"),
     [
-        ("consent_or_override", CLOSED, "case_id, not_a_field", "not in the event"),
-        ("consent_or_override", ALLOCATED, "lead_professional", "is an object"),
-        ("consent_or_override", "earlyhelp.case.invented.v1", "case_id", "unknown event type"),
-        ("consent_or_override", CLOSED, "partner_reference", "not in the event"),
-        ("consent_or_override", CLOSED, '"case_id[]"', "not a list"),
+        ("team_member_with_consent", CLOSED, "case_id, not_a_field", "not in the event"),
+        ("team_member_with_consent", ALLOCATED, "lead_professional", "is an object"),
+        ("team_member_with_consent", "earlyhelp.case.invented.v1", "case_id", "unknown event type"),
+        ("team_member_with_consent", CLOSED, "partner_reference", "not in the event"),
+        ("team_member_with_consent", CLOSED, '"case_id[]"', "not a list"),
         ("nobody", CLOSED, "case_id", "when"),
     ],
 )
@@ -291,14 +293,14 @@ def test_a_partner_of_its_own_adds_to_or_replaces_its_type_s_rules(tmp_path):
     policy = _policy(
         tmp_path,
         "partner_types:\n  police:"
-        + RULE.format(when="consent_or_override", event=CLOSED, fields="case_id, reason")
+        + RULE.format(when="team_member_with_consent", event=CLOSED, fields="case_id, reason")
         + "partners:\n  met-police-brent:\n    rules:"
-        + RULE.format(when="consent_or_override", event=REVIEWED, fields="case_id").replace(
+        + RULE.format(when="team_member_with_consent", event=REVIEWED, fields="case_id").replace(
             "\n    ", "\n        "
         )
         + "  city-police:\n    inherit: false\n    rules: []\n",
     )
-    consent = RELATIONS["consent_or_override"]
+    consent = RELATIONS["team_member_with_consent"]
     met, city = Partner("met-police-brent", T.POLICE), Partner("city-police", T.POLICE)
     assert share(policy, met, REVIEWED, example(REVIEWED), consent).data == {
         "case_id": example(REVIEWED)["case_id"]
@@ -306,3 +308,30 @@ def test_a_partner_of_its_own_adds_to_or_replaces_its_type_s_rules(tmp_path):
     assert share(policy, met, CLOSED, example(CLOSED), consent) is not None
     assert share(policy, city, CLOSED, example(CLOSED), consent) is None
     assert policy.may_ever_receive(met, REVIEWED) and not policy.may_ever_receive(city, CLOSED)
+
+
+def test_what_the_disclosure_record_keeps_is_what_only_restricted_rules_let_out():
+    from notifications.fanout import Allowed
+
+    health = Partner("brent-health-visiting", T.HEALTH)
+    member = Relation(
+        referrer=True, team_member_with_consent=True, partner_reference="R", basis="override"
+    )
+    both = share(POLICY, health, ASSESSED, example(ASSESSED), member)
+    assert set(both.restricted_paths) == HEALTH_WITH_CONSENT[ASSESSED]
+    assert both.restricted_rules == ("team_member_with_consent/case-detail",)
+    assert Allowed("{}", both, member).disclosure()["basis"] == "override"
+    # What a referrer hears of its own referral is not restricted: nothing to record.
+    alone = share(POLICY, health, ASSESSED, example(ASSESSED), RELATIONS["referrer"])
+    assert alone.restricted_paths == () and alone.restricted_rules == ()
+    assert Allowed("{}", alone, RELATIONS["referrer"]).disclosure() is None
+
+
+def test_the_journal_keeps_the_union_of_every_rule_s_fields():
+    assert (
+        set(POLICY.journal_paths(ASSESSED))
+        == (AS_REFERRER[ASSESSED] - {"partner_reference"})
+        | HEALTH_WITH_CONSENT[ASSESSED]
+        | POLICE_WITH_CONSENT[ASSESSED]
+    )
+    assert POLICY.journal_paths("earlyhelp.case.team_member_added.v1") == ()

@@ -17,7 +17,7 @@ import pytest
 from hub.broker import free_port
 from notifications import signing
 
-from .conftest import SCHOOL, as_, referral, wait_until
+from .conftest import SCHOOL, as_, family_key, referral, wait_until
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "subscribing.md"
 
@@ -122,7 +122,7 @@ def test_the_documented_receiver_verifies_deduplicates_and_refuses_forgeries(
             lambda: _rows(database), message="the documented receiver stored nothing"
         )
         assert event_type == "earlyhelp.referral.received.v1"
-        assert family_id == str(received.family_id)
+        assert family_id == family_key(SCHOOL, received.family_id)
 
         path = f"/v1/subscriptions/{subscription}"
         replayed = app.post(

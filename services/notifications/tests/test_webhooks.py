@@ -17,12 +17,15 @@ from .conftest import (
     HEALTH,
     POLICE,
     SCHOOL,
+    SOCIAL_CARE,
     all_fanned_out,
     as_,
+    family_key,
     referral,
     subscribe,
     wait_until,
 )
+from .sharing import Case, projected
 
 IN_ORDER = [
     "referral.received.v1",
@@ -52,34 +55,45 @@ def types_of(requests):
 
 
 def test_each_partner_receives_signed_events_with_only_what_it_may_see(
-    notifications, receiver, publish
+    notifications, receiver, publish, database_url
 ):
     app = notifications()
-    school, health, police = receiver(), receiver(), receiver()
+    school, health, police, social_care = receiver(), receiver(), receiver(), receiver()
     subscribe(app, SCHOOL, ALL, school)
     subscribe(app, HEALTH, ALL, health)
     subscribe(app, POLICE, ["earlyhelp.case.allocated.v1"], police)
+    # A social-care partner that subscribes to everything but is on no team.
+    subscribe(app, SOCIAL_CARE, ALL, social_care)
 
     shared = referral(reference="HPS-2025-0117")
-    # A family whose consent does not cover sharing: health and police hear nothing of it.
+    # A family whose consent does not cover sharing: health hears it as its referrer only.
     private = referral(
         covers=["early_help_assessment"],
         upn=None,
         referrer="brent-health-visiting",
         referrer_type="health",
     )
-    for event in [shared, *case_events(shared), private, *case_events(private)]:
+    triaged, allocated, assessed = case_events(shared)
+    # Health and police join the team around the shared family once its case is open: from
+    # then on they hear of it, with the family's consent (the referral's, for its case).
+    case = Case(shared, case_id=triaged.case_id)
+    for event in [shared, triaged, case.member_added(HEALTH), case.member_added(POLICE)]:
+        publish(event)
+    wait_until(lambda: projected(database_url, "team_members", triaged.case_id) == 2)
+    for event in [allocated, assessed, private, *case_events(private)]:
         publish(event)
 
     wait_until(lambda: len(school.accepted()) == 4, message="school")
-    wait_until(lambda: len(health.accepted()) == 3 + 4, message="health")
+    wait_until(lambda: len(health.accepted()) == 4 + 2, message="health")
     wait_until(lambda: len(police.accepted()) == 1, message="police")
     time.sleep(0.5)  # nothing more arrives
 
+    assert social_care.received == []
     assert all(r["verified"] for r in school.received + health.received + police.received)
     s = school.accepted()
     assert types_of(s) == IN_ORDER
-    assert {r["event"]["partitionkey"] for r in s} == {str(shared.family_id)}
+    assert {r["event"]["partitionkey"] for r in s} == {family_key(SCHOOL, shared.family_id)}
+    assert str(shared.family_id) not in str(s)
     assert s[0]["event"]["data"] == {
         "referral_id": str(shared.referral_id),
         "partner_reference": "HPS-2025-0117",
@@ -92,12 +106,13 @@ def test_each_partner_receives_signed_events_with_only_what_it_may_see(
     assert len({r["headers"]["webhook-id"] for r in s}) == 4
 
     h = health.accepted()
-    theirs = [r for r in h if r["event"]["partitionkey"] == str(private.family_id)]
-    ours = [r for r in h if r["event"]["partitionkey"] == str(shared.family_id)]
+    theirs = [r for r in h if r["event"]["partitionkey"] == family_key(HEALTH, private.family_id)]
+    ours = [r for r in h if r["event"]["partitionkey"] == family_key(HEALTH, shared.family_id)]
     # The private family's referral is health's own: it hears it as the referrer only.
     assert {r["event"]["datacategory"] for r in theirs} == {"referral-status"}
-    assert types_of(ours) == ["referral.triaged.v1", "case.allocated.v1", "assessment.completed.v1"]
-    assessment = ours[2]["event"]
+    # Of the shared family, what happened since it joined the team: not the triage before.
+    assert types_of(ours) == ["case.allocated.v1", "assessment.completed.v1"]
+    assessment = ours[1]["event"]
     assert assessment["dataclassification"] == "restricted"
     assert "people" not in assessment["data"] and "views" not in assessment["data"]
     assert "Amira" not in str(h) and "9990000018" not in str(h)
@@ -117,7 +132,9 @@ def test_failures_are_retried_under_one_webhook_id_in_family_order(
 
     wait_until(lambda: len(school.accepted()) == 8, message="not everything arrived")
     for family in (first.family_id, second.family_id):
-        mine = [r for r in school.accepted() if r["event"]["partitionkey"] == str(family)]
+        mine = [
+            r for r in school.accepted() if r["event"]["partitionkey"] == family_key(SCHOOL, family)
+        ]
         assert types_of(mine) == IN_ORDER
     # Every request for one event carried the same webhook-id; each event one id.
     ids_by_event = {}
@@ -201,7 +218,9 @@ def test_a_receiver_that_goes_down_and_comes_back_loses_nothing(notifications, r
     wait_until(lambda: len(school.accepted()) == 8, message="not everything arrived")
     time.sleep(0.3)  # nothing more arrives
     for family in (earlier.family_id, received.family_id):
-        mine = [r for r in school.accepted() if r["event"]["partitionkey"] == str(family)]
+        mine = [
+            r for r in school.accepted() if r["event"]["partitionkey"] == family_key(SCHOOL, family)
+        ]
         assert types_of(mine) == IN_ORDER
     assert len(school.received) == 8  # nothing answered before the crash came again
     assert len({r["headers"]["webhook-id"] for r in school.received}) == 8
@@ -417,33 +436,18 @@ def test_a_rebuilt_read_model_sends_nothing_twice(notifications, receiver, publi
     assert [d["status"] for d in items] == ["delivered"] * 4
 
 
-NO_SHARING = ["early_help_assessment"]
-
-
-def _triaged_and_allocated(received):
-    triaged, allocated, _ = case_events(received)
-    return [received, triaged, allocated], allocated.case_id
-
-
-def test_pupils_overrides_and_withdrawn_consent_decide_who_hears(notifications, receiver, publish):
+def test_overrides_and_withdrawn_consent_decide_what_a_team_member_hears(
+    notifications, receiver, publish, database_url
+):
+    """(The rule per family this replaced let any health partner hear of any family with
+    consent; see test_sharing_rule.py for the whole matrix.)"""
     app = notifications()
-    school, health = receiver(), receiver()
-    subscribe(app, SCHOOL, ["earlyhelp.case.*", "earlyhelp.plan.*"], school)
+    health = receiver()
     subscribe(app, HEALTH, ["earlyhelp.case.*", "earlyhelp.plan.*"], health)
 
-    # The school referred a pupil once; health later refers a family with the same UPN,
-    # without consent to share: the school hears of that case as its pupil's school.
-    publish(referral(upn="A123456789012"))
-    elsewhere, pupil_case = _triaged_and_allocated(
-        referral(
-            referrer=HEALTH,
-            referrer_type="health",
-            upn="A123456789012",
-            covers=["early_help_assessment"],
-        )
-    )
-    # Police refer without consent but with a safeguarding override: health may hear.
-    overridden, override_case = _triaged_and_allocated(
+    # Police refer without consent but with a safeguarding override; consent on another
+    # case that the family later withdraws by closing the case.
+    overridden = Case(
         referral(
             referrer=POLICE,
             referrer_type="police",
@@ -452,34 +456,34 @@ def test_pupils_overrides_and_withdrawn_consent_decide_who_hears(notifications, 
             override=True,
         )
     )
-    # Consent that is later withdrawn: health hears of the case until then.
-    withdrawn_referral = referral(referrer=POLICE, referrer_type="police", upn=None)
-    withdrawn, withdrawn_case = _triaged_and_allocated(withdrawn_referral)
-    ids = {"family_id": withdrawn_referral.family_id, "case_id": withdrawn_case}
-    closed = CaseClosed.example().model_copy(
-        update={
-            "reason": ClosureReason.CONSENT_WITHDRAWN,
-            "outcomes": (),
-            "closed_at": datetime.now(UTC),
-        }
-        | ids
-    )
-    for event in [*elsewhere, *overridden, *withdrawn]:
-        publish(event)
+    withdrawn = Case(referral(referrer=POLICE, referrer_type="police", upn=None))
+    for case in (overridden, withdrawn):
+        for event in [case.received, case.triaged(), case.member_added(HEALTH)]:
+            publish(event)
+        wait_until(lambda case=case: projected(database_url, "team_members", case.case_id) == 1)
+        publish(case.allocated())
 
     def cases(receiver):
         return {
             (r["event"]["data"]["case_id"], r["event"]["datacategory"]) for r in receiver.accepted()
         }
 
-    wait_until(lambda: len(school.accepted()) >= 1 and len(health.accepted()) >= 3)
+    wait_until(lambda: len(health.accepted()) >= 2)
+    closed = CaseClosed.example().model_copy(
+        update={
+            "reason": ClosureReason.CONSENT_WITHDRAWN,
+            "outcomes": (),
+            "closed_at": datetime.now(UTC),
+            "family_id": withdrawn.family_id,
+            "case_id": withdrawn.case_id,
+        }
+    )
     # Once consent is withdrawn nothing more is shared under it, the closure included.
     publish(closed)
-    time.sleep(1.5)  # the ordering window, fan-out and delivery: nothing else arrives
-    assert cases(school) == {(str(pupil_case), "case-status")}
+    wait_until(lambda: all_fanned_out(database_url, withdrawn.family_id))
+    time.sleep(0.5)  # delivery: nothing else arrives
     assert cases(health) == {
-        (str(pupil_case), "referral-status"),  # health's own referral
-        (str(override_case), "case-detail"),
-        (str(withdrawn_case), "case-detail"),
+        (str(overridden.case_id), "case-detail"),
+        (str(withdrawn.case_id), "case-detail"),
     }
     assert not [r for r in health.received if r["event"]["type"] == CaseClosed.event_type]
