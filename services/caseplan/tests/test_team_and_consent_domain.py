@@ -11,7 +11,6 @@ from hub.contracts.allocation import CaseAllocated
 from hub.contracts.caseplan import (
     CaseClosed,
     ConsentNarrowed,
-    ConsentRecorded,
     ConsentWithdrawn,
     SafeguardingOverrideEnded,
     SafeguardingOverrideRecorded,
@@ -159,7 +158,7 @@ def test_consent_given_in_the_future_is_refused():
     assert [e.field for e in refused.value.errors] == ["given_at"]
 
 
-def test_a_reopened_episode_starts_without_the_last_episodes_consent_or_override_but_keeps_the_team():
+def test_a_reopened_episode_starts_without_the_last_consent_or_override_but_keeps_the_team():
     case = _open(
         *_record(_open()),
         *_override(_open()),
