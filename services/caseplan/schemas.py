@@ -230,6 +230,10 @@ class TeamMemberSubmission(_Request):
 
 
 class TeamMemberRemoval(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "Health visiting work on the plan completed."}]}
+    )
+
     reason: Narrative | None = None
 
 
@@ -282,6 +286,10 @@ class ConsentNarrowing(_Request):
 
 
 class ConsentWithdrawal(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "Dad does not want agencies told any more."}]}
+    )
+
     reason: Narrative | None = None
 
 
@@ -305,6 +313,12 @@ class OverrideSubmission(_Request):
 
 
 class OverrideEnding(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"reason": "Mum has moved to a refuge; consent now asked for directly."}]
+        }
+    )
+
     reason: Narrative
 
 
