@@ -12,8 +12,9 @@ from caseplan.service import definition
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.dates import authority_date
 from hub.contracts.intake import ReferralReceived, ReferralTriaged
+from hub.replay import rebuild_projections
 from hub.tables import event_store
-from hub.testing import bearer
+from hub.testing import bearer, settings_for
 
 LEAD, MANAGER, CHAIR = "samira-okafor", "harlesden-team-manager", "brent-panel-chair"
 SCHOOL, HEALTH, POLICE = "harlesden-primary-school", "brent-health-visiting", "met-police-brent"
@@ -367,3 +368,35 @@ def test_a_provider_a_panel_commissioned_joins_the_team(service_client, publish)
         time.sleep(0.1)  # until the panel's package is projected
     assert added.status_code == 201, added.text
     assert added.json()["event"]["member_kind"] == "provider"
+
+
+def test_the_team_consent_and_schools_are_rebuilt_by_replay_as_they_were(
+    service_client, publish, database_url, kafka_bootstrap, tmp_path
+):
+    client = _client(service_client)
+    lead = _as(client, LEAD)
+    received, case_id = _referred_and_allocated(publish)
+    path = f"/v1/cases/{case_id}"
+    _wait(client, case_id, lambda v: v["consent"] is not None and v["team"])
+    review_date = (authority_date(datetime.now(UTC)) + timedelta(days=20)).isoformat()
+    for route, body in (
+        ("team", {"member_id": HEALTH, "role": "Health visitor"}),
+        ("consent/narrowing", {"purposes": ["referrer_feedback"]}),
+        ("schools", {"person_id": str(received.children[1].person_id), "school_id": SCHOOL}),
+    ):
+        assert client.post(f"{path}/{route}", json=body, headers=lead).status_code == 201
+    override = {"reason": "Risk to mum.", "review_date": review_date}
+    added = client.post(
+        f"{path}/safeguarding-override", json=override, headers=_as(client, MANAGER)
+    )
+    assert added.status_code == 201, added.text
+    before = client.get(path, headers=lead).json()
+    service_client.stop(client)
+
+    settings = settings_for("caseplan", database_url, kafka_bootstrap, tmp_path)
+    rebuild_projections(definition, settings, ["chronology", "cases"])
+
+    after = _client(service_client).get(path, headers=lead).json()
+    assert after == before
+    assert after["consent"]["status"] == "narrowed"
+    assert [m["member_id"] for m in after["team"]] == [HEALTH, SCHOOL]
