@@ -46,7 +46,8 @@ class ChronologyEntry(BaseModel):
 
 class InvolvedParty(BaseModel):
     kind: str = Field(
-        description="referrer, lead_professional, team, provider or social_care",
+        description="referrer, lead_professional, team, provider, social_care, team_member "
+        "or school",
         examples=["lead_professional"],
     )
     party_id: str
