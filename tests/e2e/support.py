@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from uuid import uuid4
 
@@ -69,10 +70,10 @@ class Accepted:
     location: str
     hub: Hub
 
-    @property
+    @cached_property
     def family_id(self) -> str:
         """The family the front door sees the referral in: the partner's 202 does not name
-        it (issue 14)."""
+        it (issue 14). Looked up once (each test's referrals are families of their own)."""
         response = httpx.get(
             self.hub.url("intake") + self.location, headers=self.hub.auth(STAFF), timeout=15
         )
