@@ -446,7 +446,14 @@ class Check:
 
     def follow(self, accepted: dict, timeout: float = 90) -> None:
         staff = self.token(STAFF)
-        family = accepted["family_id"]
+        # The partner's 202 names no family (issue 14): the front door's view of it does.
+        seen = self.http.get(
+            self.url("intake", f"/v1/referrals/{accepted['referral_id']}"),
+            headers={"Authorization": f"Bearer {staff}"},
+        )
+        if seen.status_code != 200:
+            raise CheckFailed(f"referral as staff: {seen.status_code} {seen.text}")
+        family = seen.json()["family_id"]
 
         def chronology() -> bool:
             response = self.http.get(

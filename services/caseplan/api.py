@@ -16,18 +16,28 @@ from caseplan.schemas import (
     CaseFilter,
     CaseList,
     CaseView,
+    ChildSchoolSubmission,
     Chronology,
     ClosureSubmission,
+    ConsentNarrowing,
+    ConsentSubmission,
+    ConsentWithdrawal,
     OutcomeSubmission,
+    OverrideEnding,
+    OverrideSubmission,
     PerformanceReport,
     Recorded,
     ReviewSubmission,
     StepDownSubmission,
     StepUpSubmission,
+    TeamMemberRemoval,
+    TeamMemberSubmission,
 )
 from caseplan.settings import CaseplanSettings, current_settings
+from hub.auth import Identities
 from hub.commands import run_command
 from hub.contracts.common import IsoDate
+from hub.contracts.identifiers import Slug
 from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import problem_responses
 from hub.http.scope import caller
@@ -41,6 +51,14 @@ router = APIRouter(prefix="/v1", tags=["cases"])
 Settings = Annotated[CaseplanSettings, Depends(current_settings)]
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 Reader = Annotated[Scope, Depends(caller("cases:read"))]
+
+
+async def partner_directory(runtime: RuntimeDep) -> Identities:
+    """The partners of the hub as the identities file names them now."""
+    return runtime.tokens.identities.current
+
+
+Directory = Annotated[Identities, Depends(partner_directory)]
 Worker = Annotated[Scope, Depends(caller("cases:write"))]
 IfMatch = Annotated[
     str | None,
@@ -139,12 +157,15 @@ async def get_case(
     response: Response,
     runtime: RuntimeDep,
     scope: Reader,
+    directory: Directory,
     now: Now,
 ) -> CaseView:
     """The `ETag` header is the case's version, for `If-Match` on the commands that change it.
-    A case outside the caller's localities and teams is a 404, as an unknown one."""
+    A case outside the caller's localities and teams is a 404, as an unknown one. `team`,
+    `consent`, `safeguarding_override` and `schools` show who may be told about the case
+    and under what, as they stand now."""
     view, etag = await run_query(
-        runtime, request, scope, lambda ctx: queries.case_view(ctx, case_id), now=now
+        runtime, request, scope, lambda ctx: queries.case_view(ctx, case_id, directory), now=now
     )
     response.headers["ETag"] = etag
     return view
@@ -382,6 +403,282 @@ async def close_case(
         request,
         scope,
         lambda ctx: commands.close_case(ctx, case_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
+# --- the team around the family, consent, overrides, schools ---------------------------
+
+_SHARING = problem_responses(401, 403, 404, 409, 413, 422)
+
+
+@router.post(
+    "/cases/{case_id}/team",
+    response_model=Recorded,
+    status_code=201,
+    responses=_SHARING,
+    summary="Add an organisation to the team around the family, with its role on the plan",
+    tags=["team around the family"],
+)
+async def add_team_member(
+    case_id: UUID,
+    submission: TeamMemberSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    directory: Directory,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """The case's lead professional or their manager only; the case must be open.
+    `member_id` is a partner's client id or a provider a panel has commissioned (else 422);
+    a member already on the team is a 409. Emits `earlyhelp.case.team_member_added.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.add_team_member(ctx, case_id, submission, directory),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
+@router.post(
+    "/cases/{case_id}/team/{member_id}/removal",
+    response_model=Recorded,
+    status_code=201,
+    responses=_SHARING,
+    summary="Take an organisation off the team around the family",
+    tags=["team around the family"],
+)
+async def remove_team_member(
+    case_id: UUID,
+    member_id: Slug,
+    submission: TeamMemberRemoval,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """The case's lead professional or their manager only, at any stage of the case. An
+    organisation not on the team (a referrer is on it by its referral, not removable) is a
+    409. Emits `earlyhelp.case.team_member_removed.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.remove_team_member(ctx, case_id, member_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
+@router.post(
+    "/cases/{case_id}/consent",
+    response_model=Recorded,
+    status_code=201,
+    responses=_SHARING,
+    summary="Record the family's consent for this case episode (it replaces what stands)",
+    tags=["consent"],
+)
+async def record_consent(
+    case_id: UUID,
+    submission: ConsentSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Anyone who works the case; not on a closed case. Emits
+    `earlyhelp.case.consent_recorded.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.record_consent(ctx, case_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
+@router.post(
+    "/cases/{case_id}/consent/narrowing",
+    response_model=Recorded,
+    status_code=201,
+    responses=_SHARING,
+    summary="The family withdrew consent for some purposes: what still stands",
+    tags=["consent"],
+)
+async def narrow_consent(
+    case_id: UUID,
+    submission: ConsentNarrowing,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """`purposes` must be fewer of those standing (422 otherwise); no consent standing is a
+    409. Emits `earlyhelp.case.consent_narrowed.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.narrow_consent(ctx, case_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
+@router.post(
+    "/cases/{case_id}/consent/withdrawal",
+    response_model=Recorded,
+    status_code=201,
+    responses=_SHARING,
+    summary="The family withdrew all consent for this case",
+    tags=["consent"],
+)
+async def withdraw_consent(
+    case_id: UUID,
+    submission: ConsentWithdrawal,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """At any stage of the case; no consent standing is a 409. Emits
+    `earlyhelp.case.consent_withdrawn.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.withdraw_consent(ctx, case_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
+@router.post(
+    "/cases/{case_id}/safeguarding-override",
+    response_model=Recorded,
+    status_code=201,
+    responses=_SHARING,
+    summary="Record (or renew) a safeguarding override: sharing without consent",
+    tags=["consent"],
+)
+async def record_override(
+    case_id: UUID,
+    submission: OverrideSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """The case's lead professional or their manager decides; `review_date` is after
+    today. Emits `earlyhelp.case.safeguarding_override_recorded.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.record_override(ctx, case_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
+@router.post(
+    "/cases/{case_id}/safeguarding-override/ending",
+    response_model=Recorded,
+    status_code=201,
+    responses=_SHARING,
+    summary="End the safeguarding override before its review date",
+    tags=["consent"],
+)
+async def end_override(
+    case_id: UUID,
+    submission: OverrideEnding,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """The case's lead professional or their manager; no override standing is a 409.
+    Emits `earlyhelp.case.safeguarding_override_ended.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.end_override(ctx, case_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
+@router.post(
+    "/cases/{case_id}/schools",
+    response_model=Recorded,
+    status_code=201,
+    responses=_SHARING,
+    summary="Record which school a child of the case attends",
+    tags=["team around the family"],
+)
+async def record_child_school(
+    case_id: UUID,
+    submission: ChildSchoolSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    directory: Directory,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Anyone who works the case. The child must be a child of the case's family and the
+    school a partner of type school (each named in a 422 otherwise). This, or the school
+    referring the child itself, is the only way a school becomes a child's school for
+    sharing. Emits `earlyhelp.case.child_school_recorded.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.record_child_school(ctx, case_id, submission, directory),
         now=now,
         payload=submission,
         idempotency_key=idempotency_key,

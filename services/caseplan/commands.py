@@ -19,13 +19,22 @@ from caseplan.schemas import (
     AssessmentDraftView,
     AssessmentRecorded,
     AssessmentSubmission,
+    ChildSchoolSubmission,
     ClosureSubmission,
+    ConsentNarrowing,
+    ConsentSubmission,
+    ConsentWithdrawal,
     OutcomeSubmission,
+    OverrideEnding,
+    OverrideSubmission,
     Recorded,
     ReviewSubmission,
     StepDownSubmission,
     StepUpSubmission,
+    TeamMemberRemoval,
+    TeamMemberSubmission,
 )
+from hub.auth import Identities
 from hub.commands import CommandContext, CommandResult
 from hub.contracts.base import EventData
 from hub.contracts.codes import PartnerOrganisationType
@@ -60,13 +69,15 @@ def _decide(
     ctx: CommandContext,
     case_id: UUID,
     decide: Callable[[domain.Case | None], list[EventData]],
+    access: Callable[..., object] = queries.workable_case,
 ) -> list:
     """The case worked by the caller, folded, decided on, appended after that version.
 
-    A concurrent command on the same case moves the stream on first: the append
+    `access` finds the case among those the caller may change (by default those they
+    work). A concurrent command on the same case moves the stream on first: the append
     then fails with ConcurrencyConflict, which the runner answers 409.
     """
-    queries.workable_case(ctx.conn, ctx.scope, case_id)
+    access(ctx.conn, ctx.scope, case_id)
     current = load(ctx, case_id)
     if current is not None:
         ctx.expect(current.version)
@@ -245,4 +256,141 @@ def close_case(ctx: CommandContext, case_id: UUID, submission: ClosureSubmission
         closed_at=ctx.now,
     )
     [event] = _decide(ctx, case_id, lambda c: domain.close(c, command))
+    return _recorded(event)
+
+
+# --- the team around the family -------------------------------------------------------
+# Changed by the case's lead professional and their managers only.
+
+
+def add_team_member(
+    ctx: CommandContext, case_id: UUID, submission: TeamMemberSubmission, directory: Identities
+) -> CommandResult:
+    command = domain.AddTeamMember(
+        case_id=case_id,
+        member_id=submission.member_id,
+        member_kind=queries.member_kind(ctx.conn, directory, submission.member_id),
+        role=submission.role,
+        added_by=ctx.scope.subject,
+        added_at=ctx.now,
+    )
+    [event] = _decide(
+        ctx, case_id, lambda c: domain.add_team_member(c, command), queries.managed_case
+    )
+    return _recorded(event)
+
+
+def remove_team_member(
+    ctx: CommandContext, case_id: UUID, member_id: str, submission: TeamMemberRemoval
+) -> CommandResult:
+    command = domain.RemoveTeamMember(
+        case_id=case_id,
+        member_id=member_id,
+        reason=submission.reason,
+        removed_by=ctx.scope.subject,
+        removed_at=ctx.now,
+    )
+    [event] = _decide(
+        ctx, case_id, lambda c: domain.remove_team_member(c, command), queries.managed_case
+    )
+    return _recorded(event)
+
+
+# --- consent and safeguarding overrides -----------------------------------------------
+# Consent is recorded by anyone who works the case; an override (sharing without consent)
+# is decided by the lead professional or their manager.
+
+
+def record_consent(
+    ctx: CommandContext, case_id: UUID, submission: ConsentSubmission
+) -> CommandResult:
+    command = domain.RecordConsent(
+        case_id=case_id,
+        given_by=submission.given_by,
+        given_at=submission.given_at,
+        purposes=tuple(submission.purposes),
+        recorded_by=ctx.scope.subject,
+        recorded_at=ctx.now,
+    )
+    [event] = _decide(ctx, case_id, lambda c: domain.record_consent(c, command))
+    return _recorded(event)
+
+
+def narrow_consent(
+    ctx: CommandContext, case_id: UUID, submission: ConsentNarrowing
+) -> CommandResult:
+    command = domain.NarrowConsent(
+        case_id=case_id,
+        purposes=tuple(submission.purposes),
+        reason=submission.reason,
+        opening=queries.opening_consent(ctx.conn, case_id),
+        narrowed_by=ctx.scope.subject,
+        narrowed_at=ctx.now,
+    )
+    [event] = _decide(ctx, case_id, lambda c: domain.narrow_consent(c, command))
+    return _recorded(event)
+
+
+def withdraw_consent(
+    ctx: CommandContext, case_id: UUID, submission: ConsentWithdrawal
+) -> CommandResult:
+    command = domain.WithdrawConsent(
+        case_id=case_id,
+        reason=submission.reason,
+        opening=queries.opening_consent(ctx.conn, case_id),
+        withdrawn_by=ctx.scope.subject,
+        withdrawn_at=ctx.now,
+    )
+    [event] = _decide(ctx, case_id, lambda c: domain.withdraw_consent(c, command))
+    return _recorded(event)
+
+
+def record_override(
+    ctx: CommandContext, case_id: UUID, submission: OverrideSubmission
+) -> CommandResult:
+    command = domain.RecordOverride(
+        case_id=case_id,
+        reason=submission.reason,
+        review_date=submission.review_date,
+        decided_by=ctx.scope.subject,
+        decided_at=ctx.now,
+    )
+    [event] = _decide(
+        ctx, case_id, lambda c: domain.record_override(c, command), queries.managed_case
+    )
+    return _recorded(event)
+
+
+def end_override(ctx: CommandContext, case_id: UUID, submission: OverrideEnding) -> CommandResult:
+    command = domain.EndOverride(
+        case_id=case_id, reason=submission.reason, ended_by=ctx.scope.subject, ended_at=ctx.now
+    )
+    [event] = _decide(ctx, case_id, lambda c: domain.end_override(c, command), queries.managed_case)
+    return _recorded(event)
+
+
+# --- a child's school -----------------------------------------------------------------
+
+
+def record_child_school(
+    ctx: CommandContext, case_id: UUID, submission: ChildSchoolSubmission, directory: Identities
+) -> CommandResult:
+    def decide(case: domain.Case | None) -> list[EventData]:
+        children = (
+            frozenset()
+            if case is None
+            else queries.children_of_family(ctx.conn, case.family_id, case_id)
+        )
+        command = domain.RecordChildSchool(
+            case_id=case_id,
+            person_id=submission.person_id,
+            school_id=submission.school_id,
+            children=children,
+            school_known=queries.is_school(directory, submission.school_id),
+            recorded_by=ctx.scope.subject,
+            recorded_at=ctx.now,
+        )
+        return domain.record_child_school(case, command)
+
+    [event] = _decide(ctx, case_id, decide)
     return _recorded(event)

@@ -32,6 +32,10 @@ from hub.contracts.caseplan import (
     CaseplanEvent,
     CaseSteppedDown,
     CaseSteppedUp,
+    ChildSchoolRecorded,
+    ConsentNarrowed,
+    ConsentRecorded,
+    ConsentWithdrawn,
     FamilyViews,
     IdentifiedNeed,
     NeedOutcome,
@@ -40,9 +44,14 @@ from hub.contracts.caseplan import (
     PlanActionAdded,
     PlanOutcomeAgreed,
     PlanReviewed,
+    SafeguardingOverrideEnded,
+    SafeguardingOverrideRecorded,
     SteppedDownChild,
+    TeamMemberAdded,
+    TeamMemberKind,
+    TeamMemberRemoved,
 )
-from hub.contracts.codes import CinFactor, ClosureReason, LevelOfNeed
+from hub.contracts.codes import CinFactor, ClosureReason, ConsentScope, LevelOfNeed
 from hub.contracts.common import SocialCareContact
 from hub.contracts.dates import authority_date
 from hub.refusals import Conflict, Invalid, NotFound, RefusedField
@@ -93,6 +102,40 @@ class CaseStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class TeamMember:
+    """An organisation on the team around the family, added by staff (an event)."""
+
+    member_id: str
+    member_kind: TeamMemberKind
+    role: str
+    added_at: datetime
+    added_by: str
+
+
+@dataclass(frozen=True)
+class StandingConsent:
+    """The family's consent as it stands for the episode. `given_by` and `given_at` are
+    unknown (None) when staff narrowed the consent the opening referral carried."""
+
+    purposes: tuple[ConsentScope, ...]
+    given_by: str | None = None
+    given_at: datetime | None = None
+    narrowed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SafeguardingOverride:
+    reason: str
+    decided_by: str
+    decided_at: datetime
+    review_date: date
+
+    def stands_on(self, day: date) -> bool:
+        """It lapses after its review date unless renewed."""
+        return day <= self.review_date
+
+
+@dataclass(frozen=True)
 class Case:
     case_id: UUID
     family_id: UUID
@@ -101,9 +144,29 @@ class Case:
     needs: tuple[IdentifiedNeed, ...] = ()
     assessed: bool = False
     plan_active: bool = False
+    # The team around the family and the children's schools stay with the case across
+    # episodes until staff change them; consent and an override belong to one episode.
+    team: tuple[TeamMember, ...] = ()
+    schools: tuple[tuple[UUID, str], ...] = ()
+    # False until staff record, narrow or withdraw consent in this episode: until then
+    # the consent of the referral that opened the episode stands (known to the caller).
+    consent_decided: bool = False
+    consent: StandingConsent | None = None
+    override: SafeguardingOverride | None = None
 
     def need(self, need_id: UUID) -> IdentifiedNeed | None:
         return next((n for n in self.needs if n.need_id == need_id), None)
+
+    def member(self, member_id: str) -> TeamMember | None:
+        return next((m for m in self.team if m.member_id == member_id), None)
+
+    def school_of(self, person_id: UUID) -> str | None:
+        return next((school for child, school in self.schools if child == person_id), None)
+
+    def standing_consent(self, opening: StandingConsent | None) -> StandingConsent | None:
+        """The consent that stands: staff's latest decision in this episode, else the
+        consent of the referral that opened it (`opening`)."""
+        return self.consent if self.consent_decided else opening
 
 
 # --- commands ------------------------------------------------------------------------
@@ -192,6 +255,82 @@ class CloseCase:
     achieved: tuple[tuple[UUID, bool], ...]
     closed_by: str
     closed_at: datetime
+
+
+@dataclass(frozen=True)
+class AddTeamMember:
+    case_id: UUID
+    member_id: str
+    member_kind: TeamMemberKind | None  # None: neither a partner nor a known provider
+    role: str
+    added_by: str
+    added_at: datetime
+
+
+@dataclass(frozen=True)
+class RemoveTeamMember:
+    case_id: UUID
+    member_id: str
+    reason: str | None
+    removed_by: str
+    removed_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordConsent:
+    case_id: UUID
+    given_by: str
+    given_at: datetime
+    purposes: tuple[ConsentScope, ...]
+    recorded_by: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class NarrowConsent:
+    case_id: UUID
+    purposes: tuple[ConsentScope, ...]
+    reason: str | None
+    opening: StandingConsent | None  # the opening referral's consent, if any
+    narrowed_by: str
+    narrowed_at: datetime
+
+
+@dataclass(frozen=True)
+class WithdrawConsent:
+    case_id: UUID
+    reason: str | None
+    opening: StandingConsent | None
+    withdrawn_by: str
+    withdrawn_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordOverride:
+    case_id: UUID
+    reason: str
+    review_date: date
+    decided_by: str
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class EndOverride:
+    case_id: UUID
+    reason: str
+    ended_by: str
+    ended_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordChildSchool:
+    case_id: UUID
+    person_id: UUID
+    school_id: str
+    children: frozenset[UUID]  # the children of the case's family
+    school_known: bool  # the school is a partner of type school
+    recorded_by: str
+    recorded_at: datetime
 
 
 def stream_id(case_id: UUID) -> str:
@@ -431,6 +570,211 @@ def close(case: Case | None, command: CloseCase) -> list[EventData]:
     ]
 
 
+# --- the team around the family, consent, overrides, schools --------------------------
+
+
+def add_team_member(case: Case | None, command: AddTeamMember) -> list[EventData]:
+    current = _workable(case, "given a team member")
+    if command.member_kind is None:
+        raise InvalidCommand(
+            [
+                InvalidField(
+                    "member_id",
+                    "is neither a partner of the hub nor a provider case plan knows",
+                    "unknown",
+                )
+            ]
+        )
+    if current.member(command.member_id) is not None:
+        raise CaseRuleBroken(
+            "already-a-member",
+            f"{command.member_id} is on the team of case {current.case_id} already",
+        )
+    return [
+        TeamMemberAdded(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            member_id=command.member_id,
+            member_kind=command.member_kind,
+            role=command.role,
+            added_at=command.added_at,
+            added_by=command.added_by,
+        )
+    ]
+
+
+def remove_team_member(case: Case | None, command: RemoveTeamMember) -> list[EventData]:
+    current = _existing(case)
+    if current.member(command.member_id) is None:
+        raise CaseRuleBroken(
+            "not-a-member",
+            f"{command.member_id} is not on the team of case {current.case_id}",
+        )
+    return [
+        TeamMemberRemoved(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            member_id=command.member_id,
+            removed_at=command.removed_at,
+            removed_by=command.removed_by,
+            reason=command.reason,
+        )
+    ]
+
+
+def record_consent(case: Case | None, command: RecordConsent) -> list[EventData]:
+    current = _open_or_stepped_up(case, "given consent")
+    if command.given_at > command.recorded_at:
+        raise InvalidCommand([InvalidField("given_at", "must not be in the future", "in_future")])
+    return [
+        ConsentRecorded(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            given_by=command.given_by,
+            given_at=command.given_at,
+            purposes=command.purposes,
+            recorded_at=command.recorded_at,
+            recorded_by=command.recorded_by,
+        )
+    ]
+
+
+def narrow_consent(case: Case | None, command: NarrowConsent) -> list[EventData]:
+    current = _existing(case)
+    standing = _consent_standing(current, command.opening)
+    if not set(command.purposes) < set(standing.purposes):
+        raise InvalidCommand(
+            [
+                InvalidField(
+                    "purposes",
+                    "must be fewer of the purposes that stand ("
+                    + ", ".join(p.value for p in standing.purposes)
+                    + "); record consent again to widen it",
+                    "not_narrower",
+                )
+            ]
+        )
+    return [
+        ConsentNarrowed(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            purposes=command.purposes,
+            narrowed_at=command.narrowed_at,
+            narrowed_by=command.narrowed_by,
+            reason=command.reason,
+        )
+    ]
+
+
+def withdraw_consent(case: Case | None, command: WithdrawConsent) -> list[EventData]:
+    current = _existing(case)
+    _consent_standing(current, command.opening)
+    return [
+        ConsentWithdrawn(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            withdrawn_at=command.withdrawn_at,
+            withdrawn_by=command.withdrawn_by,
+            reason=command.reason,
+        )
+    ]
+
+
+def record_override(case: Case | None, command: RecordOverride) -> list[EventData]:
+    """A new override; recorded again while one stands, it renews it."""
+    current = _open_or_stepped_up(case, "given a safeguarding override")
+    if command.review_date <= authority_date(command.decided_at):
+        raise InvalidCommand(
+            [InvalidField("review_date", "must be after today", "not_after_today")]
+        )
+    return [
+        SafeguardingOverrideRecorded(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            reason=command.reason,
+            decided_by=command.decided_by,
+            decided_at=command.decided_at,
+            review_date=command.review_date,
+        )
+    ]
+
+
+def end_override(case: Case | None, command: EndOverride) -> list[EventData]:
+    current = _existing(case)
+    override = current.override
+    if override is None or not override.stands_on(authority_date(command.ended_at)):
+        lapsed = "" if override is None else f" (it lapsed after {override.review_date})"
+        raise CaseRuleBroken(
+            "no-override", f"case {current.case_id} has no standing safeguarding override{lapsed}"
+        )
+    return [
+        SafeguardingOverrideEnded(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            ended_at=command.ended_at,
+            ended_by=command.ended_by,
+            reason=command.reason,
+        )
+    ]
+
+
+def record_child_school(case: Case | None, command: RecordChildSchool) -> list[EventData]:
+    current = _open_or_stepped_up(case, "given a child's school")
+    errors: list[InvalidField] = []
+    if command.person_id not in command.children:
+        errors.append(InvalidField("person_id", "is not a child of this case's family", "unknown"))
+    if not command.school_known:
+        errors.append(InvalidField("school_id", "is not a school partner of the hub", "unknown"))
+    if errors:
+        raise InvalidCommand(errors)
+    if current.school_of(command.person_id) == command.school_id:
+        raise CaseRuleBroken(
+            "school-already-recorded",
+            f"{command.school_id} is recorded as this child's school already",
+        )
+    return [
+        ChildSchoolRecorded(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            person_id=command.person_id,
+            school_id=command.school_id,
+            recorded_at=command.recorded_at,
+            recorded_by=command.recorded_by,
+        )
+    ]
+
+
+def _consent_standing(case: Case, opening: StandingConsent | None) -> StandingConsent:
+    standing = case.standing_consent(opening)
+    if standing is None:
+        raise CaseRuleBroken(
+            "no-consent", f"case {case.case_id} has no consent standing in this episode"
+        )
+    return standing
+
+
+def _existing(case: Case | None) -> Case:
+    if case is None:
+        raise CaseNotFound("")
+    return case
+
+
+def _open_or_stepped_up(case: Case | None, action: str) -> Case:
+    """Consent, overrides and schools are still recorded on a case stepped up (social care
+    works with the family and the partners), never on a closed one."""
+    current = _existing(case)
+    if current.status is CaseStatus.CLOSED:
+        raise CaseRuleBroken(
+            "case-closed", f"case {current.case_id} is closed and cannot be {action}"
+        )
+    if current.status is CaseStatus.AWAITING_ALLOCATION:
+        raise CaseRuleBroken(
+            "case-not-allocated",
+            f"case {current.case_id} has not been allocated yet and cannot be {action}",
+        )
+    return current
+
+
 def _workable(case: Case | None, action: str) -> Case:
     """The case, if it is open to practitioners' work; otherwise why not."""
     if case is None:
@@ -482,8 +826,15 @@ def apply(current: Case | None, event: EventData) -> Case:
             return Case(event.case_id, event.family_id, CaseStatus.OPEN)
         if opens_episode(current, event):
             # After closure this is a re-referral reopening the case: a new episode
-            # that needs its own assessment and plan.
-            return Case(current.case_id, current.family_id, CaseStatus.OPEN, current.version)
+            # that needs its own assessment and plan, and its own consent.
+            return Case(
+                current.case_id,
+                current.family_id,
+                CaseStatus.OPEN,
+                current.version,
+                team=current.team,
+                schools=current.schools,
+            )
         return current  # a reallocation changes the lead professional, no rule here
     if isinstance(event, PanelDecisionRecorded):
         if current is None:
@@ -509,6 +860,43 @@ def apply(current: Case | None, event: EventData) -> Case:
         return replace(current, status=CaseStatus.CLOSED)
     if isinstance(event, PlanActionAdded | PlanOutcomeAgreed | PlanReviewed):
         return current
+    return _apply_sharing(current, event)
+
+
+def _apply_sharing(current: Case, event: CaseplanEvent) -> Case:
+    """The team, consent, override and schools after one of their events."""
+    if isinstance(event, TeamMemberAdded):
+        member = TeamMember(
+            event.member_id, event.member_kind, event.role, event.added_at, event.added_by
+        )
+        return replace(current, team=(*current.team, member))
+    if isinstance(event, TeamMemberRemoved):
+        team = tuple(m for m in current.team if m.member_id != event.member_id)
+        return replace(current, team=team)
+    if isinstance(event, ConsentRecorded):
+        consent = StandingConsent(event.purposes, event.given_by, event.given_at)
+        return replace(current, consent_decided=True, consent=consent)
+    if isinstance(event, ConsentNarrowed):
+        earlier = current.consent if current.consent_decided else None
+        consent = StandingConsent(
+            event.purposes,
+            earlier.given_by if earlier else None,
+            earlier.given_at if earlier else None,
+            narrowed_at=event.narrowed_at,
+        )
+        return replace(current, consent_decided=True, consent=consent)
+    if isinstance(event, ConsentWithdrawn):
+        return replace(current, consent_decided=True, consent=None)
+    if isinstance(event, SafeguardingOverrideRecorded):
+        override = SafeguardingOverride(
+            event.reason, event.decided_by, event.decided_at, event.review_date
+        )
+        return replace(current, override=override)
+    if isinstance(event, SafeguardingOverrideEnded):
+        return replace(current, override=None)
+    if isinstance(event, ChildSchoolRecorded):
+        schools = tuple((c, s) for c, s in current.schools if c != event.person_id)
+        return replace(current, schools=(*schools, (event.person_id, event.school_id)))
     raise ValueError(f"a case does not follow {event.event_type}")
 
 

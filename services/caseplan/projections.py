@@ -33,7 +33,14 @@ from sqlalchemy import (
 )
 
 from caseplan import domain
-from caseplan.domain import Case, CaseStatus, add_months
+from caseplan.domain import (
+    Case,
+    CaseStatus,
+    SafeguardingOverride,
+    StandingConsent,
+    TeamMember,
+    add_months,
+)
 from caseplan.settings import caseplan_settings
 from hub.clock import utc_now
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
@@ -42,12 +49,21 @@ from hub.contracts.caseplan import (
     CaseClosed,
     CaseSteppedDown,
     CaseSteppedUp,
+    ChildSchoolRecorded,
+    ConsentNarrowed,
+    ConsentRecorded,
+    ConsentWithdrawn,
     IdentifiedNeed,
     PlanActionAdded,
     PlanOutcomeAgreed,
     PlanReviewed,
+    SafeguardingOverrideEnded,
+    SafeguardingOverrideRecorded,
+    TeamMemberAdded,
+    TeamMemberKind,
+    TeamMemberRemoved,
 )
-from hub.contracts.codes import TriageRoute
+from hub.contracts.codes import ConsentScope, TriageRoute
 from hub.contracts.intake import (
     MatchConfirmed,
     MatchRejected,
@@ -112,6 +128,11 @@ family_referrals = Table(
     # (0006) Who referred: their involvement with the family follows the referral when the
     # front door moves it.
     Column("referrer_id", String(200), nullable=True),
+    # (0007) The family's consent the referral carried (JSON: given_by, given_at, covers),
+    # and whether its triage joined an open case: the consent of the referral that opened
+    # a case's episode stands until staff record, narrow or withdraw it.
+    Column("consent", Text, nullable=True),
+    Column("joins_open_case", Boolean, nullable=True),
 )
 Index("ix_family_referrals_case", family_referrals.c.case_id)
 
@@ -125,6 +146,7 @@ early_triages = Table(
     Column("route", String(40), nullable=False),
     Column("locality", String(100), nullable=True),
     Column("case_id", String(36), nullable=True),
+    Column("joins_open_case", Boolean, nullable=True),  # (0007)
 )
 
 # The family each referral belongs to now, when the front door has moved it (a match
@@ -245,6 +267,7 @@ def _referral_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
                 ]
             ),
             "referrer_id": referrer.organisation_id if referrer is not None else None,
+            "consent": event.consent.model_dump_json() if event.consent is not None else None,
         },
     )
     triage = conn.execute(
@@ -259,6 +282,7 @@ def _referral_received(conn, event: ReferralReceived, meta: EventMeta) -> None:
                 route=triage.route,
                 locality=triage.locality,
                 case_id=triage.case_id,
+                joins_open_case=triage.joins_open_case,
             )
         )
         conn.execute(delete(early_triages).where(early_triages.c.referral_id == triage.referral_id))
@@ -306,6 +330,7 @@ def _referral_triaged(conn, event: ReferralTriaged, meta: EventMeta) -> None:
         "route": event.route.value,
         "locality": event.locality,
         "case_id": str(event.case_id) if event.case_id else None,
+        "joins_open_case": event.joins_open_case,
     }
     known = conn.execute(
         update(family_referrals)
@@ -571,6 +596,88 @@ def _case_closed(conn, event: CaseClosed, meta: EventMeta) -> None:
     )
 
 
+# The team around the family, consent, overrides and schools: codes, ids and dates only
+# (the role on the plan and the reasons are free text, and stay in the case view).
+
+
+@chronology.on(TeamMemberAdded)
+def _team_member_added(conn, event: TeamMemberAdded, meta: EventMeta) -> None:
+    _involve(conn, meta, "team_member", event.member_id, event.member_id, event.member_kind.value)
+    _record(
+        conn,
+        meta,
+        actor=event.added_by,
+        summary=f"{event.member_id} ({event.member_kind.value}) joined the team around the family",
+    )
+
+
+@chronology.on(TeamMemberRemoved)
+def _team_member_removed(conn, event: TeamMemberRemoved, meta: EventMeta) -> None:
+    _record(
+        conn,
+        meta,
+        actor=event.removed_by,
+        summary=f"{event.member_id} left the team around the family",
+    )
+
+
+def _purposes(purposes) -> str:
+    return ", ".join(purpose.value for purpose in purposes)
+
+
+@chronology.on(ConsentRecorded)
+def _consent_recorded(conn, event: ConsentRecorded, meta: EventMeta) -> None:
+    _record(
+        conn,
+        meta,
+        actor=event.recorded_by,
+        summary=f"Consent recorded for this case, given {event.given_at.date().isoformat()}: "
+        f"{_purposes(event.purposes)}",
+    )
+
+
+@chronology.on(ConsentNarrowed)
+def _consent_narrowed(conn, event: ConsentNarrowed, meta: EventMeta) -> None:
+    _record(
+        conn,
+        meta,
+        actor=event.narrowed_by,
+        summary=f"Consent narrowed; it now covers: {_purposes(event.purposes)}",
+    )
+
+
+@chronology.on(ConsentWithdrawn)
+def _consent_withdrawn(conn, event: ConsentWithdrawn, meta: EventMeta) -> None:
+    _record(conn, meta, actor=event.withdrawn_by, summary="Consent withdrawn for this case")
+
+
+@chronology.on(SafeguardingOverrideRecorded)
+def _override_recorded(conn, event: SafeguardingOverrideRecorded, meta: EventMeta) -> None:
+    _record(
+        conn,
+        meta,
+        actor=event.decided_by,
+        summary=f"Safeguarding override recorded, to be reviewed by "
+        f"{event.review_date.isoformat()}",
+    )
+
+
+@chronology.on(SafeguardingOverrideEnded)
+def _override_ended(conn, event: SafeguardingOverrideEnded, meta: EventMeta) -> None:
+    _record(conn, meta, actor=event.ended_by, summary="Safeguarding override ended")
+
+
+@chronology.on(ChildSchoolRecorded)
+def _child_school(conn, event: ChildSchoolRecorded, meta: EventMeta) -> None:
+    _involve(conn, meta, "school", event.school_id, event.school_id, None)
+    _record(
+        conn,
+        meta,
+        actor=event.recorded_by,
+        summary=f"School recorded for child {event.person_id}: {event.school_id}",
+    )
+
+
 def _contact(practitioner) -> str:
     return ", ".join(
         part for part in (practitioner.role, practitioner.email, practitioner.phone) if part
@@ -724,12 +831,61 @@ _REOPENED = {
 
 def _state_record(case: Case) -> dict[str, Any]:
     """The domain's case as the view row keeps it (its status is the row's own column)."""
+    consent = case.consent
+    override = case.override
     return {
         "version": case.version,
         "needs": [json.loads(need.model_dump_json()) for need in case.needs],
         "assessed": case.assessed,
         "plan_active": case.plan_active,
+        "team": [
+            {
+                "member_id": m.member_id,
+                "member_kind": m.member_kind.value,
+                "role": m.role,
+                "added_at": m.added_at.isoformat(),
+                "added_by": m.added_by,
+            }
+            for m in case.team
+        ],
+        "schools": [[str(child), school] for child, school in case.schools],
+        "consent_decided": case.consent_decided,
+        "consent": None
+        if consent is None
+        else {
+            "purposes": [p.value for p in consent.purposes],
+            "given_by": consent.given_by,
+            "given_at": _iso_time(consent.given_at),
+            "narrowed_at": _iso_time(consent.narrowed_at),
+        },
+        "override": None
+        if override is None
+        else {
+            "reason": override.reason,
+            "decided_by": override.decided_by,
+            "decided_at": override.decided_at.isoformat(),
+            "review_date": override.review_date.isoformat(),
+        },
     }
+
+
+def _iso_time(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def standing_consent_of(record: Mapping[str, Any] | None) -> StandingConsent | None:
+    if record is None:
+        return None
+    return StandingConsent(
+        purposes=tuple(ConsentScope(p) for p in record["purposes"]),
+        given_by=record["given_by"],
+        given_at=_time(record["given_at"]),
+        narrowed_at=_time(record["narrowed_at"]),
+    )
 
 
 def _case_of(row: Mapping[str, Any], detail: Mapping[str, Any]) -> Case:
@@ -742,6 +898,28 @@ def _case_of(row: Mapping[str, Any], detail: Mapping[str, Any]) -> Case:
         needs=tuple(IdentifiedNeed.model_validate(need) for need in state["needs"]),
         assessed=state["assessed"],
         plan_active=state["plan_active"],
+        # Kept before 0007 (issue 14): no team, schools, consent or override yet.
+        team=tuple(
+            TeamMember(
+                m["member_id"],
+                TeamMemberKind(m["member_kind"]),
+                m["role"],
+                datetime.fromisoformat(m["added_at"]),
+                m["added_by"],
+            )
+            for m in state.get("team", ())
+        ),
+        schools=tuple((UUID(child), school) for child, school in state.get("schools", ())),
+        consent_decided=state.get("consent_decided", False),
+        consent=standing_consent_of(state.get("consent")),
+        override=None
+        if state.get("override") is None
+        else SafeguardingOverride(
+            state["override"]["reason"],
+            state["override"]["decided_by"],
+            datetime.fromisoformat(state["override"]["decided_at"]),
+            date.fromisoformat(state["override"]["review_date"]),
+        ),
     )
 
 
@@ -950,6 +1128,14 @@ for _event_class in (
     CaseSteppedUp,
     CaseSteppedDown,
     CaseClosed,
+    TeamMemberAdded,
+    TeamMemberRemoved,
+    ConsentRecorded,
+    ConsentNarrowed,
+    ConsentWithdrawn,
+    SafeguardingOverrideRecorded,
+    SafeguardingOverrideEnded,
+    ChildSchoolRecorded,
 ):
     case_register.on(_event_class)(_on_case_event)
 

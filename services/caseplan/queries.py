@@ -24,11 +24,13 @@ from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, or_
 from caseplan import domain
 from caseplan.projections import (
     assessment_drafts,
+    case_inputs,
     case_reviews,
     cases,
     chronology_entries,
     family_involvement,
     family_referrals,
+    standing_consent_of,
 )
 from caseplan.schemas import (
     AssessmentDraftView,
@@ -37,15 +39,23 @@ from caseplan.schemas import (
     CaseList,
     CaseSummary,
     CaseView,
+    ChildSchoolView,
     Chronology,
     ChronologyEntry,
+    ConsentView,
     InvolvedParty,
     LeadProfessional,
     Median,
+    OverrideView,
     PerformanceReport,
+    TeamMemberView,
 )
+from hub.auth import Identities
 from hub.commands import etag
-from hub.contracts.caseplan import IdentifiedNeed
+from hub.contracts.caseplan import CaseSteppedDown, IdentifiedNeed, TeamMemberKind
+from hub.contracts.codes import PartnerOrganisationType
+from hub.contracts.common import Consent
+from hub.contracts.dates import authority_date
 from hub.queries import QueryContext
 from hub.refusals import Forbidden, Invalid, NotFound
 from hub.scope import Scope
@@ -89,6 +99,19 @@ def workable(scope: Scope) -> ColumnElement[bool]:
     return or_(led_by(scope), cases.c.team_id.in_(scope.teams), managed)
 
 
+def leads_or_manages(scope: Scope) -> ColumnElement[bool]:
+    """The cases whose team around the family and safeguarding override the caller may
+    change: those they lead, and (managers) those of their localities, or every case for a
+    manager across the authority."""
+    if not scope.is_staff:
+        return false()
+    if not scope.has_role(MANAGER_ROLE):
+        return led_by(scope)
+    if scope.authority_wide:
+        return true()
+    return or_(led_by(scope), cases.c.locality.in_(scope.localities))
+
+
 def family_visible(scope: Scope, family_id: UUID) -> ColumnElement[bool]:
     """A family is in scope when one of its cases, or one of its referrals' localities, is."""
     if not scope.is_staff:
@@ -128,6 +151,103 @@ def workable_case(conn: Connection, scope: Scope, case_id: UUID) -> Any:
             resource=("case", str(case_id)),
         )
     return row
+
+
+def managed_case(conn: Connection, scope: Scope, case_id: UUID) -> Any:
+    """The case's row when the caller leads or manages it; 403 when they only see it."""
+    row = conn.execute(
+        select(cases.c.case_id, cases.c.locality, leads_or_manages(scope).label("ok")).where(
+            cases.c.case_id == str(case_id), visible(scope)
+        )
+    ).first()
+    if row is None:
+        raise no_case(case_id)
+    if not row.ok:
+        raise Forbidden(
+            f"The team and safeguarding overrides of case {case_id} are changed by its lead "
+            f"professional and the managers of {row.locality}.",
+            resource=("case", str(case_id)),
+        )
+    return row
+
+
+# --- what decisions on the team, consent and schools need to know ---------------------
+
+
+def partner_type(directory: Identities, client_id: str) -> str | None:
+    """The organisation type of a partner of the hub; None for anyone else."""
+    client = directory.client(client_id)
+    if client is None or client.kind != "partner" or client.organisation_type is None:
+        return None
+    return client.organisation_type.value
+
+
+def member_kind(conn: Connection, directory: Identities, member_id: str) -> TeamMemberKind | None:
+    """A partner in the identities file, or a provider case plan knows from the packages
+    panels agreed (allocation's registry reaches case plan only through them)."""
+    if partner_type(directory, member_id) is not None:
+        return TeamMemberKind.PARTNER
+    known = conn.execute(
+        select(family_involvement.c.party_id)
+        .where(family_involvement.c.kind == "provider", family_involvement.c.party_id == member_id)
+        .limit(1)
+    ).first()
+    return TeamMemberKind.PROVIDER if known is not None else None
+
+
+def is_school(directory: Identities, client_id: str) -> bool:
+    return partner_type(directory, client_id) == PartnerOrganisationType.SCHOOL.value
+
+
+def children_of_family(conn: Connection, family_id: UUID, case_id: UUID) -> frozenset[UUID]:
+    """The children the family's referrals named, and those social care stepped down."""
+    children: set[UUID] = set()
+    for (listed,) in conn.execute(
+        select(family_referrals.c.children).where(family_referrals.c.family_id == str(family_id))
+    ):
+        children.update(UUID(child["person_id"]) for child in json.loads(listed))
+    for (data,) in conn.execute(
+        select(case_inputs.c.data_json).where(
+            case_inputs.c.case_id == str(case_id),
+            case_inputs.c.event_type == CaseSteppedDown.event_type,
+        )
+    ):
+        children.update(
+            child.person_id for child in CaseSteppedDown.model_validate_json(data).children
+        )
+    return frozenset(children)
+
+
+def opening_referral(
+    conn: Connection, case_id: UUID, opened_at: datetime | None
+) -> tuple[str, domain.StandingConsent | None] | None:
+    """The referral whose triage opened the case's current episode (the latest that did not
+    join an open case, triaged by the time the episode opened) and the consent it carried."""
+    referral = family_referrals.c
+    query = select(referral.referral_id, referral.consent).where(
+        referral.case_id == str(case_id), referral.joins_open_case.is_(False)
+    )
+    if opened_at is not None:
+        query = query.where(referral.triaged_at <= opened_at)
+    row = conn.execute(
+        query.order_by(referral.triaged_at.desc(), referral.referral_id.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    if row.consent is None:
+        return row.referral_id, None
+    consent = Consent.model_validate_json(row.consent)
+    return row.referral_id, domain.StandingConsent(
+        purposes=consent.covers, given_by=consent.given_by, given_at=consent.given_at
+    )
+
+
+def opening_consent(conn: Connection, case_id: UUID) -> domain.StandingConsent | None:
+    opened_at = conn.execute(
+        select(cases.c.opened_at).where(cases.c.case_id == str(case_id))
+    ).scalar()
+    opening = opening_referral(conn, case_id, opened_at)
+    return opening[1] if opening else None
 
 
 # --- the chronology -------------------------------------------------------------------
@@ -226,7 +346,9 @@ def case_list(
     return CaseList(items=[_summary(row, ctx.now) for row in rows])
 
 
-def case_view(ctx: QueryContext, case_id: UUID) -> tuple[CaseView, str]:
+def case_view(
+    ctx: QueryContext, case_id: UUID, directory: Identities | None = None
+) -> tuple[CaseView, str]:
     """The case and its `ETag` (its version, for `If-Match`)."""
     version = EventStore.stream_version(ctx.conn, domain.stream_id(case_id))
     row = ctx.conn.execute(
@@ -255,8 +377,93 @@ def case_view(ctx: QueryContext, case_id: UUID) -> tuple[CaseView, str]:
         step_down=detail["step_down"],
         closure=detail["closure"],
         earlier_episodes=detail["episodes"],
+        **_sharing_view(ctx, row, detail.get("case", {}), directory),
     )
     return view, etag(version)
+
+
+def _sharing_view(
+    ctx: QueryContext, row: Any, state: dict[str, Any], directory: Identities | None
+) -> dict[str, Any]:
+    """The team around the family, consent, override and schools of the case's view."""
+
+    def name_of(client_id: str) -> str | None:
+        client = directory.client(client_id) if directory is not None else None
+        return client.name if client is not None and client.kind == "partner" else None
+
+    team = [
+        TeamMemberView(**member, name=name_of(member["member_id"]), source="team")
+        for member in state.get("team", ())
+    ]
+    referrers = ctx.conn.execute(
+        select(family_referrals.c.referrer_id, func.min(family_referrals.c.received_at))
+        .where(
+            family_referrals.c.case_id == row.case_id, family_referrals.c.referrer_id.is_not(None)
+        )
+        .group_by(family_referrals.c.referrer_id)
+        .order_by(family_referrals.c.referrer_id)
+    ).all()
+    team += [
+        TeamMemberView(
+            member_id=referrer_id,
+            member_kind=TeamMemberKind.PARTNER,
+            name=name_of(referrer_id),
+            role="referrer",
+            source="referral",
+            added_at=received_at,
+            added_by=None,
+        )
+        for referrer_id, received_at in referrers
+    ]
+    consent: ConsentView | None = None
+    if state.get("consent_decided"):
+        standing = standing_consent_of(state.get("consent"))
+        consent = (
+            ConsentView(
+                status="withdrawn",
+                source="recorded",
+                referral_id=None,
+                given_by=None,
+                given_at=None,
+                purposes=[],
+            )
+            if standing is None
+            else ConsentView(
+                status="narrowed" if standing.narrowed_at else "given",
+                source="recorded",
+                referral_id=None,
+                given_by=standing.given_by,
+                given_at=standing.given_at,
+                purposes=list(standing.purposes),
+                narrowed_at=standing.narrowed_at,
+            )
+        )
+    elif (opening := opening_referral(ctx.conn, UUID(row.case_id), row.opened_at)) is not None:
+        referral_id, standing = opening
+        if standing is not None:
+            consent = ConsentView(
+                status="given",
+                source="referral",
+                referral_id=referral_id,
+                given_by=standing.given_by,
+                given_at=standing.given_at,
+                purposes=list(standing.purposes),
+            )
+    override = state.get("override")
+    return {
+        "team": team,
+        "consent": consent,
+        "safeguarding_override": None
+        if override is None
+        else OverrideView(
+            **override,
+            stands=authority_date(ctx.now) <= date.fromisoformat(override["review_date"]),
+        ),
+        "schools": [
+            ChildSchoolView(person_id=child, school_id=school, school_name=name_of(school))
+            for child, school in state.get("schools", ())
+        ],
+    }
 
 
 def _summary(row: Any, now: datetime) -> CaseSummary:

@@ -14,13 +14,17 @@ from hub.contracts.caseplan import FamilyViews, NeedProgress, PersonAssessment
 from hub.contracts.codes import (
     CinFactor,
     ClosureReason,
+    ConsentScope,
     LevelOfNeed,
     SupportingFamiliesOutcome,
 )
 from hub.contracts.common import (
+    Actor,
     DateOfBirth,
     IsoDate,
+    Name,
     Narrative,
+    PastDateTime,
     ShortText,
     SocialCareContact,
     check_cin_factors,
@@ -42,7 +46,8 @@ class ChronologyEntry(BaseModel):
 
 class InvolvedParty(BaseModel):
     kind: str = Field(
-        description="referrer, lead_professional, team, provider or social_care",
+        description="referrer, lead_professional, team, provider, social_care, team_member "
+        "or school",
         examples=["lead_professional"],
     )
     party_id: str
@@ -202,6 +207,184 @@ class ClosureSubmission(_Request):
         return outcomes
 
 
+# --- the team around the family, consent, overrides, schools ----------------------------
+
+
+class TeamMemberSubmission(_Request):
+    """An organisation joins the team around the family, with what it does on the plan."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "member_id": "brent-health-visiting",
+                    "role": "Health visitor for the youngest child; sleep and feeding plan.",
+                }
+            ]
+        }
+    )
+
+    member_id: Slug = Field(
+        description="A partner's client id, or the id of a provider a panel has commissioned."
+    )
+    role: ShortText = Field(description="What the organisation does on the plan.")
+
+
+class TeamMemberRemoval(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "Health visiting work on the plan completed."}]}
+    )
+
+    reason: Narrative | None = None
+
+
+def _each_purpose_once(purposes: list[ConsentScope]) -> list[ConsentScope]:
+    if repeated := duplicates(purposes):
+        raise ValueError(f"{repeated[0]} is given more than once")
+    return purposes
+
+
+class ConsentSubmission(_Request):
+    """The family's consent for this case episode; it replaces any consent standing."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "given_by": "Leila Hassan",
+                    "given_at": "2025-06-09T16:00:00Z",
+                    "purposes": ["share_with_partner_agencies", "referrer_feedback"],
+                }
+            ]
+        }
+    )
+
+    given_by: Name = Field(description="The parent, carer or young person who consented.")
+    given_at: PastDateTime
+    purposes: list[ConsentScope] = Field(min_length=1)
+
+    _once = field_validator("purposes")(_each_purpose_once)
+
+
+class ConsentNarrowing(_Request):
+    """The purposes that still stand: fewer than those standing now."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "purposes": ["referrer_feedback"],
+                    "reason": "Mum no longer wants the GP practice told about the plan.",
+                }
+            ]
+        }
+    )
+
+    purposes: list[ConsentScope] = Field(min_length=1)
+    reason: Narrative | None = None
+
+    _once = field_validator("purposes")(_each_purpose_once)
+
+
+class ConsentWithdrawal(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "Dad does not want agencies told any more."}]}
+    )
+
+    reason: Narrative | None = None
+
+
+class OverrideSubmission(_Request):
+    """Sharing without (or beyond) consent because asking would put a child at risk."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "reason": "Asking dad for consent would alert him to the domestic abuse "
+                    "disclosure and put mum and the children at risk.",
+                    "review_date": "2025-07-11",
+                }
+            ]
+        }
+    )
+
+    reason: Narrative
+    review_date: IsoDate = Field(description="After today; the override lapses after it.")
+
+
+class OverrideEnding(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"reason": "Mum has moved to a refuge; consent now asked for directly."}]
+        }
+    )
+
+    reason: Narrative
+
+
+class ChildSchoolSubmission(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "person_id": "c1a2b3c4-d5e6-4f70-8a91-b2c3d4e5f601",
+                    "school_id": "harlesden-primary-school",
+                }
+            ]
+        }
+    )
+
+    person_id: UUID = Field(description="A child of the case's family.")
+    school_id: Slug = Field(description="The client id of a school partner.")
+
+
+class TeamMemberView(BaseModel):
+    member_id: str
+    member_kind: events.TeamMemberKind
+    name: str | None = Field(description="The partner's name, when the hub knows it.")
+    role: str = Field(description="Its role on the plan; `referrer` for a referrer.")
+    source: str = Field(
+        description="`team`: added by staff; `referral`: the referrer, on the team for "
+        "feedback on its referral from the start.",
+        examples=["team"],
+    )
+    added_at: datetime | None
+    added_by: Actor | None
+
+
+class ConsentView(BaseModel):
+    status: str = Field(
+        description="`given` (from the opening referral or recorded by staff), `narrowed`, "
+        "or `withdrawn`.",
+        examples=["given"],
+    )
+    source: str = Field(
+        description="`referral`: the consent of the referral that opened this episode; "
+        "`recorded`: staff recorded, narrowed or withdrew it.",
+        examples=["referral"],
+    )
+    referral_id: UUID | None = Field(description="The opening referral, for `referral`.")
+    given_by: str | None
+    given_at: datetime | None
+    purposes: list[ConsentScope]
+    narrowed_at: datetime | None = None
+
+
+class OverrideView(BaseModel):
+    reason: str
+    decided_by: str
+    decided_at: datetime
+    review_date: date
+    stands: bool = Field(description="False once its review date has passed.")
+
+
+class ChildSchoolView(BaseModel):
+    person_id: UUID
+    school_id: str
+    school_name: str | None
+
+
 class Recorded(BaseModel):
     """What a command on a case recorded."""
 
@@ -240,6 +423,15 @@ class CaseView(CaseSummary):
     step_down: dict[str, Any] | None
     closure: dict[str, Any] | None
     earlier_episodes: list[dict[str, Any]]
+    team: list[TeamMemberView] = Field(
+        description="The team around the family: organisations staff added, and the "
+        "referrers (role `referrer`)."
+    )
+    consent: ConsentView | None = Field(
+        description="The family's consent for this episode; absent when none was ever given."
+    )
+    safeguarding_override: OverrideView | None
+    schools: list[ChildSchoolView] = Field(description="Children's schools staff recorded.")
 
 
 class CaseList(BaseModel):

@@ -18,6 +18,8 @@ from intake import commands, queries
 from intake.schemas import (
     MatchDecision,
     MatchingRecorded,
+    PartnerReferralQueue,
+    PartnerReferralView,
     QueueStatus,
     ReferralAccepted,
     ReferralQueue,
@@ -61,7 +63,7 @@ async def submit_referral(
 
     The referring organisation is the one the bearer token belongs to. Each child is
     matched to the people the hub already knows (NHS number, then UPN, then name, date
-    of birth and postcode), so `family_id` may be a family the hub knew before. A
+    of birth and postcode); which family that is stays with the front door. A
     low-graded police notification is held for information (status
     `held_for_information`) until enough accumulate for the family to be triaged.
     """
@@ -78,17 +80,19 @@ async def submit_referral(
 
 @router.get(
     "/referrals/{referral_id}",
-    response_model=ReferralView,
+    response_model=ReferralView | PartnerReferralView,
     responses=problem_responses(401, 403, 404),
     summary="What happened to a referral",
 )
 async def get_referral(
     referral_id: UUID, request: Request, runtime: RuntimeDep, scope: Reader, now: Now
-) -> ReferralView:
+) -> ReferralView | PartnerReferralView:
     """Where the referral is: received; triaged, with the level of need, route, locality
     and case; allocated, with the lead professional's contact; or withdrawn.
 
-    A partner sees its own referrals only; front-door staff see every referral.
+    A partner sees its own referrals only, and nothing about the family beyond them
+    (`PartnerReferralView`: no family id, no word of an open case it joined); front-door
+    staff see every referral with its family and matching (`ReferralView`).
     """
     return await run_query(
         runtime, request, scope, lambda ctx: queries.referral(ctx, referral_id), now=now
@@ -97,7 +101,7 @@ async def get_referral(
 
 @router.get(
     "/referrals",
-    response_model=ReferralQueue,
+    response_model=ReferralQueue | PartnerReferralQueue,
     responses=problem_responses(401, 403),
     summary="The triage queue, and referrals by status",
 )
@@ -114,12 +118,13 @@ async def list_referrals(
     cursor: Annotated[
         str | None, Query(max_length=300, description="`next_cursor` of the previous page.")
     ] = None,
-) -> ReferralQueue:
+) -> ReferralQueue | PartnerReferralQueue:
     """Most urgent first (immediate, urgent, routine), then oldest first, a page at a time.
 
     Each referral shows its decision deadline (received_at plus the deadline configured
-    for its urgency) and whether it is overdue. Front-door staff see every referral;
-    a partner sees only the referrals it made.
+    for its urgency) and whether it is overdue. Front-door staff see every referral, with
+    its family (`ReferralQueue`); a partner sees only the referrals it made, without
+    family ids (`PartnerReferralQueue`).
     """
     return await run_query(
         runtime,

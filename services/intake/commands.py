@@ -50,7 +50,6 @@ def receive_referral(
     ctx.append(domain.stream_id(command.referral_id), 0, events)
     accepted = ReferralAccepted(
         referral_id=command.referral_id,
-        family_id=received.family_id,
         status=(
             domain.ReferralStatus.HELD
             if received.held_for_information
@@ -140,7 +139,6 @@ def withdraw(
     [event] = _decide(ctx, referral_id, lambda current: domain.withdraw(current, command))
     recorded = WithdrawalRecorded(
         referral_id=event.referral_id,
-        family_id=event.family_id,
         status=domain.ReferralStatus.WITHDRAWN,
         withdrawal=WithdrawalOutcome(withdrawn_at=event.withdrawn_at, reason=event.reason),
     )

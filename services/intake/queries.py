@@ -23,6 +23,10 @@ from intake.schemas import (
     AllocationOutcome,
     LeadProfessional,
     Matching,
+    PartnerQueueItem,
+    PartnerReferralQueue,
+    PartnerReferralView,
+    PartnerTriageOutcome,
     PoliceNotification,
     PossibleMatch,
     QueueItem,
@@ -45,8 +49,8 @@ def referrals_in(scope: Scope) -> ColumnElement[bool]:
     return referrals.c.referrer_organisation_id == scope.organisation
 
 
-def referral(ctx: QueryContext, referral_id: UUID) -> ReferralView:
-    """Where the referral is; staff also see its possible matches."""
+def referral(ctx: QueryContext, referral_id: UUID) -> ReferralView | PartnerReferralView:
+    """Where the referral is; staff also see its family and possible matches."""
     row = ctx.conn.execute(
         select(referrals).where(
             referrals.c.referral_id == str(referral_id), referrals_in(ctx.scope)
@@ -54,9 +58,10 @@ def referral(ctx: QueryContext, referral_id: UUID) -> ReferralView:
     ).first()
     if row is None:
         raise NotFound(f"No referral {referral_id}.", resource=("referral", str(referral_id)))
-    matching = matching_of(ctx.conn, row) if ctx.scope.is_staff else None
     ctx.saw("referral", referral_id)
-    return _view_of(row, matching)
+    if ctx.scope.is_staff:
+        return _view_of(row, matching_of(ctx.conn, row))
+    return _partner_view_of(row)
 
 
 def referral_queue(
@@ -65,7 +70,7 @@ def referral_queue(
     status: QueueStatus,
     limit: int,
     cursor: str | None,
-) -> ReferralQueue:
+) -> ReferralQueue | PartnerReferralQueue:
     """Most urgent first (immediate, urgent, routine), then oldest first, a page at a time."""
     table = referrals
     query = select(
@@ -100,11 +105,24 @@ def referral_queue(
     ctx.saw("referral_list", status.value)
     ctx.listed_ids("referral", *(row.referral_id for row in page))
     last = page[-1] if len(rows) > limit else None
-    staff = ctx.scope.is_staff
+    next_cursor = _encode_cursor(status, last) if last is not None else None
+    if not ctx.scope.is_staff:
+        return PartnerReferralQueue(
+            status=status,
+            items=[_partner_queue_item(row, settings, ctx.now) for row in page],
+            next_cursor=next_cursor,
+        )
     return ReferralQueue(
         status=status,
-        items=[_queue_item(row, settings, ctx.now, staff=staff) for row in page],
-        next_cursor=_encode_cursor(status, last) if last is not None else None,
+        items=[
+            QueueItem(
+                **_partner_queue_item(row, settings, ctx.now).model_dump(),
+                family_id=row.family_id,
+                unresolved_matches=row.pending_matches,
+            )
+            for row in page
+        ],
+        next_cursor=next_cursor,
     )
 
 
@@ -129,16 +147,15 @@ def _progress(row: Any) -> ReferralProgress:
     return ReferralProgress(row.status)
 
 
-def _queue_item(row: Any, settings: IntakeSettings, now: datetime, *, staff: bool) -> QueueItem:
+def _partner_queue_item(row: Any, settings: IntakeSettings, now: datetime) -> PartnerQueueItem:
     deadline = row.received_at + settings.decision_deadline(Urgency(row.urgency))
     # Still awaiting a decision: overdue once the deadline is past; otherwise,
     # whether the decision (or the withdrawal) came after it. A notification held
     # for information awaits nothing.
     held = row.status == domain.ReferralStatus.HELD and row.decided_at is None
     ended = row.decided_at or row.withdrawn_at or (deadline if held else now)
-    return QueueItem(
+    return PartnerQueueItem(
         referral_id=row.referral_id,
-        family_id=row.family_id,
         status=_progress(row),
         urgency=row.urgency,
         partner_reference=row.partner_reference,
@@ -147,7 +164,6 @@ def _queue_item(row: Any, settings: IntakeSettings, now: datetime, *, staff: boo
         decision_deadline=deadline,
         overdue=ended > deadline,
         escalating_concern=row.escalated_notices > 0,
-        unresolved_matches=row.pending_matches if staff else None,
     )
 
 
@@ -202,14 +218,29 @@ def matching_of(conn: Any, row: Any) -> Matching:
     )
 
 
-def _view_of(row: Any, matching: Matching | None) -> ReferralView:
+def _view_of(row: Any, matching: Matching) -> ReferralView:
+    """Staff's view: the referrer's, with the family, the matching and the open case."""
+    partner = _partner_view_of(row)
     triage = (
-        TriageOutcome(
+        TriageOutcome(**partner.triage.model_dump(), joins_open_case=row.joins_open_case)
+        if partner.triage is not None
+        else None
+    )
+    return ReferralView(
+        **partner.model_dump(exclude={"triage"}),
+        family_id=row.family_id,
+        matching=matching,
+        triage=triage,
+    )
+
+
+def _partner_view_of(row: Any) -> PartnerReferralView:
+    triage = (
+        PartnerTriageOutcome(
             level_of_need=row.level_of_need,
             route=row.route,
             locality=row.locality,
             case_id=row.case_id,
-            joins_open_case=row.joins_open_case,
             decided_at=row.decided_at,
         )
         if row.decided_at is not None
@@ -234,9 +265,8 @@ def _view_of(row: Any, matching: Matching | None) -> ReferralView:
         if row.withdrawn_at is not None
         else None
     )
-    return ReferralView(
+    return PartnerReferralView(
         referral_id=row.referral_id,
-        family_id=row.family_id,
         status=_progress(row),
         received_at=row.received_at,
         urgency=row.urgency,
@@ -251,7 +281,6 @@ def _view_of(row: Any, matching: Matching | None) -> ReferralView:
             if row.police_grade is not None
             else None
         ),
-        matching=matching,
         triage=triage,
         allocation=allocation,
         withdrawal=withdrawal,

@@ -124,8 +124,10 @@ class ReferralSubmission(BaseModel):
 
 
 class ReferralAccepted(BaseModel):
+    """The referral, received. Nothing about the family the hub matched it to: whether the
+    hub knew the children before is not the referrer's to learn (issue 14)."""
+
     referral_id: UUID
-    family_id: UUID
     status: ReferralStatus
     received_at: AwareDatetime
 
@@ -140,20 +142,24 @@ class ReferralProgress(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
-class TriageOutcome(BaseModel):
-    """What the front door decided."""
+class PartnerTriageOutcome(BaseModel):
+    """What the front door decided, as the referrer is told it."""
 
     level_of_need: LevelOfNeed
     route: TriageRoute
     locality: str | None = Field(description="The locality holding the case (early_help only).")
     case_id: UUID | None = Field(
-        description="The early help case opened, or the family's open case it joined "
-        "(early_help only)."
+        description="The early help case the referral went to (early_help only)."
     )
+    decided_at: datetime
+
+
+class TriageOutcome(PartnerTriageOutcome):
+    """What the front door decided, as staff see it."""
+
     joins_open_case: bool = Field(
         default=False, description="True when the referral joined the family's open case."
     )
-    decided_at: datetime
 
 
 class LeadProfessional(BaseModel):
@@ -215,11 +221,14 @@ class Matching(BaseModel):
     possible_matches: list[PossibleMatch]
 
 
-class ReferralView(BaseModel):
-    """What the hub tells a referrer about one referral: where it is and what was decided."""
+class PartnerReferralView(BaseModel):
+    """What the hub tells a referrer about one referral: where it is and what was decided.
+
+    Nothing about the family beyond the referral: no family id, no word of an open case
+    it joined or of other children (issue 14); staff see those (`ReferralView`).
+    """
 
     referral_id: UUID
-    family_id: UUID
     status: ReferralProgress = Field(
         description="received (or held_for_information, for a low-graded police notification), "
         "then triaged (allocated once a lead professional took the case), "
@@ -232,8 +241,7 @@ class ReferralView(BaseModel):
     police_notification: PoliceNotification | None = Field(
         default=None, description="Police notifications only."
     )
-    matching: Matching | None = Field(default=None, description="Shown to front-door staff only.")
-    triage: TriageOutcome | None = Field(
+    triage: PartnerTriageOutcome | None = Field(
         default=None, description="The front door's decision, once made."
     )
     allocation: AllocationOutcome | None = Field(
@@ -241,6 +249,16 @@ class ReferralView(BaseModel):
     )
     withdrawal: WithdrawalOutcome | None = Field(
         default=None, description="When and why the referrer withdrew it."
+    )
+
+
+class ReferralView(PartnerReferralView):
+    """A referral as front-door staff see it: with its family and how it was matched."""
+
+    family_id: UUID
+    matching: Matching | None = Field(default=None, description="Shown to front-door staff only.")
+    triage: TriageOutcome | None = Field(
+        default=None, description="The front door's decision, once made."
     )
 
 
@@ -304,7 +322,6 @@ class WithdrawalRequest(BaseModel):
 
 class WithdrawalRecorded(BaseModel):
     referral_id: UUID
-    family_id: UUID
     status: ReferralStatus
     withdrawal: WithdrawalOutcome
 
@@ -348,9 +365,10 @@ class QueueStatus(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
-class QueueItem(BaseModel):
+class PartnerQueueItem(BaseModel):
+    """One of the partner's own referrals in a list: no family id (issue 14)."""
+
     referral_id: UUID
-    family_id: UUID
     status: ReferralProgress
     urgency: Urgency
     partner_reference: str | None
@@ -368,17 +386,29 @@ class QueueItem(BaseModel):
         default=False,
         description="A police notification that raised earlier low ones for triage with it.",
     )
+
+
+class QueueItem(PartnerQueueItem):
+    """A referral in the front door's queue, with its family."""
+
+    family_id: UUID
     unresolved_matches: int | None = Field(
         default=None,
         description="Front-door staff only: possible matches still to confirm or reject.",
     )
 
 
-class ReferralQueue(BaseModel):
-    """One page of referrals: most urgent first, then oldest first."""
+class PartnerReferralQueue(BaseModel):
+    """One page of the partner's own referrals: most urgent first, then oldest first."""
 
     status: QueueStatus
-    items: list[QueueItem]
+    items: list[PartnerQueueItem]
     next_cursor: str | None = Field(
         description="Pass as `cursor` (with the same status) for the next page; null on the last."
     )
+
+
+class ReferralQueue(PartnerReferralQueue):
+    """One page of the front door's queue: most urgent first, then oldest first."""
+
+    items: list[QueueItem]

@@ -94,6 +94,14 @@ POST   /v1/cases/{case_id}/outcomes                                            -
 POST   /v1/cases/{case_id}/reviews                                             -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/cases/{case_id}/step-up                                             -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/cases/{case_id}/closure                                             -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/team                                                -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/team/{member_id}/removal                            -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/consent                                             -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/consent/narrowing                                   -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/consent/withdrawal                                  -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/safeguarding-override                               -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/safeguarding-override/ending                        -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/schools                                             -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/step-downs                                                          -       -       -       a       -       -       -       -       -       -       -
 GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -       -
 GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
@@ -356,6 +364,8 @@ def _caseplan_records(client, publish) -> Records:
     scoped = {
         "case_id": (str(inside.case_id), str(outside.case_id)),
         "family_id": (str(inside.family_id), str(outside.family_id)),
+        # Who is taken off a case's team: the one its documented example adds.
+        "member_id": ("brent-health-visiting",) * 2,
     }
     later = (date.today() + timedelta(days=30)).isoformat()
     need = str(uuid4())

@@ -125,7 +125,7 @@ class Sent:
     sent_at: float  # wall clock just before the request went out
     status: int | None = None
     answered_at: float | None = None
-    family_id: str | None = None
+    referral_id: str | None = None
     error: str | None = None
 
 
@@ -138,11 +138,11 @@ class OpenLoopRun:
 
     @property
     def accepted(self) -> list[Sent]:
-        return [s for s in self.sent if s.status == 202 and s.family_id]
+        return [s for s in self.sent if s.status == 202 and s.referral_id]
 
     @property
     def failed(self) -> list[Sent]:
-        return [s for s in self.sent if not (s.status == 202 and s.family_id)]
+        return [s for s in self.sent if not (s.status == 202 and s.referral_id)]
 
 
 async def _open_loop(
@@ -162,7 +162,7 @@ async def _open_loop(
                 item.answered_at = time.time()
                 item.status = response.status_code
                 if response.status_code == 202:
-                    item.family_id = response.json()["family_id"]
+                    item.referral_id = response.json()["referral_id"]
                 else:
                     item.error = response.text[:300]
             except httpx.HTTPError as exc:

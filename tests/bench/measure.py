@@ -262,7 +262,17 @@ def measure_end_to_end(
         log(f"    sent {len(run.sent)}, accepted {len(run.accepted)}; waiting for caseplan")
         drain = wait_until_idle(hub, since=ended, timeout_s=120)
         log(f"    hub idle after {_s(drain.idle_after_s)}; reading the chronologies")
-        sent_by_family = {s.family_id: s for s in run.accepted if s.family_id}
+        # Partners are not told the family (issue 14): the front door's view names it.
+        referral = hub.url("intake") + "/v1/referrals/{}"
+        views = fetch_all(
+            {s.referral_id: referral.format(s.referral_id) for s in run.accepted},
+            auth=hub.auth(STAFF),
+        )
+        sent_by_family = {
+            views[s.referral_id][1]["family_id"]: s
+            for s in run.accepted
+            if views.get(s.referral_id, (0, {}))[0] == 200
+        }
         base = hub.url("caseplan") + "/v1/families/{}/chronology"
         pages = fetch_all({fid: base.format(fid) for fid in sent_by_family}, auth=hub.auth(STAFF))
         latencies: dict[str, float] = {}

@@ -48,16 +48,15 @@ def test_a_referral_reaches_every_service(hub: Hub, client: httpx.Client) -> Non
 
     view = client.get(hub.url("intake") + referral.location, headers=hub.auth())
     assert view.status_code == 200, view.text
+    # The referrer's view: nothing about the family beyond its referral (issue 14).
     assert view.json() | {"received_at": None} == {
         "referral_id": referral.referral_id,
-        "family_id": referral.family_id,
         "status": "received",
         "received_at": None,
         "urgency": body["urgency"],
         "referral_source": body["referral_source"],
         "partner_reference": body["partner_reference"],
         "police_notification": None,
-        "matching": None,  # how the hub matched the children is for front-door staff only
         # Nothing decided yet: no triage outcome, allocation or withdrawal to report.
         "triage": None,
         "allocation": None,

@@ -43,9 +43,13 @@ def _child(**changes):
 
 
 def _refer(intake, body, who=SCHOOL):
+    """The partner's 202, which names no family (issue 14), with the family the front door
+    sees the referral in."""
     response = intake.post("/v1/referrals", json=body, headers=_as(intake, who))
     assert response.status_code == 202, response.text
-    return response.json()
+    accepted = response.json()
+    assert "family_id" not in accepted
+    return accepted | {"family_id": _view(intake, accepted["referral_id"])["family_id"]}
 
 
 def _view(intake, referral_id, who=STAFF):
@@ -84,7 +88,8 @@ def test_the_same_child_again_joins_the_family_the_hub_knows(intake):
         "possible_matches": [],
     }
     # The referrer is told what happened to its referral, not what the hub knew before.
-    assert _view(intake, by_upn["referral_id"], who=SCHOOL)["matching"] is None
+    told = _view(intake, by_upn["referral_id"], who=SCHOOL)
+    assert "matching" not in told and "family_id" not in told
 
 
 def test_an_uncertain_match_waits_for_staff_and_blocks_triage_until_resolved(intake):
@@ -138,7 +143,10 @@ def test_confirming_joins_the_family_and_its_open_case_and_triage_joins_that_cas
     assert confirmed.json()["matching"]["matched_existing_family"] is True
     triaged = _triage(intake, moved["referral_id"]).json()["triage"]
     assert (triaged["case_id"], triaged["joins_open_case"]) == (opened, True)
-    assert _view(intake, moved["referral_id"], who=SCHOOL)["triage"]["joins_open_case"] is True
+    # The referrer is not told that the family already had an open case (issue 14).
+    told = _view(intake, moved["referral_id"], who=SCHOOL)
+    assert told["triage"]["case_id"] == opened
+    assert "joins_open_case" not in told["triage"] and "family_id" not in told
     # The match now counts for sure: the next referral of the moved child joins directly.
     assert _refer(intake, _body(MOVED))["family_id"] == known["family_id"]
 

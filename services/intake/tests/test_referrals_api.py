@@ -14,7 +14,7 @@ from intake.service import definition
 EXAMPLE = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
 
 
-SCHOOL = "harlesden-primary-school"
+SCHOOL, STAFF = "harlesden-primary-school", "front-door-demo"
 
 
 @pytest.fixture
@@ -46,10 +46,16 @@ def test_a_valid_referral_is_accepted_stored_and_queued(intake, stored):
     assert stored(event_store) == 1
     assert stored(referrals) == 1
 
+    # Partners learn nothing of the family the hub matched the referral to (issue 14);
+    # front-door staff do.
+    assert "family_id" not in body
     view = intake.get(response.headers["location"])
     assert view.status_code == 200
-    assert view.json()["family_id"] == body["family_id"]
     assert view.json()["partner_reference"] == EXAMPLE["partner_reference"]
+    assert "family_id" not in view.json() and "matching" not in view.json()
+    staff = intake.get(response.headers["location"], headers=bearer(intake.settings, STAFF))
+    assert staff.json()["family_id"]
+    assert staff.json()["matching"]["matched_existing_family"] is False
 
 
 def test_an_invalid_referral_names_every_bad_field_and_stores_nothing(intake, stored):

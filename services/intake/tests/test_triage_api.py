@@ -127,7 +127,8 @@ def test_triage_to_early_help_opens_a_case_is_published_and_the_referrer_sees_it
 
     view = _view(intake, referral_id)
     assert view["status"] == "triaged"
-    assert view["triage"] == triage
+    # The referrer sees the decision, without whether the family had an open case (issue 14).
+    assert view["triage"] == {k: v for k, v in triage.items() if k != "joins_open_case"}
     assert view["allocation"] is None and view["withdrawal"] is None
 
     published = _published(intake.settings, referral_id, TRIAGED).decode_data()

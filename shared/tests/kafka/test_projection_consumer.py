@@ -1,12 +1,23 @@
 import threading
 import time
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 from kafka import KafkaProducer
 from sqlalchemy import Column, MetaData, String, Table, func, insert, select
 
-from hub.consumer import ProjectionConsumer
+from hub.consumer import CONSUMED, ProjectionConsumer
+from hub.contracts.caseplan import (
+    ChildSchoolRecorded,
+    ConsentNarrowed,
+    ConsentRecorded,
+    ConsentWithdrawn,
+    SafeguardingOverrideEnded,
+    SafeguardingOverrideRecorded,
+    TeamMemberAdded,
+    TeamMemberRemoved,
+)
 from hub.contracts.envelope import envelope_for, to_kafka
 from hub.contracts.intake import ReferralReceived
 from hub.contracts.topics import dlq_topic
@@ -177,3 +188,48 @@ def test_offsets_are_committed_after_handling_so_a_restart_does_not_reprocess(
     assert [h for h in handled if h in (first_id, second_id)] == [first_id, second_id]
     assert sorted(_rows(db)) == sorted([str(first.referral_id), str(second.referral_id)])
     assert read_topic(kafka_bootstrap, dlq_topic(topic), expected=0, timeout_s=1) == []
+
+
+def test_event_types_no_projection_follows_are_passed_by_not_dead_lettered(
+    db, settings, topic, producer
+):
+    """As allocation and intake pass by case plan's events of the team around the family,
+    consent, overrides and schools (issue 14): counted as ignored, never dead-lettered."""
+    family_id = uuid4()
+    passing = [
+        model.example().model_copy(update={"family_id": family_id})
+        for model in (
+            TeamMemberAdded,
+            TeamMemberRemoved,
+            ConsentRecorded,
+            ConsentNarrowed,
+            ConsentWithdrawn,
+            SafeguardingOverrideRecorded,
+            SafeguardingOverrideEnded,
+            ChildSchoolRecorded,
+        )
+    ]
+    passing_ids = []
+    for event in passing:
+        passing_ids.append(str(uuid4()))
+        record = to_kafka(
+            envelope_for(
+                event,
+                event_id=passing_ids[-1],
+                source_service="caseplan",
+                time=datetime.now(UTC),
+                sequence=None,
+            )
+        )
+        producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(10)
+    # The same family, so the same partition: applied only after every one above.
+    follower = referral_received(family_id=family_id)
+    _publish(producer, topic, follower)
+
+    _consume_until(db, settings, topic, lambda: str(follower.referral_id) in _rows(db))
+
+    def counted(outcome):
+        return CONSUMED.labels(settings.service_name, topic, outcome)._value.get()
+
+    assert (counted("ignored"), counted("dead_lettered")) == (len(passing), 0)
+    assert not set(passing_ids) & set(handled)
