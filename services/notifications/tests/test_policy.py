@@ -51,7 +51,6 @@ AS_REFERRER = {
         "route",
         "locality",
         "case_id",
-        "joins_open_case",
         "decided_at",
     },
     WITHDRAWN: {"referral_id", "partner_reference", "withdrawn_at"},
