@@ -149,6 +149,7 @@ DEMO_CLIENTS = {
     "demo-practitioner-token": ("samira-okafor", "a practitioner, lead professional"),
     "demo-chair-token": ("brent-panel-chair", "a panel chair"),
     "demo-social-care-token": ("brent-childrens-social-care", "the social care partner"),
+    "demo-ig-token": ("information-governance-officer", "information governance"),
 }
 
 
