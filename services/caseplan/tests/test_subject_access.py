@@ -73,9 +73,7 @@ def test_the_family_s_case_referrals_chronology_and_readers_and_nothing_else(
     ]
 
 
-def test_only_information_governance_may_ask_and_a_refusal_is_audited(
-    service_client, database_url
-):
+def test_only_information_governance_may_ask_and_a_refusal_is_audited(service_client, database_url):
     caseplan = service_client(definition)
     family = uuid4()
     for client_id in (HEAD, "front-door-demo", "hub-operator", "brent-childrens-social-care"):
