@@ -44,75 +44,82 @@ COLUMNS = {
     "chair": "brent-panel-chair",
     "head": "early-help-service-manager",
     "operator": "hub-operator",
+    "ig": "information-governance-officer",
 }
 
 MATRIX = """
-                                                                               school  health  police  social  front   samira  manager  chair   head    operator
+                                                                               school  health  police  social  front   samira  manager  chair   head    operator  ig
 intake
-POST   /v1/referrals                                                           a       a       a       a       -       -       -       -       -       -
-GET    /v1/referrals                                                           s       s       s       s       a       -       -       -       -       -
-GET    /v1/referrals/{referral_id}                                             s       s       s       s       a       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/triage                                      -       -       -       -       a       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/withdrawal                                  s       s       s       s       -       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -       -       -       -       a       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -
-POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -
-GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a
-GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a
-POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a
+POST   /v1/referrals                                                           a       a       a       a       -       -       -       -       -       -        -
+GET    /v1/referrals                                                           s       s       s       s       a       -       -       -       -       -        -
+GET    /v1/referrals/{referral_id}                                             s       s       s       s       a       -       -       -       -       -        -
+POST   /v1/referrals/{referral_id}/triage                                      -       -       -       -       a       -       -       -       -       -        -
+POST   /v1/referrals/{referral_id}/withdrawal                                  s       s       s       s       -       -       -       -       -       -        -
+POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -       -       -       -       a       -       -       -       -       -        -
+POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -        -
+POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -        -
+GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -        a
+GET    /v1/subject-access/people                                               -       -       -       -       -       -       -       -       -       -        a
+GET    /v1/subject-access/people/{person_id}                                   -       -       -       -       -       -       -       -       -       -        a
+GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a        -
+GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a        -
+POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a        -
 allocation
-GET    /v1/allocations                                                         -       -       -       -       -       s       s       s       a       -
-GET    /v1/allocations/timeliness                                              -       -       -       -       -       s       s       s       a       -
-GET    /v1/cases/{case_id}/allocation                                          -       -       -       -       -       s       s       s       a       -
-POST   /v1/cases/{case_id}/allocation                                          -       -       -       -       -       -       s       -       a       -
-POST   /v1/cases/{case_id}/reallocation                                        -       -       -       -       -       -       s       -       a       -
-GET    /v1/workers/{worker_id}/caseload                                        -       -       -       -       -       s       s       s       a       -
-POST   /v1/workers/{worker_id}/caseload/reallocation                           -       -       -       -       -       -       s       -       a       -
-GET    /v1/caseloads                                                           -       -       -       -       -       s       s       s       a       -
-GET    /v1/registry                                                            -       -       -       -       -       a       a       a       a       -
-PUT    /v1/registry/localities/{entry_id}                                      -       -       -       -       -       -       s       -       a       -
-PUT    /v1/registry/teams/{entry_id}                                           -       -       -       -       -       -       s       -       a       -
-PUT    /v1/registry/workers/{entry_id}                                         -       -       -       -       -       -       s       -       a       -
-PUT    /v1/registry/providers/{entry_id}                                       -       -       -       -       -       -       a       -       a       -
-GET    /v1/providers/capacity                                                  -       -       -       -       -       a       a       a       a       -
-GET    /v1/panels                                                              -       -       -       -       -       s       s       s       a       -
-POST   /v1/panels                                                              -       -       -       -       -       -       -       v       a       -
-GET    /v1/panels/{panel_id}                                                   -       -       -       -       -       s       s       s       a       -
-POST   /v1/panels/{panel_id}/decisions                                         -       -       -       -       -       -       -       s       a       -
-GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a
-GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a
-POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a
+GET    /v1/allocations                                                         -       -       -       -       -       s       s       s       a       -        -
+GET    /v1/allocations/timeliness                                              -       -       -       -       -       s       s       s       a       -        -
+GET    /v1/cases/{case_id}/allocation                                          -       -       -       -       -       s       s       s       a       -        -
+POST   /v1/cases/{case_id}/allocation                                          -       -       -       -       -       -       s       -       a       -        -
+POST   /v1/cases/{case_id}/reallocation                                        -       -       -       -       -       -       s       -       a       -        -
+GET    /v1/workers/{worker_id}/caseload                                        -       -       -       -       -       s       s       s       a       -        -
+POST   /v1/workers/{worker_id}/caseload/reallocation                           -       -       -       -       -       -       s       -       a       -        -
+GET    /v1/caseloads                                                           -       -       -       -       -       s       s       s       a       -        -
+GET    /v1/registry                                                            -       -       -       -       -       a       a       a       a       -        -
+PUT    /v1/registry/localities/{entry_id}                                      -       -       -       -       -       -       s       -       a       -        -
+PUT    /v1/registry/teams/{entry_id}                                           -       -       -       -       -       -       s       -       a       -        -
+PUT    /v1/registry/workers/{entry_id}                                         -       -       -       -       -       -       s       -       a       -        -
+PUT    /v1/registry/providers/{entry_id}                                       -       -       -       -       -       -       a       -       a       -        -
+GET    /v1/providers/capacity                                                  -       -       -       -       -       a       a       a       a       -        -
+GET    /v1/panels                                                              -       -       -       -       -       s       s       s       a       -        -
+POST   /v1/panels                                                              -       -       -       -       -       -       -       v       a       -        -
+GET    /v1/panels/{panel_id}                                                   -       -       -       -       -       s       s       s       a       -        -
+POST   /v1/panels/{panel_id}/decisions                                         -       -       -       -       -       -       -       s       a       -        -
+GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -        a
+GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a        -
+GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a        -
+POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a        -
 caseplan
-GET    /v1/families/{family_id}/chronology                                     -       -       -       -       a       s       s       s       a       -
-GET    /v1/cases                                                               -       -       -       -       -       s       s       s       a       -
-GET    /v1/cases/{case_id}                                                     -       -       -       -       -       s       s       s       a       -
-GET    /v1/cases/{case_id}/assessments/draft                                   -       -       -       -       -       s       s       r       a       -
-POST   /v1/cases/{case_id}/assessments                                         -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/actions                                             -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/outcomes                                            -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/reviews                                             -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/step-up                                             -       -       -       -       -       s       s       -       a       -
-POST   /v1/cases/{case_id}/closure                                             -       -       -       -       -       s       s       -       a       -
-POST   /v1/step-downs                                                          -       -       -       a       -       -       -       -       -       -
-GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -
-GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a
-GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a
-POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a
+GET    /v1/families/{family_id}/chronology                                     -       -       -       -       a       s       s       s       a       -        -
+GET    /v1/cases                                                               -       -       -       -       -       s       s       s       a       -        -
+GET    /v1/cases/{case_id}                                                     -       -       -       -       -       s       s       s       a       -        -
+GET    /v1/cases/{case_id}/assessments/draft                                   -       -       -       -       -       s       s       r       a       -        -
+POST   /v1/cases/{case_id}/assessments                                         -       -       -       -       -       s       s       -       a       -        -
+POST   /v1/cases/{case_id}/actions                                             -       -       -       -       -       s       s       -       a       -        -
+POST   /v1/cases/{case_id}/outcomes                                            -       -       -       -       -       s       s       -       a       -        -
+POST   /v1/cases/{case_id}/reviews                                             -       -       -       -       -       s       s       -       a       -        -
+POST   /v1/cases/{case_id}/step-up                                             -       -       -       -       -       s       s       -       a       -        -
+POST   /v1/cases/{case_id}/closure                                             -       -       -       -       -       s       s       -       a       -        -
+POST   /v1/step-downs                                                          -       -       -       a       -       -       -       -       -       -        -
+GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -        -
+GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -        a
+GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a        -
+GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a        -
+POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a        -
 notifications
-POST   /v1/subscriptions                                                       a       a       a       a       -       -       -       -       -       -
-GET    /v1/subscriptions                                                       s       s       s       s       -       -       -       -       -       -
-GET    /v1/subscriptions/{subscription_id}                                     s       s       s       s       -       -       -       -       -       -
-DELETE /v1/subscriptions/{subscription_id}                                     s       s       s       s       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/pause                               s       s       s       s       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/resume                              s       s       s       s       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/secret/rotate                       s       s       s       s       -       -       -       -       -       -
-GET    /v1/subscriptions/{subscription_id}/deliveries                          s       s       s       s       -       -       -       -       -       -
-GET    /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}            a       a       a       a       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver  a       a       a       a       -       -       -       -       -       -
-POST   /v1/subscriptions/{subscription_id}/replay                              s       s       s       s       -       -       -       -       -       -
-GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a
-GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a
-POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a
+POST   /v1/subscriptions                                                       a       a       a       a       -       -       -       -       -       -        -
+GET    /v1/subscriptions                                                       s       s       s       s       -       -       -       -       -       -        -
+GET    /v1/subscriptions/{subscription_id}                                     s       s       s       s       -       -       -       -       -       -        -
+DELETE /v1/subscriptions/{subscription_id}                                     s       s       s       s       -       -       -       -       -       -        -
+POST   /v1/subscriptions/{subscription_id}/pause                               s       s       s       s       -       -       -       -       -       -        -
+POST   /v1/subscriptions/{subscription_id}/resume                              s       s       s       s       -       -       -       -       -       -        -
+POST   /v1/subscriptions/{subscription_id}/secret/rotate                       s       s       s       s       -       -       -       -       -       -        -
+GET    /v1/subscriptions/{subscription_id}/deliveries                          s       s       s       s       -       -       -       -       -       -        -
+GET    /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}            a       a       a       a       -       -       -       -       -       -        -
+POST   /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver  a       a       a       a       -       -       -       -       -       -        -
+POST   /v1/subscriptions/{subscription_id}/replay                              s       s       s       s       -       -       -       -       -       -        -
+GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -        a
+GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a        -
+GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a        -
+POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a        -
 """
 
 
@@ -210,7 +217,13 @@ def _intake_records(client) -> Records:
     for column in COLUMNS:
         mine = referral_of.get(column, referral_of["school"])
         other = referral_of["health" if column == "school" else "school"]
-        by_identity[column] = {"referral_id": (mine, other), "match_id": (str(uuid4()),) * 2}
+        by_identity[column] = {
+            "referral_id": (mine, other),
+            "match_id": (str(uuid4()),) * 2,
+            # Subject access: information governance only, for any family or person.
+            "family_id": (str(uuid4()),) * 2,
+            "person_id": (str(uuid4()),) * 2,
+        }
         tokens[column] = (mine, other)
     bodies = {("POST", "/v1/referrals"): _referral(client)}
     return Records(by_identity, bodies, {("GET", "/v1/referrals"): tokens})
@@ -279,6 +292,7 @@ def _allocation_records(client, publish) -> Records:
         "case_id": (inside, outside),
         "worker_id": (SAMIRA, RUTH),
         "panel_id": (panels["brent-harlesden"], panels["brent-willesden"]),
+        "family_id": (str(uuid4()),) * 2,
     }
     by_identity = {column: scoped for column in COLUMNS}
     by_identity["head"] = scoped | {"case_id": heads}
@@ -416,6 +430,7 @@ def _notifications_records(client) -> Records:
         by_identity[column] = {
             "subscription_id": (mine, other),
             "delivery_id": (f"msg_{uuid4().hex}",) * 2,
+            "family_id": (str(uuid4()),) * 2,
         }
         tokens[column] = (mine, other)
     bodies = {("POST", "/v1/subscriptions"): body}
