@@ -22,7 +22,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from hub.audit import record_access
-from hub.contracts.identifiers import NhsNumber
 from hub.http.dependencies import Now
 from hub.http.problems import problem_responses
 from hub.http.subject_access import InformationGovernance
@@ -34,6 +33,7 @@ from hub.subject_access import (
     AUDIT_ACTION,
     REDACTION_NOTE,
     FamilyRecords,
+    NhsNumberLookup,
     PersonFound,
     SubjectAccessAnswer,
 )
@@ -106,14 +106,14 @@ async def person_by_id(
     return _respond(request, answer, format)
 
 
-@router.get(
-    "/subject-access/people",
+@router.post(
+    "/subject-access/people/by-nhs-number",
     response_model=SubjectAccessAnswer,
-    responses={**_ANSWERS, **problem_responses(401, 403, 404, 422, 502, 504)},
+    responses={**_ANSWERS, **problem_responses(401, 403, 404, 413, 422, 502, 504)},
     summary="Everything the hub holds about a child, by NHS number (subject access)",
 )
 async def person_by_nhs_number(
-    nhs_number: Annotated[NhsNumber, Query(description="The child's NHS number.")],
+    lookup: NhsNumberLookup,
     request: Request,
     runtime: Annotated[Runtime, Depends(runtime_of)],
     scope: InformationGovernance,
@@ -123,8 +123,10 @@ async def person_by_nhs_number(
 ) -> Response:
     """As by person id, for every person id the NHS number was recorded under (a child
     whose records were never matched has more than one). Children only: the hub does
-    not record household members' NHS numbers.
+    not record household members' NHS numbers. A POST that stores nothing (but its audit
+    rows): the number goes in the body, never in a URL that logs and proxies keep.
     """
+    nhs_number = lookup.nhs_number
     people = await run_query(
         runtime, request, scope, lambda ctx: queries.people_named(ctx, None, nhs_number), now=now
     )

@@ -18,9 +18,10 @@ from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, or_, select
 
+from hub.contracts.identifiers import NhsNumber
 from hub.tables import audit_log, event_store
 
 PERMISSION = "subject-access:read"
@@ -76,6 +77,17 @@ class FamilyRecords(BaseModel):
     @property
     def empty(self) -> bool:
         return not self.events and not any(section.rows for section in self.sections)
+
+
+class NhsNumberLookup(BaseModel):
+    """A child asked about by NHS number: in a body, so that it stays out of URLs (access
+    logs, proxies, browser history)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"nhs_number": "9990000018"}]}
+    )
+
+    nhs_number: NhsNumber = Field(description="The child's NHS number.")
 
 
 class PersonFound(BaseModel):
