@@ -107,7 +107,7 @@ async def person_by_id(
 
 
 @router.post(
-    "/subject-access/people/by-nhs-number",
+    "/subject-access/people-by-nhs-number",
     response_model=SubjectAccessAnswer,
     responses={**_ANSWERS, **problem_responses(401, 403, 404, 413, 422, 502, 504)},
     summary="Everything the hub holds about a child, by NHS number (subject access)",

@@ -59,7 +59,7 @@ POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -
 POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -        -
 POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -        -
 GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -        a
-POST   /v1/subject-access/people/by-nhs-number                                 -       -       -       -       -       -       -       -       -       -        a
+POST   /v1/subject-access/people-by-nhs-number                                 -       -       -       -       -       -       -       -       -       -        a
 GET    /v1/subject-access/people/{person_id}                                   -       -       -       -       -       -       -       -       -       -        a
 GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a        -
 GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a        -

@@ -351,7 +351,7 @@ def test_a_subject_access_request_gathers_the_person_s_records_from_all_four_ser
 
     by_number = _ok(
         client.post(
-            f"{intake}/v1/subject-access/people/by-nhs-number",
+            f"{intake}/v1/subject-access/people-by-nhs-number",
             json={"nhs_number": nhs_number},
             headers=hub.auth(IG),
         ),

@@ -71,7 +71,7 @@ def test_a_person_the_hub_does_not_know_is_a_404_on_record(intake, database_url)
     unknown = intake.get("/v1/subject-access/people/6f1d3c1e-0000-4000-8000-000000000001",
                          headers=ig)  # fmt: skip
     assert unknown.status_code == 404, unknown.text
-    by_number = intake.post("/v1/subject-access/people/by-nhs-number",
+    by_number = intake.post("/v1/subject-access/people-by-nhs-number",
                             json={"nhs_number": "9990000018"}, headers=ig)  # fmt: skip
     assert by_number.status_code == 404
     refused = [
@@ -86,7 +86,7 @@ def test_a_person_the_hub_does_not_know_is_a_404_on_record(intake, database_url)
 
 
 def test_an_nhs_number_that_fails_its_check_digit_is_a_422_naming_it(intake):
-    wrong = intake.post("/v1/subject-access/people/by-nhs-number",
+    wrong = intake.post("/v1/subject-access/people-by-nhs-number",
                         json={"nhs_number": "9990000019"},
                         headers=bearer(intake.settings, IG))  # fmt: skip
     assert wrong.status_code == 422
@@ -116,6 +116,6 @@ def test_only_information_governance_may_ask(intake):
             "/v1/subject-access/families/6f1d3c1e-0000-4000-8000-000000000001",
         ):
             assert intake.get(path, headers=headers).status_code == 403, (client_id, path)
-        by_number = intake.post("/v1/subject-access/people/by-nhs-number",
+        by_number = intake.post("/v1/subject-access/people-by-nhs-number",
                                 json={"nhs_number": "9990000018"}, headers=headers)  # fmt: skip
         assert by_number.status_code == 403, client_id
