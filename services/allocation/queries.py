@@ -479,6 +479,7 @@ def panel_of(row: Any, agenda: list[Any]) -> Panel:
 def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyRecords:
     """Everything allocation holds about the family: its cases in the queue and with
     their teams, the referrals seen arriving, its panels' agendas and decisions."""
+    subject_access.check_allowed(ctx.scope)
     family = str(family_id)
     of_family = select(allocation_cases.c.case_id).where(allocation_cases.c.family_id == family)
 

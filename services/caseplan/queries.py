@@ -474,6 +474,7 @@ def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyR
     """Everything case plan holds about the family: each case with its assessment, plan,
     reviews, step-up or down and closure; drafts not yet completed; the chronology and
     who is involved with the family."""
+    subject_access.check_allowed(ctx.scope)
     family = str(family_id)
     of_family = select(cases.c.case_id).where(cases.c.family_id == family)
 

@@ -274,6 +274,7 @@ def _view_of(row: Any, matching: Matching | None) -> ReferralView:
 def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyRecords:
     """Everything the front door holds about the family: its referrals (the referral as
     received is in the events), the people matched, the possible matches and the cases."""
+    subject_access.check_allowed(ctx.scope)
     family = str(family_id)
     of_family = select(referrals.c.referral_id).where(referrals.c.family_id == family)
     sections = [
@@ -335,6 +336,7 @@ def people_named(
 ) -> list[subject_access.PersonFound]:
     """The people a subject access request names, and each one's family now: children by
     their records (person id or NHS number), household members by the referrals naming them."""
+    subject_access.check_allowed(ctx.scope)
     people = known_people.c
     found: dict[tuple[str, str], subject_access.PersonFound] = {}
     if person_id is not None:

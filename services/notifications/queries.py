@@ -175,6 +175,7 @@ def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyR
     """What notifications holds about the family: what it disclosed to partners (each
     delivery, the event as the partner received it, and its attempts), the sharing facts
     it decides by, and which events about the family it received."""
+    subject_access.check_allowed(ctx.scope)
     family = str(family_id)
     of_family = select(deliveries.c.id).where(deliveries.c.family_id == family)
     disclosed = (

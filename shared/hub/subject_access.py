@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, or_, select
 
 from hub.contracts.identifiers import NhsNumber
+from hub.refusals import Forbidden
+from hub.scope import Scope
 from hub.tables import audit_log, event_store
 
 PERMISSION = "subject-access:read"
@@ -128,6 +130,13 @@ REDACTION_NOTE = (
     "the exemptions for social work and serious harm (DPA 2018 schedule 3). Referrers' names "
     "and contact details are third-party data unless they are professionals acting as such."
 )
+
+
+def check_allowed(scope: Scope) -> None:
+    """A family's whole record is for information governance alone, whatever the route
+    checked before (a query is reachable only through its route, and says so again)."""
+    if not (scope.is_staff and scope.may(PERMISSION)):
+        raise Forbidden("Subject access is answered by the authority's information governance.")
 
 
 def plain(value: Any) -> Any:

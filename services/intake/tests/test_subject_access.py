@@ -119,3 +119,20 @@ def test_only_information_governance_may_ask(intake):
         by_number = intake.post("/v1/subject-access/people-by-nhs-number",
                                 json={"nhs_number": "9990000018"}, headers=headers)  # fmt: skip
         assert by_number.status_code == 403, client_id
+
+
+def test_a_household_member_is_found_by_the_referrals_naming_them(intake, database_url):
+    made = _refer(intake, ["9990000018", "9990000026"])
+    ig = bearer(intake.settings, IG)
+    family = intake.get(f"/v1/subject-access/families/{made['family_id']}", headers=ig).json()
+    (received,) = family["events"]
+    (member,) = received["data"]["household_members"]
+
+    answer = intake.get(f"/v1/subject-access/people/{member['person_id']}", headers=ig)
+
+    # Found (no other service runs here, so the gathering then fails, naming one).
+    assert answer.status_code == 502, answer.text
+    assert ("read", "person", member["person_id"]) in {
+        (row["action"], row["resource_type"], row["resource_id"])
+        for row in read_table(database_url, "audit_log", actor=IG)
+    }
