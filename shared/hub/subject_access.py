@@ -86,7 +86,7 @@ class NhsNumberLookup(BaseModel):
     logs, proxies, browser history)."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"nhs_number": "9990000018"}]}
+        extra="forbid", json_schema_extra={"examples": [{"nhs_number": "9990000034"}]}
     )
 
     nhs_number: NhsNumber = Field(description="The child's NHS number.")
