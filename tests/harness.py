@@ -212,7 +212,18 @@ class Hub:
             "EARLYHELP_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "EARLYHELP_VAR_DIR": str(self.workdir / "var"),
             "PYTHONUNBUFFERED": "1",
+            **self._peers(service),
             **self.extra_env,
+        }
+
+    def _peers(self, service: str) -> dict[str, str]:
+        """Intake's addresses of the other services, whose subject access answers it gathers."""
+        if service != "intake":
+            return {}
+        return {
+            f"EARLYHELP_INTAKE_{other.upper()}_URL": f"http://127.0.0.1:{port}"
+            for other, port in self._ports.items()
+            if other != "intake"
         }
 
     def auth(self, client_id: str = PARTNER) -> dict[str, str]:

@@ -20,6 +20,7 @@ from allocation.projections import (
     URGENCY_RANK,
     allocation_cases,
     commissioned_places,
+    incoming_referrals,
     panel_agenda,
     panel_decisions,
 )
@@ -44,6 +45,7 @@ from allocation.schemas import (
     Timeliness,
 )
 from allocation.tables import panels
+from hub import subject_access
 from hub.http.pagination import InvalidCursor, after_position, decode_cursor, encode_cursor
 from hub.queries import QueryContext
 from hub.refusals import NotFound
@@ -469,3 +471,59 @@ def panel_of(row: Any, agenda: list[Any]) -> Panel:
             for item in agenda
         ],
     )
+
+
+# --- subject access -----------------------------------------------------------------
+
+
+def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyRecords:
+    """Everything allocation holds about the family: its cases in the queue and with
+    their teams, the referrals seen arriving, its panels' agendas and decisions."""
+    subject_access.check_allowed(ctx.scope)
+    family = str(family_id)
+    of_family = select(allocation_cases.c.case_id).where(allocation_cases.c.family_id == family)
+
+    def section(name: str, title: str, query: Any, description: str = "") -> Any:
+        rows = subject_access.rows_of(ctx.conn.execute(query), leave_out=("urgency_rank",))
+        return subject_access.Section(name=name, title=title, description=description, rows=rows)
+
+    sections = [
+        section(
+            "cases",
+            "Cases: queue, team and lead professional",
+            select(allocation_cases)
+            .where(allocation_cases.c.family_id == family)
+            .order_by(allocation_cases.c.queued_at),
+        ),
+        section(
+            "incoming_referrals",
+            "Referrals seen arriving at the front door",
+            select(incoming_referrals)
+            .where(incoming_referrals.c.family_id == family)
+            .order_by(incoming_referrals.c.received_at),
+        ),
+        section(
+            "panel_agenda",
+            "Multi-agency panel agendas",
+            select(panel_agenda)
+            .where(panel_agenda.c.family_id == family)
+            .order_by(panel_agenda.c.completed_at),
+        ),
+        section(
+            "panel_decisions",
+            "Multi-agency panel decisions",
+            select(panel_decisions)
+            .where(panel_decisions.c.family_id == family)
+            .order_by(panel_decisions.c.decided_at),
+        ),
+        section(
+            "commissioned_places",
+            "Places commissioned for the family",
+            select(commissioned_places)
+            .where(commissioned_places.c.case_id.in_(of_family))
+            .order_by(commissioned_places.c.taken_at),
+        ),
+    ]
+    streams = [domain.stream_id(UUID(row["case_id"])) for row in sections[0].rows]
+    ctx.saw(subject_access.RESOURCE_TYPE, family_id)
+    return subject_access.records(ctx.conn, "allocation", family_id, sections, stream_ids=streams)

@@ -4,11 +4,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from allocation import registry
+from allocation import queries, registry
 from allocation.api import router
 from allocation.projections import PROJECTIONS
 from allocation.settings import allocation_settings
 from hub.contracts.topics import service_topic
+from hub.http.subject_access import family_router
 from hub.service import ServiceDefinition, create_service_app
 
 definition = ServiceDefinition(
@@ -20,7 +21,7 @@ definition = ServiceDefinition(
     ),
     port=8002,
     migrations=Path(__file__).parent / "migrations",
-    routers=[router],
+    routers=[router, family_router(queries.family_records)],
     projections=PROJECTIONS,
     consumes=[service_topic("intake"), service_topic("caseplan")],
     # The registry file seeds an empty database; a missing or invalid one is found at

@@ -50,6 +50,7 @@ from caseplan.schemas import (
     PerformanceReport,
     TeamMemberView,
 )
+from hub import subject_access
 from hub.auth import Identities
 from hub.commands import etag
 from hub.contracts.caseplan import CaseSteppedDown, IdentifiedNeed, TeamMemberKind
@@ -671,3 +672,67 @@ def as_csv(report: PerformanceReport) -> str:
         else:
             writer.writerow([name, "", "" if value is None else value])
     return out.getvalue()
+
+
+# --- subject access -----------------------------------------------------------------
+
+
+def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyRecords:
+    """Everything case plan holds about the family: each case with its assessment, plan,
+    reviews, step-up or down and closure; drafts not yet completed; the chronology and
+    who is involved with the family."""
+    subject_access.check_allowed(ctx.scope)
+    family = str(family_id)
+    of_family = select(cases.c.case_id).where(cases.c.family_id == family)
+
+    def section(name: str, title: str, query: Any, description: str = "") -> Any:
+        rows = subject_access.rows_of(ctx.conn.execute(query))
+        return subject_access.Section(name=name, title=title, description=description, rows=rows)
+
+    sections = [
+        section(
+            "cases",
+            "Cases: assessment, plan, reviews, step-up or down, closure",
+            select(cases).where(cases.c.family_id == family).order_by(cases.c.opened_at),
+            "`detail` holds the assessment, the package, actions, outcomes, reviews and "
+            "the closure as the practitioners recorded them.",
+        ),
+        section(
+            "reviews",
+            "Reviews of the plan",
+            select(case_reviews)
+            .where(case_reviews.c.case_id.in_(of_family))
+            .order_by(case_reviews.c.reviewed_at),
+        ),
+        section(
+            "assessment_drafts",
+            "Assessments being written (not yet completed)",
+            select(assessment_drafts)
+            .where(assessment_drafts.c.case_id.in_(of_family))
+            .order_by(assessment_drafts.c.case_id),
+        ),
+        section(
+            "referrals",
+            "Referrals about the family",
+            select(family_referrals)
+            .where(family_referrals.c.family_id == family)
+            .order_by(family_referrals.c.received_at),
+        ),
+        section(
+            "chronology",
+            "The family's chronology",
+            select(chronology_entries)
+            .where(chronology_entries.c.family_id == family)
+            .order_by(chronology_entries.c.occurred_at, chronology_entries.c.event_id),
+        ),
+        section(
+            "involved",
+            "Who else is working with the family",
+            select(family_involvement)
+            .where(family_involvement.c.family_id == family)
+            .order_by(family_involvement.c.first_seen_at, family_involvement.c.kind),
+        ),
+    ]
+    streams = [domain.stream_id(UUID(row["case_id"])) for row in sections[0].rows]
+    ctx.saw(subject_access.RESOURCE_TYPE, family_id)
+    return subject_access.records(ctx.conn, "caseplan", family_id, sections, stream_ids=streams)

@@ -4,9 +4,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from caseplan import queries
 from caseplan.api import router
 from caseplan.projections import PROJECTIONS
 from hub.contracts.topics import service_topic
+from hub.http.subject_access import family_router
 from hub.service import ServiceDefinition, create_service_app
 
 definition = ServiceDefinition(
@@ -18,7 +20,7 @@ definition = ServiceDefinition(
     ),
     port=8003,
     migrations=Path(__file__).parent / "migrations",
-    routers=[router],
+    routers=[router, family_router(queries.family_records)],
     projections=PROJECTIONS,
     consumes=[service_topic("intake"), service_topic("allocation")],
 )

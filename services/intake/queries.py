@@ -6,19 +6,29 @@ is not found, as a missing one); front-door staff see every referral.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Connection, false, select, true
 
+from hub import subject_access
 from hub.contracts.codes import Urgency
+from hub.contracts.intake import ReferralReceived
 from hub.http.pagination import InvalidCursor, after_position, decode_cursor, encode_cursor
 from hub.queries import QueryContext
 from hub.refusals import Invalid, NotFound
 from hub.scope import Scope
+from hub.tables import event_store
 from intake import domain
-from intake.projections import URGENCY_RANK, possible_matches, referrals
+from intake.projections import (
+    URGENCY_RANK,
+    family_cases,
+    known_people,
+    possible_matches,
+    referrals,
+)
 from intake.schemas import (
     AllocationOutcome,
     LeadProfessional,
@@ -285,3 +295,135 @@ def _partner_view_of(row: Any) -> PartnerReferralView:
         allocation=allocation,
         withdrawal=withdrawal,
     )
+
+
+# --- subject access -----------------------------------------------------------------
+
+
+def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyRecords:
+    """Everything the front door holds about the family: its referrals (the referral as
+    received is in the events), the people matched, the possible matches and the cases."""
+    subject_access.check_allowed(ctx.scope)
+    family = str(family_id)
+    of_family = select(referrals.c.referral_id).where(referrals.c.family_id == family)
+    sections = [
+        subject_access.Section(
+            name="referrals",
+            title="Referrals",
+            description="Each referral about the family and where it is now.",
+            rows=subject_access.rows_of(
+                ctx.conn.execute(
+                    select(referrals)
+                    .where(referrals.c.family_id == family)
+                    .order_by(referrals.c.received_at)
+                ),
+                leave_out=("urgency_rank",),
+            ),
+        ),
+        subject_access.Section(
+            name="people",
+            title="Children as the front door recorded them",
+            description="One row per referral a child was in: what matching compares.",
+            rows=subject_access.rows_of(
+                ctx.conn.execute(
+                    select(known_people)
+                    .where(known_people.c.family_id == family)
+                    .order_by(known_people.c.person_id, known_people.c.record_id)
+                )
+            ),
+        ),
+        subject_access.Section(
+            name="possible_matches",
+            title="Possible matches to people the hub knew",
+            rows=subject_access.rows_of(
+                ctx.conn.execute(
+                    select(possible_matches)
+                    .where(possible_matches.c.referral_id.in_(of_family))
+                    .order_by(possible_matches.c.found_at)
+                )
+            ),
+        ),
+        subject_access.Section(
+            name="cases",
+            title="Early help cases",
+            rows=subject_access.rows_of(
+                ctx.conn.execute(
+                    select(family_cases)
+                    .where(family_cases.c.family_id == family)
+                    .order_by(family_cases.c.opened_at)
+                )
+            ),
+        ),
+    ]
+    streams = [domain.stream_id(UUID(row["referral_id"])) for row in sections[0].rows]
+    ctx.saw(subject_access.RESOURCE_TYPE, family_id)
+    return subject_access.records(ctx.conn, "intake", family_id, sections, stream_ids=streams)
+
+
+def people_named(
+    ctx: QueryContext, person_id: UUID | None, nhs_number: str | None
+) -> list[subject_access.PersonFound]:
+    """The people a subject access request names, and each one's family now: children by
+    their records (person id or NHS number), household members by the referrals naming them."""
+    subject_access.check_allowed(ctx.scope)
+    people = known_people.c
+    found: dict[tuple[str, str], subject_access.PersonFound] = {}
+    if person_id is not None:
+        condition = people.person_id == str(person_id)
+    else:
+        condition = people.nhs_number == nhs_number
+    rows = ctx.conn.execute(
+        select(people.person_id, people.family_id, people.given_name, people.family_name,
+               people.date_of_birth, people.nhs_number)
+        .where(condition)
+        .order_by(people.person_id, people.record_id)
+    )  # fmt: skip
+    for row in rows:
+        found.setdefault(
+            (row.person_id, row.family_id),
+            subject_access.PersonFound(
+                person_id=row.person_id,
+                family_id=row.family_id,
+                kind="child",
+                given_name=row.given_name,
+                family_name=row.family_name,
+                date_of_birth=row.date_of_birth,
+                nhs_number=row.nhs_number,
+            ),
+        )
+    if person_id is not None and not found:
+        found.update(_household_member(ctx.conn, person_id))
+    if not found:
+        asked = str(person_id) if person_id is not None else "nhs_number"  # never the number
+        raise NotFound("The hub holds no record of this person.", resource=("person", asked))
+    for person in found.values():
+        ctx.saw("person", person.person_id)
+    return list(found.values())
+
+
+def _household_member(
+    conn: Connection, person_id: UUID
+) -> dict[tuple[str, str], subject_access.PersonFound]:
+    """A parent or carer: only the referrals that named them hold their person id."""
+    named = conn.execute(
+        select(event_store.c.data, referrals.c.family_id)
+        .join(referrals, referrals.c.referral_id == event_store.c.subject)
+        .where(
+            event_store.c.event_type == ReferralReceived.event_type,
+            event_store.c.data.contains(str(person_id)),
+        )
+        .order_by(event_store.c.position)
+    )
+    found: dict[tuple[str, str], subject_access.PersonFound] = {}
+    for data, family_id in named:
+        for member in json.loads(data).get("household_members", []):
+            if member.get("person_id") == str(person_id):
+                found[(str(person_id), family_id)] = subject_access.PersonFound(
+                    person_id=person_id,
+                    family_id=family_id,
+                    kind="household_member",
+                    given_name=member["given_name"],
+                    family_name=member["family_name"],
+                    date_of_birth=member.get("date_of_birth"),
+                )
+    return found

@@ -6,7 +6,9 @@ from fastapi import FastAPI
 
 from hub.auth import token_router
 from hub.contracts.topics import service_topic
+from hub.http.subject_access import family_router
 from hub.service import ServiceDefinition, create_service_app
+from intake import queries, subject_access
 from intake.api import router
 from intake.projections import PROJECTIONS
 from intake.settings import intake_settings
@@ -20,7 +22,12 @@ definition = ServiceDefinition(
     ),
     port=8001,
     migrations=Path(__file__).parent / "migrations",
-    routers=[token_router, router],
+    routers=[
+        token_router,
+        router,
+        subject_access.router,
+        family_router(queries.family_records),
+    ],
     issues_tokens=True,
     projections=PROJECTIONS,
     # Allocation's CaseAllocated tells a referrer who the lead professional is; case

@@ -66,6 +66,41 @@ class IntakeSettings(BaseSettings):
         description="How far back, in months, low-graded notifications count towards escalation.",
     )
 
+    # Subject access: intake gathers every service's answer over HTTP (docs/operations.md).
+    allocation_url: str = Field(
+        default="http://127.0.0.1:8002",
+        description="Where intake reaches allocation's API, for subject access requests.",
+    )
+    caseplan_url: str = Field(
+        default="http://127.0.0.1:8003",
+        description="Where intake reaches case plan's API, for subject access requests.",
+    )
+    notifications_url: str = Field(
+        default="http://127.0.0.1:8004",
+        description="Where intake reaches notifications' API, for subject access requests.",
+    )
+    subject_access_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        le=300,
+        description="How long intake waits for each service's part of a subject access answer.",
+    )
+
+    @field_validator("allocation_url", "caseplan_url", "notifications_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("give an http:// or https:// URL")
+        return value.rstrip("/")
+
+    def service_urls(self) -> dict[str, str]:
+        """The other services whose parts a subject access answer gathers, in journey order."""
+        return {
+            "allocation": self.allocation_url,
+            "caseplan": self.caseplan_url,
+            "notifications": self.notifications_url,
+        }
+
     @field_validator("levels_of_need", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

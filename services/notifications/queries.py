@@ -11,6 +11,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, func, select
 
+from hub import subject_access
 from hub.queries import QueryContext
 from hub.refusals import NotFound
 from hub.scope import Scope
@@ -26,7 +27,18 @@ from notifications.schemas import (
     Subscription,
     SubscriptionList,
 )
-from notifications.tables import deliveries, delivery_attempts, disclosures, subscriptions
+from notifications.tables import (
+    case_consents,
+    case_overrides,
+    case_schools,
+    deliveries,
+    delivery_attempts,
+    disclosures,
+    event_journal,
+    referral_facts,
+    subscriptions,
+    team_members,
+)
 
 
 def own_subscription(conn: Connection, scope: Scope, subscription_id: UUID) -> Any:
@@ -190,4 +202,123 @@ def family_disclosures(ctx: QueryContext, family_id: UUID) -> FamilyDisclosures:
             )
             for row in rows
         ],
+    )
+
+
+# --- subject access -----------------------------------------------------------------
+
+
+def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyRecords:
+    """What notifications holds about the family: what it disclosed to partners (each
+    delivery, the event as the partner received it, and its attempts), the sharing facts
+    it decides by, and which events about the family it received."""
+    subject_access.check_allowed(ctx.scope)
+    family = str(family_id)
+    of_family = select(deliveries.c.id).where(deliveries.c.family_id == family)
+    disclosed = (
+        select(
+            deliveries.c.message_id,
+            subscriptions.c.partner_id,
+            subscriptions.c.partner_type,
+            subscriptions.c.channel,
+            deliveries.c.subscription_id,
+            deliveries.c.event_type,
+            deliveries.c.occurred_at,
+            deliveries.c.status,
+            deliveries.c.attempts,
+            deliveries.c.delivered_at,
+            deliveries.c.created_at,
+            deliveries.c.body,
+        )
+        .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
+        .where(deliveries.c.family_id == family)
+        .order_by(deliveries.c.occurred_at, deliveries.c.id)
+    )
+
+    def section(name: str, title: str, query: Any, description: str = "") -> Any:
+        rows = subject_access.rows_of(ctx.conn.execute(query))
+        return subject_access.Section(name=name, title=title, description=description, rows=rows)
+
+    sections = [
+        section(
+            "deliveries",
+            "Deliveries to partners",
+            disclosed,
+            "Each event about the family sent to a partner (`partner_id`) by webhook or its "
+            "Kafka topic; `body` is exactly what the partner received.",
+        ),
+        section(
+            "delivery_attempts",
+            "Attempts at each webhook delivery",
+            select(delivery_attempts)
+            .where(delivery_attempts.c.delivery_id.in_(of_family))
+            .order_by(delivery_attempts.c.attempted_at, delivery_attempts.c.id),
+        ),
+        section(
+            "disclosure_record",
+            "Restricted detail disclosed to partners",
+            select(disclosures)
+            .where(disclosures.c.family_id == family)
+            .order_by(disclosures.c.disclosed_at, disclosures.c.id),
+            "Each send of restricted case detail: the fields, to whom, under which rule, "
+            "and on what basis (the case's consent or a safeguarding override).",
+        ),
+        section(
+            "referral_facts",
+            "What each referral allows to be shared",
+            select(referral_facts)
+            .where(referral_facts.c.family_id == family)
+            .order_by(referral_facts.c.referral_id),
+        ),
+        section(
+            "team_members",
+            "The team around the family of each case",
+            select(team_members)
+            .where(team_members.c.family_id == family)
+            .order_by(team_members.c.case_id, team_members.c.added_at),
+        ),
+        section(
+            "case_consents",
+            "The consent each case stands on",
+            select(case_consents)
+            .where(case_consents.c.family_id == family)
+            .order_by(case_consents.c.case_id),
+        ),
+        section(
+            "case_overrides",
+            "Safeguarding overrides of each case",
+            select(case_overrides)
+            .where(case_overrides.c.family_id == family)
+            .order_by(case_overrides.c.case_id),
+        ),
+        section(
+            "case_schools",
+            "Schools recorded for the children of each case",
+            select(case_schools)
+            .where(case_schools.c.family_id == family)
+            .order_by(case_schools.c.case_id, case_schools.c.school_id),
+        ),
+        section(
+            "events_received",
+            "Events about the family received from the other services",
+            select(
+                event_journal.c.event_id,
+                event_journal.c.event_type,
+                event_journal.c.subject,
+                event_journal.c.occurred_at,
+                event_journal.c.journalled_at,
+            )
+            .where(event_journal.c.family_id == family)
+            .order_by(event_journal.c.seq),
+            "Copies of the events the other services report in their own answers; listed "
+            "here, not repeated.",
+        ),
+    ]
+    ctx.saw(subject_access.RESOURCE_TYPE, family_id)
+    return subject_access.records(
+        ctx.conn,
+        "notifications",
+        family_id,
+        sections,
+        id_columns=("referral_id", "message_id", "subject"),
     )

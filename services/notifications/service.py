@@ -6,8 +6,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from hub.contracts.topics import SERVICE_TOPICS
+from hub.http.subject_access import family_router
 from hub.service import Runtime, ServiceDefinition, create_service_app
 from hub.settings import HubSettings
+from notifications import queries
 from notifications.api import router, staff_router
 from notifications.delivery import DeliveryWorker
 from notifications.encryption import reseal_stored_secrets, secret_box
@@ -25,7 +27,7 @@ definition = ServiceDefinition(
     ),
     port=8004,
     migrations=Path(__file__).parent / "migrations",
-    routers=[router, staff_router],
+    routers=[router, staff_router, family_router(queries.family_records)],
     projections=PROJECTIONS,
     consumes=list(SERVICE_TOPICS.values()),
 )

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -68,8 +68,14 @@ def run_hub(
             upgrade(definition.migrations, url)
             print(f"migrated {definition.name}: {url}", flush=True)
         ports = {d.name: d.port + port_offset for d in definitions if d.name not in skip}
+        # Intake gathers subject access answers from the others (a skipped one included).
+        peers = {
+            f"EARLYHELP_INTAKE_{d.name.upper()}_URL": f"http://127.0.0.1:{d.port + port_offset}"
+            for d in definitions
+            if d.name != "intake"
+        }
         for name, port in ports.items():
-            children[name] = _Child(name, port)
+            children[name] = _Child(name, port, peers if name == "intake" else {})
             children[name].start()
         _wait_ready(ports, children, stop)
         if not stop.is_set():
@@ -102,6 +108,8 @@ class _Child:
 
     name: str
     port: int
+    # Settings of its own, under any the operator set in the environment.
+    extra_env: Mapping[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restart_at: float | None = None
@@ -111,7 +119,7 @@ class _Child:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hub.cli", "serve", self.name, "--port", str(self.port)],
-            env={**os.environ, "EARLYHELP_SERVICE_NAME": self.name},
+            env={**self.extra_env, **os.environ, "EARLYHELP_SERVICE_NAME": self.name},
         )
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -149,7 +157,7 @@ DEMO_CLIENTS = {
     "demo-practitioner-token": ("samira-okafor", "a practitioner, lead professional"),
     "demo-chair-token": ("brent-panel-chair", "a panel chair"),
     "demo-social-care-token": ("brent-childrens-social-care", "the social care partner"),
-    "demo-dpo-token": ("brent-data-protection", "the data protection officer"),
+    "demo-ig-token": ("information-governance-officer", "information governance"),
 }
 
 

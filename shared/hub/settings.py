@@ -245,6 +245,10 @@ class HubSettings(BaseSettings):
     log_json: bool = Field(default=True)
 
     @field_validator(
+        "database_sslmode",
+        "database_sslrootcert",
+        "database_sslcert",
+        "database_sslkey",
         "kafka_sasl_password_file",
         "kafka_ssl_cafile",
         "kafka_ssl_certfile",

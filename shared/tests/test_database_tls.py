@@ -104,6 +104,18 @@ def test_combinations_that_would_not_protect_the_connection_are_refused(
         assert refusal in _refusal(**settings)
 
 
+def test_empty_settings_are_unset_as_a_compose_file_gives_them(pem: Path) -> None:
+    """deploy/compose.yaml passes `${EARLYHELP_DATABASE_SSLMODE:-}`: empty is no TLS setting."""
+    settings = HubSettings(
+        database_url=PG_URL,
+        database_sslmode="",
+        database_sslrootcert="",
+        database_sslcert="",
+        database_sslkey="",
+    )
+    assert settings.database_url == PG_URL
+
+
 def test_the_url_s_own_parameters_count_when_the_settings_add_to_them(pem: Path) -> None:
     assert "needs EARLYHELP_DATABASE_SSLROOTCERT" in _refusal(
         database_url=PG_URL + "?sslmode=verify-full", database_sslcert=pem, database_sslkey=pem

@@ -46,6 +46,9 @@ PRACTITIONER = "samira-okafor"
 PANEL_CHAIR = "brent-panel-chair"
 POLICE = "met-police-brent"
 SOCIAL_CARE = "brent-childrens-social-care"
+# Subject access (every service) is for information governance alone.
+INFORMATION_GOVERNANCE = "information-governance-officer"
+SUBJECT_ACCESS = "/v1/subject-access/"
 
 REQUEST_TIMEOUT_S = 10
 

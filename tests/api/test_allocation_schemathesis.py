@@ -51,12 +51,14 @@ from allocation.service import definition
 from tests.api.support import (
     ALL_PHASES,
     CONFORMANCE_CHECKS,
+    INFORMATION_GOVERNANCE,
     METHODS_PHASES,
     NEGATIVE_DATA_CHECKS,
     PANEL_CHAIR,
     PRACTITIONER,
     REQUEST_TIMEOUT_S,
     SAMIRA,
+    SUBJECT_ACCESS,
     TEAM_MANAGER,
     UNSUPPORTED_METHOD_CHECKS,
     allocate_to_samira,
@@ -88,6 +90,8 @@ PANEL = PanelRequest.model_config["json_schema_extra"]["examples"][0]
 
 def authorised_caller(operation: schemathesis.APIOperation) -> str:
     """The one caller allocation lets through to the operation (docs/allocation.md)."""
+    if operation.path.startswith(SUBJECT_ACCESS):
+        return INFORMATION_GOVERNANCE
     if operation.method.upper() == "POST" and operation.path.startswith("/v1/panels"):
         return PANEL_CHAIR
     return TEAM_MANAGER

@@ -51,11 +51,13 @@ from caseplan.service import definition
 from tests.api.support import (
     ALL_PHASES,
     CONFORMANCE_CHECKS,
+    INFORMATION_GOVERNANCE,
     METHODS_PHASES,
     NEGATIVE_DATA_CHECKS,
     PRACTITIONER,
     REQUEST_TIMEOUT_S,
     SOCIAL_CARE,
+    SUBJECT_ACCESS,
     TEAM_MANAGER,
     UNSUPPORTED_METHOD_CHECKS,
     allocate_to_samira,
@@ -87,6 +89,8 @@ steer_to_seeded_records(SCHEMA, SEEDED)
 
 def authorised_caller(operation: schemathesis.APIOperation) -> str:
     """The one caller case plan lets through to the operation (docs/caseplan.md)."""
+    if operation.path.startswith(SUBJECT_ACCESS):
+        return INFORMATION_GOVERNANCE
     if operation.path == "/v1/step-downs":
         return SOCIAL_CARE
     return TEAM_MANAGER

@@ -44,11 +44,11 @@ COLUMNS = {
     "chair": "brent-panel-chair",
     "head": "early-help-service-manager",
     "operator": "hub-operator",
-    "dpo": "brent-data-protection",
+    "ig": "information-governance-officer",
 }
 
 MATRIX = """
-                                                                               school  health  police  social  front   samira  manager  chair   head    operator  dpo
+                                                                               school  health  police  social  front   samira  manager  chair   head    operator  ig
 intake
 POST   /v1/referrals                                                           a       a       a       a       -       -       -       -       -       -       -
 GET    /v1/referrals                                                           s       s       s       s       a       -       -       -       -       -       -
@@ -58,6 +58,9 @@ POST   /v1/referrals/{referral_id}/withdrawal                                  s
 POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -       -
+GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
+POST   /v1/subject-access/people-by-nhs-number                                 -       -       -       -       -       -       -       -       -       -       a
+GET    /v1/subject-access/people/{person_id}                                   -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
 GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a       -
 POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a       -
@@ -80,6 +83,7 @@ GET    /v1/panels                                                              -
 POST   /v1/panels                                                              -       -       -       -       -       -       -       v       a       -       -
 GET    /v1/panels/{panel_id}                                                   -       -       -       -       -       s       s       s       a       -       -
 POST   /v1/panels/{panel_id}/decisions                                         -       -       -       -       -       -       -       s       a       -       -
+GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
 GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a       -
 POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a       -
@@ -104,6 +108,7 @@ POST   /v1/cases/{case_id}/safeguarding-override/ending                        -
 POST   /v1/cases/{case_id}/schools                                             -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/step-downs                                                          -       -       -       a       -       -       -       -       -       -       -
 GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -       -
+GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
 GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a       -
 POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a       -
@@ -119,6 +124,7 @@ GET    /v1/subscriptions/{subscription_id}/deliveries                          s
 GET    /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}            a       a       a       a       -       -       -       -       -       -       -
 POST   /v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver  a       a       a       a       -       -       -       -       -       -       -
 POST   /v1/subscriptions/{subscription_id}/replay                              s       s       s       s       -       -       -       -       -       -       -
+GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/families/{family_id}/disclosures                                    -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
 GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a       -
@@ -220,7 +226,13 @@ def _intake_records(client) -> Records:
     for column in COLUMNS:
         mine = referral_of.get(column, referral_of["school"])
         other = referral_of["health" if column == "school" else "school"]
-        by_identity[column] = {"referral_id": (mine, other), "match_id": (str(uuid4()),) * 2}
+        by_identity[column] = {
+            "referral_id": (mine, other),
+            "match_id": (str(uuid4()),) * 2,
+            # Subject access: information governance only, for any family or person.
+            "family_id": (str(uuid4()),) * 2,
+            "person_id": (str(uuid4()),) * 2,
+        }
         tokens[column] = (mine, other)
     bodies = {("POST", "/v1/referrals"): _referral(client)}
     return Records(by_identity, bodies, {("GET", "/v1/referrals"): tokens})
@@ -289,6 +301,7 @@ def _allocation_records(client, publish) -> Records:
         "case_id": (inside, outside),
         "worker_id": (SAMIRA, RUTH),
         "panel_id": (panels["brent-harlesden"], panels["brent-willesden"]),
+        "family_id": (str(uuid4()),) * 2,
     }
     by_identity = {column: scoped for column in COLUMNS}
     by_identity["head"] = scoped | {"case_id": heads}

@@ -330,6 +330,38 @@ def test_references_resolve_to_the_config_map_and_the_secret_template(rendered) 
                 assert ("ConfigMap", volume["configMap"]["name"]) in manifests
 
 
+def test_every_process_with_a_database_checks_postgresql_s_certificate(rendered) -> None:
+    """verify-full for services and migration Jobs, the CA mounted where the setting says;
+    intake reaches the other services' APIs for subject access (their ports allowed)."""
+    _, docs = rendered
+    manifests = _by_kind_name(docs)
+    config = manifests[("ConfigMap", "earlyhelp-config")]["data"]
+    assert config["EARLYHELP_DATABASE_SSLMODE"] == "verify-full"
+    ca_folder = str(Path(config["EARLYHELP_DATABASE_SSLROOTCERT"]).parent)
+    for service in PORTS:
+        for kind, name in (("Deployment", service), ("Job", f"{service}-migrate")):
+            pod = manifests[(kind, f"earlyhelp-{name}")]["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            assert {"configMapRef": {"name": "earlyhelp-config"}} in container["envFrom"]
+            (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == ca_folder]
+            (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+            assert volume["secret"]["secretName"] == "earlyhelp-database-ca", name
+    intake = manifests[("Deployment", "earlyhelp-intake")]["spec"]["template"]["spec"]
+    peers = {
+        env["name"]: env["value"]
+        for env in intake["containers"][0]["env"]
+        if env["name"].endswith("_URL") and "value" in env
+    }
+    assert peers == {
+        f"EARLYHELP_INTAKE_{s.upper()}_URL": f"http://earlyhelp-{s}:{port}"
+        for s, port in PORTS.items()
+        if s != "intake"
+    }
+    policy = manifests[("NetworkPolicy", "earlyhelp-intake")]["spec"]
+    allowed = {p["port"] for rule in policy["egress"] for p in rule.get("ports", [])}
+    assert {8002, 8003, 8004} <= allowed
+
+
 def test_production_runs_replicas_of_pinned_images(production) -> None:
     config = production[("ConfigMap", "earlyhelp-config")]["data"]
     partitions = int(config["EARLYHELP_KAFKA_TOPIC_PARTITIONS"])

@@ -18,7 +18,7 @@ import pytest
 from hub.contracts.topics import service_topic
 from intake.schemas import TriageDecision
 from tests.e2e.support import accepted, ce_id, post_referral, read_topic, referral_body
-from tests.harness import Hub, wait_for
+from tests.harness import Hub, count_rows, read_table, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -296,3 +296,114 @@ def test_a_referral_becomes_a_case_that_is_planned_reviewed_closed_and_referred_
     assert report["closures_by_reason"] == {"needs_met": 1}
     for stage in ("referral_to_triage", "triage_to_allocation", "allocation_to_assessment"):
         assert report[stage]["cases"] >= 1, stage
+
+
+IG = "information-governance-officer"
+# A value that must reach the page as text, never as markup.
+MARKUP = '<script>alert("x")</script> & <b>bold</b>'
+
+
+def test_a_subject_access_request_gathers_the_person_s_records_from_all_four_services(
+    hub: Hub, client: httpx.Client
+) -> None:
+    """The information governance officer asks intake, by NHS number and by person id;
+    intake asks the other three with the officer's token; one answer, JSON and HTML."""
+    intake, caseplan = hub.url("intake"), hub.url("caseplan")
+    subscribed = client.post(
+        f"{hub.url('notifications')}/v1/subscriptions",
+        json={"event_types": ["earlyhelp.referral.*"], "delivery": {"type": "partner_topic"}},
+        headers=hub.auth(),
+    )
+    _ok(subscribed, hub, "notifications", 201)
+    body = referral_body()
+    body["concerns"]["description"] = MARKUP
+    nhs_number = body["children"][0]["nhs_number"]
+    referral = accepted(post_referral(client, hub, body), hub)
+    family_id = referral.family_id
+    _ok(
+        client.post(
+            f"{intake}/v1/referrals/{referral.referral_id}/triage",
+            json=DECISION,
+            headers=hub.auth(FRONT_DOOR),
+        ),
+        hub,
+        "intake",
+    )
+    for service, table, wanted in (
+        ("allocation", "allocation_cases", 1),
+        ("caseplan", "chronology_entries", 2),
+        ("notifications", "deliveries", 1),
+    ):
+        _eventually(
+            hub,
+            service,
+            f"{service} never recorded the family in {table}",
+            lambda service=service, table=table, wanted=wanted: (
+                count_rows(hub.database_url(service), table, family_id=family_id) >= wanted
+            ),
+        )
+    # A read of the family's chronology by the front door: the answer lists it.
+    _ok(
+        client.get(f"{caseplan}/v1/families/{family_id}/chronology", headers=hub.auth(FRONT_DOOR)),
+        hub,
+        "caseplan",
+    )
+
+    by_number = _ok(
+        client.post(
+            f"{intake}/v1/subject-access/people-by-nhs-number",
+            json={"nhs_number": nhs_number},
+            headers=hub.auth(IG),
+        ),
+        hub,
+        "intake",
+    )
+
+    (person,) = by_number["people"]
+    assert person["nhs_number"] == nhs_number and by_number["families"] == [family_id]
+    parts = {part["service"]: part for part in by_number["services"]}
+    assert set(parts) == {"intake", "allocation", "caseplan", "notifications"}
+    assert all(part["family_id"] == family_id for part in parts.values())
+
+    def rows(service: str, section: str) -> list[dict]:
+        return next(s["rows"] for s in parts[service]["sections"] if s["name"] == section)
+
+    assert [r["referral_id"] for r in rows("intake", "referrals")] == [referral.referral_id]
+    assert rows("intake", "referrals")[0]["status"] == "triaged"
+    assert parts["intake"]["events"][0]["data"]["concerns"]["description"] == MARKUP
+    assert len(rows("allocation", "cases")) == 1
+    assert {e["event_type"] for e in rows("caseplan", "chronology")} >= {
+        "earlyhelp.referral.received.v1",
+        "earlyhelp.referral.triaged.v1",
+    }
+    disclosures = rows("notifications", "deliveries")
+    assert {d["partner_id"] for d in disclosures} == {"harlesden-primary-school"}
+    assert "earlyhelp.referral.received.v1" in {d["event_type"] for d in disclosures}
+    readers = {(r["actor"], r["resource_type"]) for r in parts["caseplan"]["access_log"]}
+    assert (FRONT_DOOR, "family_chronology") in readers
+    # Every service audited the officer's read of its part; intake audited the request.
+    for service in ("allocation", "caseplan", "notifications"):
+        assert read_table(hub.database_url(service), "audit_log", actor=IG), service
+    asked = read_table(hub.database_url("intake"), "audit_log", actor=IG, action="subject_access")
+    assert {(r["resource_type"], r["resource_id"]) for r in asked} == {
+        ("person", person["person_id"]),
+        ("family", family_id),
+    }
+
+    page = client.get(
+        f"{intake}/v1/subject-access/people/{person['person_id']}",
+        params={"format": "html"},
+        headers=hub.auth(IG),
+    )
+    assert page.status_code == 200, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["cache-control"] == "no-store"
+    assert "<script>" not in page.text and "<b>bold" not in page.text
+    assert "&lt;script&gt;" in page.text and "&amp; &lt;b&gt;bold" in page.text
+    for service in ("intake", "allocation", "caseplan", "notifications"):
+        assert f"{service}: family {family_id}" in page.text
+
+    refused = client.get(
+        f"{intake}/v1/subject-access/people/{person['person_id']}", headers=hub.auth(FRONT_DOOR)
+    )
+    assert refused.status_code == 403

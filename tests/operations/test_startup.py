@@ -232,6 +232,26 @@ def test_an_invalid_service_setting_is_refused(tmp_path: Path) -> None:
     assert "review_default_months cannot exceed review_maximum_months" in reason, reason
 
 
+def test_postgresql_tls_settings_that_would_not_protect_the_connection_are_refused(
+    tmp_path: Path,
+) -> None:
+    env = serve_env(
+        tmp_path,
+        EARLYHELP_DATABASE_URL="postgresql+psycopg://intake@db.internal:5432/intake",
+        EARLYHELP_DATABASE_SSLMODE="verify-full",
+    )
+    reason = refuses("intake", env, tmp_path)
+    assert reason.startswith("invalid HubSettings: "), reason
+    assert "EARLYHELP_DATABASE_SSLMODE=verify-full needs EARLYHELP_DATABASE_SSLROOTCERT" in reason
+
+
+def test_intake_refuses_an_address_of_another_service_that_is_not_a_url(tmp_path: Path) -> None:
+    env = serve_env(tmp_path, EARLYHELP_INTAKE_CASEPLAN_URL="caseplan:8003")
+    reason = refuses("intake", env, tmp_path)
+    assert reason.startswith("invalid IntakeSettings: "), reason
+    assert "caseplan_url" in reason and "http://" in reason, reason
+
+
 def test_a_missing_registry_file_stops_allocation(
     tmp_path: Path, migrated: dict[str, str], kafka_bootstrap: str
 ) -> None:

@@ -22,7 +22,7 @@ from .test_policy import (
     leaf_paths,
 )
 
-DPO = "brent-data-protection"
+DPO = "information-governance-officer"
 DETAIL = ["earlyhelp.case.*", "earlyhelp.assessment.*", "earlyhelp.plan.*"]
 # What a team member of each type may have under consent; a school has no such rule.
 WITH_CONSENT = {
