@@ -240,8 +240,41 @@ def test_alert_rules_pass_their_promtool_unit_tests(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- network policies
 
 
+# The other services' API pods each service calls: intake gathers subject access
+# answers from the others; they fetch the token issuer's public keys from intake.
+HUB_PEERS = {
+    "intake": (
+        {"earlyhelp-allocation", "earlyhelp-caseplan", "earlyhelp-notifications"},
+        {8002, 8003, 8004},
+    ),
+    **{
+        service: ({"earlyhelp-intake"}, {8001})
+        for service in ("allocation", "caseplan", "notifications")
+    },
+}
+
+
+def _peer_names_and_ports(rules: list[dict]) -> tuple[set[str], set[int]]:
+    names: set[str] = set()
+    for rule in rules:
+        for peer in rule["to"]:
+            selector = peer["podSelector"]
+            # Only API pods: migration Jobs carry the same name but no server.
+            labels = selector.get("matchLabels", {})
+            expressions = {e["key"]: e for e in selector.get("matchExpressions", [])}
+            if "app.kubernetes.io/name" in labels:
+                names.add(labels["app.kubernetes.io/name"])
+                assert labels["app.kubernetes.io/component"] == "api"
+            else:
+                names |= set(expressions["app.kubernetes.io/name"]["values"])
+                assert expressions["app.kubernetes.io/component"]["values"] == ["api"]
+    return names, {p["port"] for rule in rules for p in rule["ports"]}
+
+
 @pytest.mark.parametrize("overlay", ["base", "overlays/production"])
-def test_each_service_reaches_only_dns_its_database_and_the_broker(overlay: str) -> None:
+def test_each_service_reaches_only_dns_its_database_the_broker_and_its_hub_peers(
+    overlay: str,
+) -> None:
     docs = render(DEPLOY / "k8s" / overlay)
     policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
     deny = policies["earlyhelp-default-deny"]
@@ -257,7 +290,9 @@ def test_each_service_reaches_only_dns_its_database_and_the_broker(overlay: str)
         assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [port]
         cluster = [rule for rule in policy["egress"] if "to" not in rule]
         assert {p["port"] for rule in cluster for p in rule["ports"]} == {5432, 9092}
-        internet = [rule for rule in policy["egress"] if "to" in rule]
+        peers = [r for r in policy["egress"] if any("podSelector" in t for t in r.get("to", []))]
+        assert _peer_names_and_ports(peers) == HUB_PEERS[service], service
+        internet = [r for r in policy["egress"] if any("ipBlock" in t for t in r.get("to", []))]
         if service == "notifications":
             (rule,) = internet
             (block,) = rule["to"]

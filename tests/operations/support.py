@@ -79,7 +79,7 @@ class KeyedPoster(threading.Thread):
                 else:
                     with self._lock:
                         if response.status_code == 202:
-                            self.outcomes.accepted.append(accepted(response))
+                            self.outcomes.accepted.append(accepted(response, self.hub))
                         else:
                             self.outcomes.failures.append(
                                 f"{target} {response.status_code}: {response.text[:300]}"

@@ -17,6 +17,7 @@ from tests.harness import read_table
 
 EXAMPLE = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
 SCHOOL, IG = "harlesden-primary-school", "information-governance-officer"
+FRONT_DOOR = "front-door-demo"
 
 
 @pytest.fixture
@@ -35,7 +36,10 @@ def _refer(intake, nhs_numbers):
         child["nhs_number"] = nhs_number
     made = intake.post("/v1/referrals", json=body, headers=bearer(intake.settings, SCHOOL))
     assert made.status_code == 202, made.text
-    return made.json()
+    # The partner's 202 names no family (issue 14): the front door's view does.
+    seen = intake.get(made.headers["location"], headers=bearer(intake.settings, FRONT_DOOR))
+    assert seen.status_code == 200, seen.text
+    return {**made.json(), "family_id": seen.json()["family_id"]}
 
 
 def test_the_family_s_referrals_people_and_events_and_no_other_family_s(intake, database_url):
