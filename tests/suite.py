@@ -68,7 +68,7 @@ def _summary(cases: list[ElementTree.Element]) -> tuple[list[str], str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", default="3", help="pytest-xdist processes, main suite")
+    parser.add_argument("--workers", default="4", help="pytest-xdist processes, main suite")
     parser.add_argument("--api-lanes", type=int, default=2, help="tests/api modules at once")
     options = parser.parse_args()
 
