@@ -484,8 +484,10 @@ def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyR
     of_family = select(allocation_cases.c.case_id).where(allocation_cases.c.family_id == family)
 
     def section(name: str, title: str, query: Any, description: str = "") -> Any:
-        rows = subject_access.rows_of(ctx.conn.execute(query), leave_out=("urgency_rank",))
-        return subject_access.Section(name=name, title=title, description=description, rows=rows)
+        # The queue's sort key says nothing about the family.
+        return subject_access.section(
+            ctx.conn, name, title, query, description, leave_out=("urgency_rank",)
+        )
 
     sections = [
         section(

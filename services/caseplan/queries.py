@@ -686,8 +686,7 @@ def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyR
     of_family = select(cases.c.case_id).where(cases.c.family_id == family)
 
     def section(name: str, title: str, query: Any, description: str = "") -> Any:
-        rows = subject_access.rows_of(ctx.conn.execute(query))
-        return subject_access.Section(name=name, title=title, description=description, rows=rows)
+        return subject_access.section(ctx.conn, name, title, query, description)
 
     sections = [
         section(

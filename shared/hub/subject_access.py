@@ -19,7 +19,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, Executable, or_, select
 
 from hub.contracts.identifiers import NhsNumber
 from hub.refusals import Forbidden
@@ -157,6 +157,20 @@ def rows_of(result: Iterable[Any], *, leave_out: Sequence[str] = ()) -> list[dic
         {key: plain(value) for key, value in row._mapping.items() if key not in leave_out}
         for row in result
     ]
+
+
+def section(
+    conn: Connection,
+    name: str,
+    title: str,
+    query: Executable,
+    description: str = "",
+    *,
+    leave_out: Sequence[str] = (),
+) -> Section:
+    """One named part of a service's answer: the rows `query` gives, as plain values."""
+    rows = rows_of(conn.execute(query), leave_out=leave_out)
+    return Section(name=name, title=title, description=description, rows=rows)
 
 
 def family_events(
