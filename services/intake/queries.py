@@ -306,53 +306,43 @@ def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyR
     subject_access.check_allowed(ctx.scope)
     family = str(family_id)
     of_family = select(referrals.c.referral_id).where(referrals.c.family_id == family)
+    conn = ctx.conn
     sections = [
-        subject_access.Section(
-            name="referrals",
-            title="Referrals",
-            description="Each referral about the family and where it is now.",
-            rows=subject_access.rows_of(
-                ctx.conn.execute(
-                    select(referrals)
-                    .where(referrals.c.family_id == family)
-                    .order_by(referrals.c.received_at)
-                ),
-                leave_out=("urgency_rank",),
-            ),
+        subject_access.section(
+            conn,
+            "referrals",
+            "Referrals",
+            select(referrals)
+            .where(referrals.c.family_id == family)
+            .order_by(referrals.c.received_at),
+            "Each referral about the family and where it is now.",
+            # The queue's sort key says nothing about the family.
+            leave_out=("urgency_rank",),
         ),
-        subject_access.Section(
-            name="people",
-            title="Children as the front door recorded them",
-            description="One row per referral a child was in: what matching compares.",
-            rows=subject_access.rows_of(
-                ctx.conn.execute(
-                    select(known_people)
-                    .where(known_people.c.family_id == family)
-                    .order_by(known_people.c.person_id, known_people.c.record_id)
-                )
-            ),
+        subject_access.section(
+            conn,
+            "people",
+            "Children as the front door recorded them",
+            select(known_people)
+            .where(known_people.c.family_id == family)
+            .order_by(known_people.c.person_id, known_people.c.record_id),
+            "One row per referral a child was in: what matching compares.",
         ),
-        subject_access.Section(
-            name="possible_matches",
-            title="Possible matches to people the hub knew",
-            rows=subject_access.rows_of(
-                ctx.conn.execute(
-                    select(possible_matches)
-                    .where(possible_matches.c.referral_id.in_(of_family))
-                    .order_by(possible_matches.c.found_at)
-                )
-            ),
+        subject_access.section(
+            conn,
+            "possible_matches",
+            "Possible matches to people the hub knew",
+            select(possible_matches)
+            .where(possible_matches.c.referral_id.in_(of_family))
+            .order_by(possible_matches.c.found_at),
         ),
-        subject_access.Section(
-            name="cases",
-            title="Early help cases",
-            rows=subject_access.rows_of(
-                ctx.conn.execute(
-                    select(family_cases)
-                    .where(family_cases.c.family_id == family)
-                    .order_by(family_cases.c.opened_at)
-                )
-            ),
+        subject_access.section(
+            conn,
+            "cases",
+            "Early help cases",
+            select(family_cases)
+            .where(family_cases.c.family_id == family)
+            .order_by(family_cases.c.opened_at),
         ),
     ]
     streams = [domain.stream_id(UUID(row["referral_id"])) for row in sections[0].rows]
