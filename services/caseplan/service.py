@@ -4,11 +4,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from caseplan import queries
+from caseplan import queries, retention
 from caseplan.api import router
 from caseplan.projections import PROJECTIONS
 from hub.contracts.topics import service_topic
 from hub.http.subject_access import family_router
+from hub.retention import CaseRecordsDecision
 from hub.service import ServiceDefinition, create_service_app
 
 definition = ServiceDefinition(
@@ -23,6 +24,9 @@ definition = ServiceDefinition(
     routers=[router, family_router(queries.family_records)],
     projections=PROJECTIONS,
     consumes=[service_topic("intake"), service_topic("allocation")],
+    case_records=CaseRecordsDecision(
+        falling_due=retention.falling_due, held_resources=retention.held_resources
+    ),
 )
 
 
