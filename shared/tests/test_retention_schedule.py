@@ -47,7 +47,7 @@ def test_an_unknown_key_is_refused_rather_than_ignored(tmp_path):
     raw = yaml.safe_load((ROOT / "config" / "retention.yaml").read_text())
     raw["idempotency_records"]["weeks"] = 2  # a typo must not leave the period unset
     (tmp_path / "retention.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ValidationError, match="idempotency_records.weeks"):
+    with pytest.raises(ValidationError, match=r"idempotency_records\.weeks"):
         load_schedule(tmp_path / "retention.yaml")
 
 
