@@ -123,7 +123,12 @@ def falling_due(
     due, kept = [], []
     for family in family_retention(conn, schedule, scope):
         if family.family_id in held:
-            kept.append((family, held[family.family_id]))
+            kept.append((family, held.pop(family.family_id)))
         elif family.due is not None and family.due <= today:
             due.append(family)
+    if scope is None or scope.authority_wide:
+        # Held before case plan holds anything of the family (a hold may come first).
+        kept += [
+            (FamilyRetention(family_id, None, (), ()), hold) for family_id, hold in held.items()
+        ]
     return due, kept

@@ -223,6 +223,16 @@ def test_information_governance_holds_and_lifts_and_sees_what_falls_due(
     assert due["due"] == []
     assert {f["family_id"] for f in due["held"]} == {family, records["held"]["family_id"]}
 
+    # A hold may come before case plan holds anything of the family.
+    unknown = str(uuid4())
+    placed = caseplan.put(
+        f"/v1/families/{unknown}/legal-hold", json={"reason": "inquiry ref 8"}, headers=ig
+    )
+    assert placed.status_code == 200, placed.text
+    held = {f["family_id"]: f for f in caseplan.get("/v1/retention/due", headers=ig).json()["held"]}
+    assert (held[unknown]["due"], held[unknown]["case_ids"]) == (None, [])
+    assert held[unknown]["hold"]["reason"] == "inquiry ref 8"
+
     assert caseplan.delete(f"/v1/families/{family}/legal-hold", headers=ig).status_code == 204
     assert caseplan.delete(f"/v1/families/{family}/legal-hold", headers=ig).status_code == 404
     due = caseplan.get("/v1/retention/due", headers=ig).json()
@@ -234,7 +244,11 @@ def test_information_governance_holds_and_lifts_and_sees_what_falls_due(
         for row in read_table(database_url, "audit_log", actor=IG)
         if row["action"].startswith("legal_hold")
     ]
-    assert actions == [("legal_hold_placed", family), ("legal_hold_lifted", family)]
+    assert actions == [
+        ("legal_hold_placed", family),
+        ("legal_hold_placed", unknown),
+        ("legal_hold_lifted", family),
+    ]
 
     # Bad input: named, nothing stored; others may not hold or look.
     bad = caseplan.put(f"/v1/families/{family}/legal-hold", json={"reason": ""}, headers=ig)
