@@ -22,11 +22,14 @@ from caseplan.schemas import (
     ConsentNarrowing,
     ConsentSubmission,
     ConsentWithdrawal,
+    LegalHoldSubmission,
+    LegalHoldView,
     OutcomeSubmission,
     OverrideEnding,
     OverrideSubmission,
     PerformanceReport,
     Recorded,
+    RetentionDue,
     ReviewSubmission,
     StepDownSubmission,
     StepUpSubmission,
@@ -42,6 +45,7 @@ from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import problem_responses
 from hub.http.scope import caller
 from hub.queries import run_query
+from hub.retention import RetentionSchedule, current_schedule
 from hub.scope import Scope
 from hub.service import Runtime, runtime_of
 
@@ -721,3 +725,81 @@ async def performance(
     if _CSV in request.headers.get("accept", ""):
         return Response(queries.as_csv(report), media_type=_CSV)
     return report
+
+
+# --- retention and legal holds (issue 16) ---------------------------------------------
+
+
+async def retention_schedule(runtime: RuntimeDep) -> RetentionSchedule:
+    """The authority's retention schedule (EARLYHELP_RETENTION_SCHEDULE_FILE)."""
+    return current_schedule(runtime.settings.retention_schedule_file)
+
+
+Schedule = Annotated[RetentionSchedule, Depends(retention_schedule)]
+Governance = Annotated[Scope, Depends(caller("legal-holds:write", kind="staff"))]
+
+
+@router.get(
+    "/retention/due",
+    response_model=RetentionDue,
+    responses=problem_responses(401, 403),
+    summary="What the next retention run would dispose of, and what a legal hold keeps",
+    tags=["retention"],
+)
+async def retention_due(
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Annotated[Scope, Depends(caller("retention:read", kind="staff"))],
+    schedule: Schedule,
+    now: Now,
+) -> RetentionDue:
+    """Information governance only. Families whose case records have reached the end of
+    their retention period today (config/retention.yaml), and every family under legal
+    hold. Case records are reported, not yet disposed of, until erasure exists."""
+    return await run_query(
+        runtime, request, scope, lambda ctx: queries.retention_due(ctx, schedule), now=now
+    )
+
+
+@router.put(
+    "/families/{family_id}/legal-hold",
+    response_model=LegalHoldView,
+    responses=problem_responses(401, 403, 413, 422),
+    summary="Keep a family's records from disposal under the retention schedule",
+    tags=["retention"],
+)
+async def place_legal_hold(
+    family_id: UUID,
+    submission: LegalHoldSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Governance,
+    now: Now,
+) -> Response:
+    """Information governance only. Until lifted, the nightly retention run disposes of
+    none of the family's case records nor the audit of who read them. Placing it again
+    replaces the reason."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.place_legal_hold(ctx, family_id, submission),
+        now=now,
+        payload=submission,
+    )
+
+
+@router.delete(
+    "/families/{family_id}/legal-hold",
+    status_code=204,
+    responses=problem_responses(401, 403, 404),
+    summary="Lift a family's legal hold",
+    tags=["retention"],
+)
+async def lift_legal_hold(
+    family_id: UUID, request: Request, runtime: RuntimeDep, scope: Governance, now: Now
+) -> Response:
+    """Information governance only. The family's records fall under the schedule again."""
+    return await run_command(
+        runtime, request, scope, lambda ctx: commands.lift_legal_hold(ctx, family_id), now=now
+    )

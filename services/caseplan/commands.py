@@ -12,6 +12,8 @@ import json
 from collections.abc import Callable
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
+from sqlalchemy import delete
+
 from caseplan import domain, queries
 from caseplan.projections import assessment_drafts, stored_case
 from caseplan.schemas import (
@@ -24,6 +26,8 @@ from caseplan.schemas import (
     ConsentNarrowing,
     ConsentSubmission,
     ConsentWithdrawal,
+    LegalHoldSubmission,
+    LegalHoldView,
     OutcomeSubmission,
     OverrideEnding,
     OverrideSubmission,
@@ -34,11 +38,13 @@ from caseplan.schemas import (
     TeamMemberRemoval,
     TeamMemberSubmission,
 )
+from caseplan.tables import legal_holds
 from hub.auth import Identities
 from hub.commands import CommandContext, CommandResult
 from hub.contracts.base import EventData
 from hub.contracts.codes import PartnerOrganisationType
-from hub.refusals import Forbidden, Invalid, Refusal, StaleVersion
+from hub.refusals import Forbidden, Invalid, NotFound, Refusal, StaleVersion
+from hub.sql import upsert
 
 # Step-downs get case ids derived from the social care reference, so that the same
 # family handed down twice under one reference is one case (the second is a 409).
@@ -394,3 +400,38 @@ def record_child_school(
 
     [event] = _decide(ctx, case_id, decide)
     return _recorded(event)
+
+
+# --- legal holds (issue 16) -------------------------------------------------------------
+# Information governance keeps a family's records from disposal under the retention
+# schedule. A hold is a decision about the schedule, not a fact of the case: kept in
+# `legal_holds` (no replay drops it), each change written to the audit log.
+
+
+def place_legal_hold(
+    ctx: CommandContext, family_id: UUID, submission: LegalHoldSubmission
+) -> CommandResult:
+    """Hold the family's records (a second hold replaces the first's reason)."""
+    hold = {
+        "family_id": str(family_id),
+        "reason": submission.reason,
+        "placed_by": ctx.scope.subject,
+        "placed_at": ctx.now,
+    }
+    upsert(ctx.conn, legal_holds, hold, key=("family_id",))
+    ctx.audit("legal_hold_placed", "family", str(family_id))
+    return CommandResult(
+        200,
+        LegalHoldView.model_validate(hold),
+        {"Location": f"/v1/families/{family_id}/legal-hold"},
+    )
+
+
+def lift_legal_hold(ctx: CommandContext, family_id: UUID) -> CommandResult:
+    lifted = ctx.conn.execute(
+        delete(legal_holds).where(legal_holds.c.family_id == str(family_id))
+    ).rowcount
+    if not lifted:
+        raise NotFound(f"No legal hold on family {family_id}.")
+    ctx.audit("legal_hold_lifted", "family", str(family_id))
+    return CommandResult(204, None)

@@ -20,7 +20,6 @@ from sqlalchemy import (
     Date,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
@@ -42,6 +41,7 @@ from caseplan.domain import (
     add_months,
 )
 from caseplan.settings import caseplan_settings
+from caseplan.tables import metadata as tables_metadata
 from hub.clock import utc_now
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.caseplan import (
@@ -77,7 +77,8 @@ from hub.contracts.registry import event_model
 from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime, insert_if_absent, upsert
 
-metadata = MetaData()
+# One metadata with case plan's other tables (caseplan.tables), as the migrations make them.
+metadata = tables_metadata
 
 chronology_entries = Table(
     "chronology_entries",

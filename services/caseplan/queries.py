@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, or_, select, true
 
-from caseplan import domain
+from caseplan import domain, retention
 from caseplan.projections import (
     assessment_drafts,
     case_inputs,
@@ -43,11 +43,15 @@ from caseplan.schemas import (
     Chronology,
     ChronologyEntry,
     ConsentView,
+    FamilyFallingDue,
+    HeldFamily,
     InvolvedParty,
     LeadProfessional,
+    LegalHoldView,
     Median,
     OverrideView,
     PerformanceReport,
+    RetentionDue,
     TeamMemberView,
 )
 from hub import subject_access
@@ -59,6 +63,7 @@ from hub.contracts.common import Consent
 from hub.contracts.dates import authority_date
 from hub.queries import QueryContext
 from hub.refusals import Forbidden, Invalid, NotFound
+from hub.retention import RetentionSchedule
 from hub.scope import Scope
 from hub.store import EventStore
 
@@ -735,3 +740,39 @@ def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyR
     streams = [domain.stream_id(UUID(row["case_id"])) for row in sections[0].rows]
     ctx.saw(subject_access.RESOURCE_TYPE, family_id)
     return subject_access.records(ctx.conn, "caseplan", family_id, sections, stream_ids=streams)
+
+
+# --- retention (issue 16) ---------------------------------------------------------------
+
+
+def retention_due(ctx: QueryContext, schedule: RetentionSchedule) -> RetentionDue:
+    """What the next retention run would dispose of (as of today), and what is held."""
+    today = authority_date(ctx.now)
+    due, held = retention.falling_due(ctx.conn, schedule, today, ctx.scope)
+    ctx.saw("retention_due", today.isoformat())
+    ctx.listed_ids("family", *(f.family_id for f in due), *(f.family_id for f, _ in held))
+    return RetentionDue(
+        as_of=today,
+        due=[_falling_due(family) for family in due],
+        held=[
+            HeldFamily(
+                **_falling_due(family).model_dump(),
+                hold=LegalHoldView(
+                    family_id=hold.family_id,
+                    reason=hold.reason,
+                    placed_by=hold.placed_by,
+                    placed_at=hold.placed_at,
+                ),
+            )
+            for family, hold in held
+        ],
+    )
+
+
+def _falling_due(family: retention.FamilyRetention) -> FamilyFallingDue:
+    return FamilyFallingDue(
+        family_id=family.family_id,
+        due=family.due,
+        case_ids=list(family.case_ids),
+        referral_ids=list(family.referral_ids),
+    )

@@ -472,3 +472,50 @@ class PerformanceReport(BaseModel):
         "practitioner, a whole-family assessment and plan, and every need achieved at a "
         "closure at least six months ago with no re-referral since."
     )
+
+
+# --- retention and legal holds (issue 16) -----------------------------------------------
+
+
+class LegalHoldSubmission(_Request):
+    reason: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Why the family's records must be kept (a claim, an inquiry, a request "
+        "from the courts). Not personal data: a reference, not the family's story.",
+        examples=["Litigation hold, legal services ref LS-2026-114"],
+    )
+
+
+class LegalHoldView(BaseModel):
+    family_id: UUID
+    reason: str
+    placed_by: str
+    placed_at: datetime
+
+
+class FamilyFallingDue(BaseModel):
+    family_id: UUID
+    due: date | None = Field(
+        description="The day its case records reach the end of their retention period: the "
+        "later of the schedule's years after its last closure and its youngest child's "
+        "25th birthday. Absent while a case or referral is open."
+    )
+    case_ids: list[UUID]
+    referral_ids: list[UUID]
+
+
+class HeldFamily(FamilyFallingDue):
+    hold: LegalHoldView
+
+
+class RetentionDue(BaseModel):
+    """What the next retention run would dispose of, and what a legal hold keeps."""
+
+    as_of: date = Field(description="Families due on or before this day are listed as due.")
+    due: list[FamilyFallingDue] = Field(
+        description="Families whose case records have reached their date and are not held. "
+        "Until erasure exists (issue 16 item 3) the nightly job reports them, and disposes "
+        "of nothing in them."
+    )
+    held: list[HeldFamily] = Field(description="Families under legal hold, due or not.")

@@ -4,12 +4,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from caseplan import queries
+from caseplan import queries, retention
 from caseplan.api import router
 from caseplan.projections import PROJECTIONS
 from hub.contracts.topics import service_topic
 from hub.http.subject_access import family_router
+from hub.retention import CaseRecordsDecision, load_schedule
 from hub.service import ServiceDefinition, create_service_app
+from hub.settings import HubSettings
 
 definition = ServiceDefinition(
     name="caseplan",
@@ -23,6 +25,13 @@ definition = ServiceDefinition(
     routers=[router, family_router(queries.family_records)],
     projections=PROJECTIONS,
     consumes=[service_topic("intake"), service_topic("allocation")],
+    # GET /v1/retention/due reads the schedule: a service without it must not start.
+    startup_checks={
+        "retention schedule": lambda: load_schedule(HubSettings().retention_schedule_file)
+    },
+    case_records=CaseRecordsDecision(
+        falling_due=retention.falling_due, held_resources=retention.held_resources
+    ),
 )
 
 

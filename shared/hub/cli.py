@@ -11,6 +11,7 @@ earlyhelp republish intake --from-position N   publish stored events again
 earlyhelp dlq list caseplan                what caseplan dead-lettered, and why
 earlyhelp dlq show caseplan ID [--data]    one dead-lettered record
 earlyhelp dlq redrive caseplan ID... | --all   send records back through the consumer
+earlyhelp retention [SERVICE ...]          dispose of what the retention schedule says is due
 """
 
 from __future__ import annotations
@@ -248,6 +249,85 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_retention(args: argparse.Namespace) -> None:
+    """Dispose of what the retention schedule (config/retention.yaml) says is due today.
+
+    In each service's own database: idempotency records and audit rows past their
+    period. Case plan also reports the families whose case records fall due and are not
+    held (ids and counts; their disposal arrives with erasure, issue 16 item 3). Logs
+    counts only. When every service named succeeded, it pushes
+    earlyhelp_retention_last_success_timestamp_seconds (docs/operations.md "Retention
+    job"); a service that fails is named on stderr and the command exits 1.
+    """
+    from hub.clock import utc_now
+    from hub.db import Database
+    from hub.privacy import describe_error
+    from hub.retention import load_schedule, metrics_of, publish_metrics, run_for_service
+
+    log = logging.getLogger("hub.retention")
+    services = args.services or list(SERVICES)
+    for service in services:
+        load_definition(service)  # an unknown name ends the command before any disposal
+    runs, failed = [], []
+    for service in services:
+        definition = load_definition(service)
+        settings = _settings(service)
+        db = None
+        try:
+            schedule = load_schedule(settings.retention_schedule_file)
+            db = Database(settings.database_url)
+            with db.write() as conn:
+                run = run_for_service(service, conn, schedule, utc_now(), definition.case_records)
+        except Exception as exc:  # one service's failure must not stop the others
+            failed.append(service)
+            print(
+                f"earlyhelp retention {service}: failed, nothing disposed there: "
+                f"{describe_error(exc)}",
+                file=sys.stderr,
+            )
+            continue
+        finally:
+            if db is not None:
+                db.dispose()
+        runs.append(run)
+        counts = " ".join(f"{k}={v}" for k, v in run.disposed.by_kind().items())
+        log.info("retention %s: disposed %s", service, counts)
+        print(f"{service}: disposed {counts}")
+        if definition.case_records is not None:
+            log.info(
+                "retention %s: case records due=%d held=%d (reported, not disposed: "
+                "disposal arrives with erasure)",
+                service,
+                len(run.due_family_ids),
+                len(run.held_family_ids),
+            )
+            print(
+                f"{service}: case records due (not disposed until erasure exists): "
+                f"{len(run.due_family_ids)} families"
+            )
+            for family_id in run.due_family_ids:
+                print(f"  due  family {family_id}")
+            for family_id in run.held_family_ids:
+                print(f"  held family {family_id}")
+    if runs:
+        settings = _settings(services[0])
+        try:
+            publish_metrics(
+                metrics_of(runs, utc_now()),
+                settings.retention_pushgateway,
+                settings.retention_textfile,
+                services[0] if len(services) == 1 else None,
+            )
+        except Exception as exc:
+            print(
+                f"earlyhelp retention: the metrics could not be published: {describe_error(exc)}",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
+    if failed:
+        raise SystemExit(1)
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     from hub.dev import run_hub
 
@@ -354,6 +434,18 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_redrive.add_argument("ids", nargs="*", help="records to redrive, as `dlq list` shows")
     dlq_redrive.add_argument("--all", action="store_true", help="every record of the service")
     dlq_redrive.set_defaults(func=cmd_dlq_redrive)
+
+    retention = sub.add_parser(
+        "retention",
+        help="dispose of what the retention schedule says is due (the nightly job)",
+    )
+    retention.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"any of {', '.join(SERVICES)} (default: all, each in its own database)",
+    )
+    retention.set_defaults(func=cmd_retention)
     return parser
 
 

@@ -40,6 +40,7 @@ from hub.liveness import ServingMark, application_name
 from hub.observability import configure_logging, configure_tracing, current_traceparent
 from hub.outbox import OutboxRelay
 from hub.projections import Projection
+from hub.retention import CaseRecordsDecision
 from hub.settings import HubSettings
 from hub.store import EventStore, PendingEvent, RecordedEvent
 from hub.tokens import KeyConfigurationError
@@ -144,6 +145,9 @@ class ServiceDefinition:
     # starts: prepared before the relay and consumer, started after them, drained
     # (in reverse order) before them on shutdown.
     workers: Sequence[Callable[[Runtime], BackgroundWorker]] = ()
+    # The service that decides when case records fall due under the retention schedule
+    # (case plan), for `earlyhelp retention`: what is due, and what a legal hold keeps.
+    case_records: CaseRecordsDecision | None = None
 
     def __post_init__(self) -> None:
         # Every consuming service offers its operators the dead-letter API; as one of

@@ -154,6 +154,21 @@ class HubSettings(BaseSettings):
         default=REPO_ROOT / "config" / "identities.yaml",
         description="Partner systems and staff: client ids, hashed secrets, scopes and roles.",
     )
+    retention_schedule_file: Path = Field(
+        default=REPO_ROOT / "config" / "retention.yaml",
+        description="The retention schedule: how long each kind of record is kept "
+        "(read by `earlyhelp retention` and case plan's `GET /v1/retention/due`).",
+    )
+    retention_pushgateway: str = Field(
+        default="",
+        description="Prometheus Pushgateway address (host:port or URL) to which "
+        "`earlyhelp retention` pushes its metrics; empty pushes nothing.",
+    )
+    retention_textfile: Path | None = Field(
+        default=None,
+        description="Or a file for node_exporter's textfile collector that `earlyhelp "
+        "retention` writes its metrics to (a .prom file); empty writes none.",
+    )
     identities_reload_seconds: float = Field(
         default=5.0,
         gt=0,
@@ -253,6 +268,7 @@ class HubSettings(BaseSettings):
         "kafka_ssl_cafile",
         "kafka_ssl_certfile",
         "kafka_ssl_keyfile",
+        "retention_textfile",
         mode="before",
     )
     @classmethod

@@ -109,6 +109,9 @@ POST   /v1/cases/{case_id}/schools                                             -
 POST   /v1/step-downs                                                          -       -       -       a       -       -       -       -       -       -       -
 GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -       -
 GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
+GET    /v1/retention/due                                                       -       -       -       -       -       -       -       -       -       -       a
+PUT    /v1/families/{family_id}/legal-hold                                     -       -       -       -       -       -       -       -       -       -       a
+DELETE /v1/families/{family_id}/legal-hold                                     -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/dead-letters                                                        -       -       -       -       -       -       -       -       -       a       -
 GET    /v1/dead-letters/{dead_letter_id}                                       -       -       -       -       -       -       -       -       -       a       -
 POST   /v1/dead-letter-redrives                                                -       -       -       -       -       -       -       -       -       a       -

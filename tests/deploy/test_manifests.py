@@ -178,9 +178,16 @@ def _merge(target: dict, patch: dict) -> None:
             target[key] = copy.deepcopy(value)
 
 
-def _containers(doc: dict) -> list[dict]:
+def _pod(doc: dict) -> dict:
+    """The pod a Deployment, Job or CronJob runs (empty for anything else)."""
     spec = doc.get("spec", {})
-    pod = spec.get("template", {}).get("spec", {}) if "template" in spec else {}
+    if doc.get("kind") == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec.get("template", {}).get("spec", {}) if "template" in spec else {}
+
+
+def _containers(doc: dict) -> list[dict]:
+    pod = _pod(doc)
     return pod.get("containers", []) + pod.get("initContainers", [])
 
 
@@ -302,6 +309,45 @@ def test_every_service_has_a_migration_job_and_topics_are_created_by_a_job(rende
     assert {"configMapRef": {"name": "earlyhelp-config"}} in container["envFrom"]
 
 
+def test_a_nightly_cronjob_runs_retention_for_every_service_in_its_own_database(
+    rendered,
+) -> None:
+    """Each service's container: its image, its database (checked over TLS), the schedule
+    (a copy of config/retention.yaml), the Pushgateway setting; one run at a time."""
+    _, docs = rendered
+    manifests = _by_kind_name(docs)
+    cronjob = manifests[("CronJob", "earlyhelp-retention")]
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    minute, hour, *every_day = cronjob["spec"]["schedule"].split()
+    assert every_day == ["*", "*", "*"] and minute.isdigit() and hour.isdigit()
+    pod = _pod(cronjob)
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert set(containers) == set(PORTS)
+    config = manifests[("ConfigMap", "earlyhelp-config")]["data"]
+    assert "EARLYHELP_RETENTION_PUSHGATEWAY" in config
+    ca_folder = str(Path(config["EARLYHELP_DATABASE_SSLROOTCERT"]).parent)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for service, container in containers.items():
+        assert _cli(container["command"]) == ["retention", service]
+        service_image = _pod(manifests[("Deployment", f"earlyhelp-{service}")])["containers"][0][
+            "image"
+        ]
+        assert container["image"] == service_image
+        assert _database_url_ref(container) == ("earlyhelp-database-urls", service)
+        assert {"configMapRef": {"name": "earlyhelp-config"}} in container["envFrom"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert volumes[mounts[ca_folder]]["secret"]["secretName"] == "earlyhelp-database-ca"
+        (schedule,) = [
+            e["value"] for e in container["env"] if e["name"] == "EARLYHELP_RETENTION_SCHEDULE_FILE"
+        ]
+        folder, _, key = schedule.rpartition("/")
+        config_map = volumes[mounts[folder]]["configMap"]["name"]
+        copy_ = manifests[("ConfigMap", config_map)]["data"][key]
+        assert copy_ == (ROOT / "config" / "retention.yaml").read_text()
+
+
 def test_references_resolve_to_the_config_map_and_the_secret_template(rendered) -> None:
     _, docs = rendered
     manifests = _by_kind_name(docs)
@@ -314,7 +360,7 @@ def test_references_resolve_to_the_config_map_and_the_secret_template(rendered) 
         for doc in yaml.safe_load_all((BASE / "secrets.example.yaml").read_text())
     }
     for doc in docs:
-        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        pod = _pod(doc)
         for container in pod.get("containers", []):
             for source in container.get("envFrom", []):
                 assert ("ConfigMap", source["configMapRef"]["name"]) in manifests

@@ -305,19 +305,31 @@ def test_each_service_reaches_only_dns_its_database_the_broker_and_its_hub_peers
             assert internet == [], service
     # Every pod the manifests run is selected by a policy of its own name.
     for doc in docs:
-        if doc["kind"] in ("Deployment", "Job"):
-            name = doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        if doc["kind"] in ("Deployment", "Job", "CronJob"):
+            name = _template(doc)["metadata"]["labels"]["app.kubernetes.io/name"]
             assert name in policies, name
+
+
+def _template(workload: dict) -> dict:
+    """The pod template of a Deployment, a Job or a CronJob."""
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]
 
 
 @pytest.mark.parametrize("overlay", ["base", "overlays/production"])
 def test_every_workload_container_is_hardened_and_bounded(overlay: str) -> None:
-    """Deployments and Jobs alike: the migration, topics and ACL Jobs included."""
-    workloads = [d for d in render(DEPLOY / "k8s" / overlay) if d["kind"] in ("Deployment", "Job")]
-    # A Deployment and a migration Job per service, then the topics Job and the ACL Job.
-    assert len(workloads) == 2 * len(PORTS) + 2
+    """Deployments, Jobs and the CronJob alike: the migration, topics, ACL and retention
+    Jobs included."""
+    workloads = [
+        d for d in render(DEPLOY / "k8s" / overlay) if d["kind"] in ("Deployment", "Job", "CronJob")
+    ]
+    # A Deployment and a migration Job per service, the topics Job, the ACL Job and the
+    # nightly retention CronJob.
+    assert len(workloads) == 2 * len(PORTS) + 3
     for workload in workloads:
-        pod = workload["spec"]["template"]["spec"]
+        pod = _template(workload)["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["automountServiceAccountToken"] is False
         for container in pod["containers"]:
