@@ -136,6 +136,7 @@ async def _refer(
 @router.post(
     "/$process-message",
     status_code=202,
+    response_class=FhirResponse,
     responses=_ANSWERS,
     openapi_extra=_body("health-visitor-message.json", "A referral message Bundle."),
     summary="Refer a family with a FHIR R4 referral message",
@@ -171,6 +172,7 @@ async def process_message(
 @router.post(
     "/ServiceRequest",
     status_code=202,
+    response_class=FhirResponse,
     responses=_ANSWERS,
     openapi_extra=_body("gp-service-request.json", "A ServiceRequest with its people contained."),
     summary="Refer a family with a FHIR R4 ServiceRequest",
@@ -202,7 +204,7 @@ async def create_service_request(
 @router.get(
     "/metadata",
     summary="The FHIR CapabilityStatement: what this front door supports",
-    responses={200: {"content": {FHIR_MEDIA_TYPE: {}}}},
+    response_class=FhirResponse,
 )
 async def metadata(now: Now) -> Response:
     """Exactly the two ways to refer; no reads, searches or subscriptions yet."""

@@ -225,7 +225,10 @@ def _parse(
         return None
     try:
         model = get_fhir_model_class(kind).model_validate(resource)
-    except ValidationError as exc:
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        if not isinstance(exc, ValidationError):
+            reading.error(path, "is not a valid resource of its type", "invalid")
+            return None
         for error in exc.errors(include_input=False):
             reading.error(_fhirpath(path, error["loc"]), str(error["msg"]), error["type"])
         return None
