@@ -88,9 +88,16 @@ def _body(example: str, description: str) -> dict[str, Any]:
     }
 
 
+_RESOURCE = {FHIR_MEDIA_TYPE: {"schema": {"type": "object"}}}
 _ANSWERS: dict[int | str, dict[str, Any]] = {
-    status: {"description": "An OperationOutcome", "content": {FHIR_MEDIA_TYPE: {}}}
-    for status in (400, 401, 403, 409, 413, 415, 422)
+    202: {
+        "description": "Received: the response message, or the ServiceRequest",
+        "content": _RESOURCE,
+    },
+    **{
+        status: {"description": "An OperationOutcome", "content": _RESOURCE}
+        for status in (400, 401, 403, 409, 413, 415, 422)
+    },
 }
 
 
@@ -205,6 +212,7 @@ async def create_service_request(
     "/metadata",
     summary="The FHIR CapabilityStatement: what this front door supports",
     response_class=FhirResponse,
+    responses={200: {"description": "The CapabilityStatement", "content": _RESOURCE}},
 )
 async def metadata(now: Now) -> Response:
     """Exactly the two ways to refer; no reads, searches or subscriptions yet."""
