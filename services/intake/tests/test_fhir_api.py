@@ -154,6 +154,21 @@ def test_a_repeated_request_with_its_idempotency_key_answers_the_first_response(
     assert len(received()) == 1
 
 
+def test_an_idempotency_key_reused_for_another_referral_is_an_operation_outcome(intake, received):
+    other = copy.deepcopy(MESSAGE)
+    other["entry"][1]["resource"]["priority"] = "routine"
+
+    first = post(intake, "/fhir/$process-message", MESSAGE, **{"Idempotency-Key": "hv-0413"})
+    reused = post(intake, "/fhir/$process-message", other, **{"Idempotency-Key": "hv-0413"})
+
+    assert first.status_code == 202
+    assert reused.status_code == 422, reused.text
+    assert reused.headers["content-type"] == FHIR
+    [issue] = OperationOutcome.model_validate(reused.json()).issue
+    assert issue.code == "invalid" and "Idempotency-Key" in issue.details.text
+    assert len(received()) == 1
+
+
 def _entry(bundle, index):
     return bundle["entry"][index]["resource"]
 
