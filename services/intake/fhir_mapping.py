@@ -83,7 +83,7 @@ def _refuse(errors: Iterable[RefusedField]) -> FhirInvalid:
 
 
 @dataclass(frozen=True)
-class Mapping_:
+class ConceptMapping:
     system: str
     code: str
     target: str
@@ -91,11 +91,11 @@ class Mapping_:
 
 
 @cache
-def concept_map() -> dict[str, dict[tuple[str, str], Mapping_]]:
+def concept_map() -> dict[str, dict[tuple[str, str], ConceptMapping]]:
     """The concept map file, by group, then by (system, code)."""
     raw = yaml.safe_load(CONCEPT_MAP.read_text())
     return {
-        group: {(e["system"], e["code"]): Mapping_(**e) for e in entries}
+        group: {(e["system"], e["code"]): ConceptMapping(**e) for e in entries}
         for group, entries in raw.items()
     }
 
@@ -523,6 +523,16 @@ def _consent(reading: _Reading, consent: _Located) -> dict[str, Any]:
     reading.origin["consent.given_at"] = f"{consent.path}.dateTime"
     reading.origin["consent.covers"] = f"{consent.path}.provision.code"
     reading.origin["consent.given_by"] = f"{consent.path}.performer"
+    if consent.resource.status != "active":
+        reading.error(
+            f"{consent.path}.status",
+            "must be active: consent refused or withdrawn is no consent "
+            "(refer under a safeguarding override instead)",
+            "code_invalid",
+        )
+    provision_type = consent.resource.provision.type if consent.resource.provision else None
+    if provision_type not in (None, "permit"):
+        reading.error(f"{consent.path}.provision.type", "must be permit", "code_invalid")
     given_by = None
     performers = consent.resource.performer or []
     if performers:

@@ -218,9 +218,15 @@ def _missing_priority(bundle):
     return "Bundle.entry[1].resource.priority"
 
 
+def _consent_refused(bundle):
+    _entry(bundle, 8)["status"] = "rejected"
+    return "Bundle.entry[8].resource.status"
+
+
 @pytest.mark.parametrize(
     "spoil",
     [
+        _consent_refused,
         _wrong_resource_type,
         _no_nhs_number_system,
         _invalid_check_digit,
