@@ -10,6 +10,7 @@ from hub.http.subject_access import family_router
 from hub.service import ServiceDefinition, create_service_app
 from intake import queries, subject_access
 from intake.api import router
+from intake.fhir_api import router as fhir_router
 from intake.projections import PROJECTIONS
 from intake.settings import intake_settings
 
@@ -25,6 +26,7 @@ definition = ServiceDefinition(
     routers=[
         token_router,
         router,
+        fhir_router,
         subject_access.router,
         family_router(queries.family_records),
     ],

@@ -31,6 +31,7 @@ from hub.auth import Identities
 from hub.contracts.allocation import CaseAllocated
 from hub.contracts.intake import ReferralReceived, ReferralTriaged
 from hub.testing import bearer
+from intake.fhir_mapping import example
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = {
@@ -58,6 +59,9 @@ POST   /v1/referrals/{referral_id}/withdrawal                                  s
 POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -       -
+POST   /fhir/$process-message                                                  a       a       a       a       -       -       -       -       -       -       -
+POST   /fhir/ServiceRequest                                                    a       a       a       a       -       -       -       -       -       -       -
+GET    /fhir/metadata                                                          a       a       a       a       a       a       a       a       a       a       a
 GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
 POST   /v1/subject-access/people-by-nhs-number                                 -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/subject-access/people/{person_id}                                   -       -       -       -       -       -       -       -       -       -       a
@@ -163,7 +167,8 @@ def _operations(app) -> list[tuple[str, str]]:
         (
             (method.upper(), path)
             for path, item in document["paths"].items()
-            if path.startswith("/v1/") and not path.startswith("/v1/oauth")
+            if (path.startswith("/v1/") and not path.startswith("/v1/oauth"))
+            or path.startswith("/fhir/")
             for method in item
         ),
         key=lambda op: (_ORDER[op[0]], op[1]),
@@ -237,7 +242,11 @@ def _intake_records(client) -> Records:
             "person_id": (str(uuid4()),) * 2,
         }
         tokens[column] = (mine, other)
-    bodies = {("POST", "/v1/referrals"): _referral(client)}
+    bodies = {
+        ("POST", "/v1/referrals"): _referral(client),
+        ("POST", "/fhir/$process-message"): example("health-visitor-message.json"),
+        ("POST", "/fhir/ServiceRequest"): example("gp-service-request.json"),
+    }
     return Records(by_identity, bodies, {("GET", "/v1/referrals"): tokens})
 
 

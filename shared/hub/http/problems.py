@@ -435,7 +435,11 @@ def _document_problems_in_openapi(app: FastAPI) -> None:
 
 def _document_operation_problems(operation: dict[str, Any]) -> None:
     responses = operation.setdefault("responses", {})
-    if "422" in responses or "parameters" in operation or "requestBody" in operation:
+    # A route that documents its own 422 body (FHIR's OperationOutcome) keeps it.
+    own_422 = set(responses.get("422", {}).get("content", {})) - {"application/json"}
+    if not own_422 and (
+        "422" in responses or "parameters" in operation or "requestBody" in operation
+    ):
         responses["422"] = {
             "description": "Invalid request: every invalid field is named in `errors`.",
             "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}},
