@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Literal, Self
 from uuid import UUID
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -36,6 +35,7 @@ from hub.contracts.codes import CinFactor
 from hub.contracts.common import ContactDetails, EmailAddress, Name, PhoneNumber, ShortText
 from hub.contracts.identifiers import Slug, normalise_postcode
 from hub.sql import insert_if_absent, upsert
+from hub.yaml_files import load_yaml
 
 # A postcode district ("NW10") or sector ("NW10 2"), in upper case with one space.
 _COVERAGE = re.compile(r"^[A-Z]{1,2}[0-9][0-9A-Z]?( [0-9])?$")
@@ -317,7 +317,7 @@ class Registry:
 
 def read_file(path: Path) -> Registry:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError as exc:
         raise RuntimeError(
             f"registry file {path} not found (set EARLYHELP_ALLOCATION_REGISTRY_FILE)"

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import yaml
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
@@ -38,6 +37,7 @@ from pydantic import ValidationError
 
 from hub.contracts.codes import PartnerOrganisationType, ReferralSource
 from hub.refusals import Invalid, RefusedField
+from hub.yaml_files import load_yaml
 from intake.domain import ReferralStatus
 from intake.schemas import ReferralAccepted, ReferralSubmission
 
@@ -93,7 +93,7 @@ class ConceptMapping:
 @cache
 def concept_map() -> dict[str, dict[tuple[str, str], ConceptMapping]]:
     """The concept map file, by group, then by (system, code)."""
-    raw = yaml.safe_load(CONCEPT_MAP.read_text())
+    raw = load_yaml(CONCEPT_MAP.read_text())
     return {
         group: {(e["system"], e["code"]): ConceptMapping(**e) for e in entries}
         for group, entries in raw.items()

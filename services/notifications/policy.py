@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import hub.contracts  # noqa: F401  (registers every event type)
 from hub.contracts.codes import DataClassification, PartnerOrganisationType
 from hub.contracts.registry import EVENT_TYPES
+from hub.yaml_files import load_yaml
 
 # The referrer's own reference for the referral, added to what its rules may copy.
 PARTNER_REFERENCE = "partner_reference"
@@ -85,7 +86,7 @@ class SharingPolicy(BaseModel):
     @classmethod
     def load(cls, path: Path) -> SharingPolicy:
         try:
-            document = yaml.safe_load(path.read_text())
+            document = load_yaml(path.read_text())
             return cls.model_validate(document)
         except (OSError, yaml.YAMLError, ValueError) as exc:
             raise PolicyError(f"sharing policy {path} is not usable: {exc}") from exc

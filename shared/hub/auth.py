@@ -36,7 +36,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 import jwt
-import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -63,6 +62,7 @@ from hub.tokens import (
     embedded_signing_keys,
     parse_public_jwks,
 )
+from hub.yaml_files import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class Identities:
     @classmethod
     def load(cls, path: Path) -> Identities:
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = load_yaml(path.read_text())
         except FileNotFoundError as exc:
             raise RuntimeError(
                 f"identities file {path} not found (set EARLYHELP_IDENTITIES_FILE)"

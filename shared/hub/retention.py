@@ -17,12 +17,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, and_, delete, not_
 
 from hub.contracts.dates import authority_date
 from hub.tables import audit_log, idempotency_keys
+from hub.yaml_files import load_yaml
 
 # Kinds of record, as the log lines and the metric's `kind` label name them.
 IDEMPOTENCY_RECORDS = "idempotency_records"
@@ -80,7 +80,7 @@ def current_schedule(path: Path) -> RetentionSchedule:
 def load_schedule(path: Path) -> RetentionSchedule:
     """The schedule in `path`; a missing period or an unknown key is refused by name."""
     with open(path, encoding="utf-8") as handle:
-        return RetentionSchedule.model_validate(yaml.safe_load(handle) or {})
+        return RetentionSchedule.model_validate(load_yaml(handle.read()) or {})
 
 
 # --- dates (pure) ---------------------------------------------------------------------
