@@ -131,6 +131,12 @@ class OutboxRelay:
                 backoff_s = min(backoff_s * 2, 1.0)
         return False
 
+    @property
+    def leads(self) -> bool:
+        """Whether this relay held its database's publishing lock when it last looked:
+        after `drain`, whether it sent the outbox itself or left it to the leader."""
+        return self._db.is_sqlite or self._leadership is not None
+
     def close(self) -> None:
         try:
             self._purge(force=True)

@@ -193,6 +193,9 @@ def republish(
             last_position = store.last_position(conn)
         deadline = time.monotonic() + timeout_s
         drained = relay.drain(timeout_s)
+        # Who sent them is who led, not whether rows were left when drain() returned: the
+        # leader may have sent them all by the time this command counts.
+        by_running_relay = drained and not relay.leads
         # Only what this command queued counts: a live service may be adding more.
         queued_here = (
             select(func.count())
@@ -201,7 +204,6 @@ def republish(
         )
         with db.read() as conn:
             left = conn.execute(queued_here).scalar_one()
-        by_running_relay = drained and left > 0
         # drain() returns at once when another relay leads: wait for that one to send them.
         while left and time.monotonic() < deadline:
             time.sleep(0.2)
