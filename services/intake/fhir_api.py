@@ -13,20 +13,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Annotated, Any
+from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from hub.commands import run_command
 from hub.http.dependencies import IdempotencyKey, Now
-from hub.http.problems import Problem, field_errors, problem_of
+from hub.http.problems import FieldError, Problem, field_errors, problem_of
 from hub.http.scope import caller
+from hub.queries import run_query
 from hub.refusals import Refusal
 from hub.scope import Scope
 from hub.service import Runtime, runtime_of
-from intake import commands, fhir_mapping
+from intake import commands, fhir_mapping, fhir_status, queries
 from intake.fhir_mapping import FHIR_MEDIA_TYPE
 from intake.schemas import ReferralAccepted
 from intake.settings import IntakeSettings, current_settings
@@ -71,6 +73,7 @@ router = APIRouter(prefix="/fhir", tags=["fhir"], route_class=FhirRoute)
 Settings = Annotated[IntakeSettings, Depends(current_settings)]
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 Referrer = Annotated[Scope, Depends(caller("referrals:write"))]
+Reader = Annotated[Scope, Depends(caller("referrals:read"))]
 
 
 def _body(example: str, description: str) -> dict[str, Any]:
@@ -208,6 +211,108 @@ async def create_service_request(
     )
 
 
+_READ_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The resource", "content": _RESOURCE},
+    **{
+        status: {"description": "An OperationOutcome", "content": _RESOURCE}
+        for status in (400, 401, 403, 404, 422)
+    },
+}
+
+
+async def _partner_view(
+    request: Request, runtime: Runtime, scope: Scope, now: Any, referral_id: UUID
+) -> Any:
+    """The caller's referral as its referrer sees it; 404 when it is not the caller's."""
+    return await run_query(
+        runtime, request, scope, lambda ctx: queries.referral(ctx, referral_id), now=now
+    )
+
+
+@router.get(
+    "/Task/{task_id}",
+    response_class=FhirResponse,
+    responses=_READ_ANSWERS,
+    summary="A referral's progress as a FHIR Task",
+)
+async def read_task(
+    task_id: UUID, request: Request, runtime: RuntimeDep, scope: Reader, now: Now
+) -> Response:
+    """The Task of a referral you made (its id is the referral id): `status` and
+    `businessStatus` follow the hub's events (received, triaged with its outcome as
+    `output`, allocated with the lead professional as `owner`, closed with its reason,
+    withdrawn). 404 for a referral that is not yours."""
+    view = await _partner_view(request, runtime, scope, now, task_id)
+    return FhirResponse(fhir_status.task(view), 200)
+
+
+@router.get(
+    "/Task",
+    response_class=FhirResponse,
+    responses=_READ_ANSWERS,
+    summary="Find a referral's Task by its ServiceRequest",
+)
+async def search_tasks(
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Reader,
+    now: Now,
+    based_on: Annotated[
+        str,
+        Query(
+            alias="based-on",
+            max_length=100,
+            description="`ServiceRequest/{id}` (or the bare id) of a referral you made.",
+        ),
+    ],
+) -> Response:
+    """A searchset Bundle with the referral's Task, or none when the referral is not yours
+    (as FHIR searches answer; nothing says whether it exists). Only `based-on` is
+    supported: any other search parameter is refused."""
+    unsupported = sorted(set(request.query_params) - {"based-on", "_format"})
+    if unsupported:
+        raise Problem(
+            400,
+            detail="Only the based-on search parameter is supported on Task.",
+            errors=[
+                FieldError(
+                    field=f"query.{name}",
+                    message="not a supported search parameter",
+                    code="not_supported",
+                )
+                for name in unsupported
+            ],
+        )
+    referral_id = fhir_status.referral_id_of(based_on)
+    views = (
+        []
+        if referral_id is None
+        else await run_query(
+            runtime,
+            request,
+            scope,
+            lambda ctx: queries.referrer_views(ctx, referral_id),
+            now=now,
+        )
+    )
+    return FhirResponse(fhir_status.task_search(views, str(request.url)), 200)
+
+
+@router.get(
+    "/ServiceRequest/{service_request_id}",
+    response_class=FhirResponse,
+    responses=_READ_ANSWERS,
+    summary="A referral you made, as a FHIR ServiceRequest",
+)
+async def read_service_request(
+    service_request_id: UUID, request: Request, runtime: RuntimeDep, scope: Reader, now: Now
+) -> Response:
+    """The referral's status, priority, dates and your reference: not the people, which
+    the hub does not send back. 404 for a referral that is not yours."""
+    view = await _partner_view(request, runtime, scope, now, service_request_id)
+    return FhirResponse(fhir_status.service_request(view), 200)
+
+
 @router.get(
     "/metadata",
     summary="The FHIR CapabilityStatement: what this front door supports",
@@ -215,5 +320,5 @@ async def create_service_request(
     responses={200: {"description": "The CapabilityStatement", "content": _RESOURCE}},
 )
 async def metadata(now: Now) -> Response:
-    """Exactly the two ways to refer; no reads, searches or subscriptions yet."""
+    """The two ways to refer, and reading a referral back as Task and ServiceRequest."""
     return FhirResponse(fhir_mapping.capability_statement(now), 200)

@@ -706,7 +706,8 @@ def operation_outcome(
 
 
 def capability_statement(published: datetime) -> dict[str, Any]:
-    """What the FHIR front door supports: exactly the two ways to refer, and nothing more."""
+    """What the FHIR front door supports: the two ways to refer, and reading a referral's
+    Task and ServiceRequest back; nothing more."""
     statement = CapabilityStatement.model_validate(
         {
             "resourceType": "CapabilityStatement",
@@ -741,12 +742,30 @@ def capability_statement(published: datetime) -> dict[str, Any]:
                     "resource": [
                         {
                             "type": "ServiceRequest",
-                            "interaction": [{"code": "create"}],
+                            "interaction": [{"code": "create"}, {"code": "read"}],
                             "documentation": (
-                                "A referral with its children (Patient), household "
-                                "(RelatedPerson), referrer and consent contained."
+                                "Create: a referral with its children (Patient), household "
+                                "(RelatedPerson), referrer and consent contained. Read: a "
+                                "referral you made, without its people."
                             ),
-                        }
+                        },
+                        {
+                            "type": "Task",
+                            "interaction": [{"code": "read"}, {"code": "search-type"}],
+                            "searchParam": [
+                                {
+                                    "name": "based-on",
+                                    "definition": "http://hl7.org/fhir/SearchParameter/Task-based-on",
+                                    "type": "reference",
+                                    "documentation": "ServiceRequest/{id} of a referral you made.",
+                                }
+                            ],
+                            "documentation": (
+                                "A referral's progress: received, on-hold, accepted or "
+                                "rejected at triage, in-progress once allocated, completed "
+                                "when the case closes, cancelled when withdrawn."
+                            ),
+                        },
                     ],
                     "operation": [
                         {

@@ -77,6 +77,9 @@ referrals = Table(
     Column("escalated_notices", Integer, nullable=False, default=0),
     Column("escalated_in", String(36), nullable=True),
     Column("joins_open_case", Boolean, nullable=False, default=False),
+    # 0005: the closure of the case the referral went to (FHIR Task, issue 20).
+    Column("case_closed_at", UtcDateTime(), nullable=True),
+    Column("closure_reason", String(30), nullable=True),
 )
 Index(
     "ix_referrals_queue",
@@ -273,6 +276,21 @@ def _allocated(conn, event: CaseAllocated, meta: EventMeta) -> None:
             lead_professional_team=lead.team_name,
             lead_professional_email=lead.email,
             lead_professional_phone=lead.phone,
+            updated_at=meta.occurred_at,
+        )
+    )
+
+
+@referral_status.on(CaseClosed)
+def _closed(conn, event: CaseClosed, meta: EventMeta) -> None:
+    """The case a referral opened or joined has closed: its referrer is told when and
+    the reason's code (the sharing policy's referrer rule), never the free text."""
+    conn.execute(
+        update(referrals)
+        .where(referrals.c.case_id == str(event.case_id))
+        .values(
+            case_closed_at=event.closed_at,
+            closure_reason=event.reason.value,
             updated_at=meta.occurred_at,
         )
     )

@@ -31,6 +31,7 @@ from intake.projections import (
 )
 from intake.schemas import (
     AllocationOutcome,
+    ClosureOutcome,
     LeadProfessional,
     Matching,
     PartnerQueueItem,
@@ -74,6 +75,23 @@ def referral(ctx: QueryContext, referral_id: UUID) -> ReferralView | PartnerRefe
     return _partner_view_of(row)
 
 
+def referrer_views(ctx: QueryContext, referral_id: UUID) -> list[PartnerReferralView]:
+    """The referral as its referrer sees it, if the caller may see it: none otherwise.
+
+    For searches (FHIR `Task?based-on=`), which answer an empty result, not a refusal,
+    for a referral that is not the caller's.
+    """
+    row = ctx.conn.execute(
+        select(referrals).where(
+            referrals.c.referral_id == str(referral_id), referrals_in(ctx.scope)
+        )
+    ).first()
+    if row is None:
+        return []
+    ctx.saw("referral", referral_id)
+    return [_partner_view_of(row)]
+
+
 def referral_queue(
     ctx: QueryContext,
     settings: IntakeSettings,
@@ -94,6 +112,7 @@ def referral_queue(
         table.c.decided_at,
         table.c.withdrawn_at,
         table.c.allocated_at,
+        table.c.case_closed_at,
         table.c.escalated_notices,
         table.c.pending_matches,
     ).where(table.c.status == _STORED_STATUS[status], referrals_in(ctx.scope))
@@ -152,6 +171,8 @@ _STORED_STATUS = {
 
 
 def _progress(row: Any) -> ReferralProgress:
+    if row.status == domain.ReferralStatus.TRIAGED and row.case_closed_at is not None:
+        return ReferralProgress.CLOSED
     if row.status == domain.ReferralStatus.TRIAGED and row.allocated_at is not None:
         return ReferralProgress.ALLOCATED
     return ReferralProgress(row.status)
@@ -275,6 +296,11 @@ def _partner_view_of(row: Any) -> PartnerReferralView:
         if row.withdrawn_at is not None
         else None
     )
+    closure = (
+        ClosureOutcome(closed_at=row.case_closed_at, reason=row.closure_reason)
+        if row.case_closed_at is not None
+        else None
+    )
     return PartnerReferralView(
         referral_id=row.referral_id,
         status=_progress(row),
@@ -293,6 +319,7 @@ def _partner_view_of(row: Any) -> PartnerReferralView:
         ),
         triage=triage,
         allocation=allocation,
+        closure=closure,
         withdrawal=withdrawal,
     )
 

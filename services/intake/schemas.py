@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from hub.contracts.codes import (
+    ClosureReason,
     LevelOfNeed,
     MatchField,
     PoliceGrade,
@@ -139,6 +140,7 @@ class ReferralProgress(StrEnum):
     HELD = "held_for_information"
     TRIAGED = "triaged"
     ALLOCATED = "allocated"
+    CLOSED = "closed"
     WITHDRAWN = "withdrawn"
 
 
@@ -175,6 +177,16 @@ class LeadProfessional(BaseModel):
 class AllocationOutcome(BaseModel):
     allocated_at: datetime
     lead_professional: LeadProfessional
+
+
+class ClosureOutcome(BaseModel):
+    """The early help case the referral went to has closed: when, and the reason's code.
+
+    Never the reason's free text: it is the case worker's, written for the case record.
+    """
+
+    closed_at: datetime
+    reason: ClosureReason
 
 
 class WithdrawalOutcome(BaseModel):
@@ -231,8 +243,8 @@ class PartnerReferralView(BaseModel):
     referral_id: UUID
     status: ReferralProgress = Field(
         description="received (or held_for_information, for a low-graded police notification), "
-        "then triaged (allocated once a lead professional took the case), "
-        "or withdrawn by the referrer before triage."
+        "then triaged (allocated once a lead professional took the case, closed once the "
+        "case closed), or withdrawn by the referrer before triage."
     )
     received_at: datetime
     urgency: Urgency
@@ -246,6 +258,9 @@ class PartnerReferralView(BaseModel):
     )
     allocation: AllocationOutcome | None = Field(
         default=None, description="Who leads the case, once allocation reports it."
+    )
+    closure: ClosureOutcome | None = Field(
+        default=None, description="When and why the case the referral went to closed."
     )
     withdrawal: WithdrawalOutcome | None = Field(
         default=None, description="When and why the referrer withdrew it."

@@ -8,7 +8,8 @@ test, so no route ships without its row. Each cell says what the identity gets:
     -  refused: 403 on every record
     a  allowed on every record: no 401 or 403 (a list shows both records)
     s  scoped: the record in scope passes the access check (no 401, 403 or 404);
-       the one outside it answers 404, as a missing record (a list leaves it out)
+       the one outside it answers 404, as a missing record (a list leaves it out,
+       a search for it finds nothing)
     v  scoped by the body: as `s`, but the record outside scope is a 422 naming it
     r  sees but may not work: 403 on the record in scope, 404 on the one outside it
 
@@ -62,6 +63,9 @@ POST   /v1/referrals/{referral_id}/unlinking                                   -
 POST   /fhir/$process-message                                                  a       a       a       a       -       -       -       -       -       -       -
 POST   /fhir/ServiceRequest                                                    a       a       a       a       -       -       -       -       -       -       -
 GET    /fhir/metadata                                                          a       a       a       a       a       a       a       a       a       a       a
+GET    /fhir/Task                                                              s       s       s       s       a       -       -       -       -       -       -
+GET    /fhir/Task/{task_id}                                                    s       s       s       s       a       -       -       -       -       -       -
+GET    /fhir/ServiceRequest/{service_request_id}                               s       s       s       s       a       -       -       -       -       -       -
 GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
 POST   /v1/subject-access/people-by-nhs-number                                 -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/subject-access/people/{person_id}                                   -       -       -       -       -       -       -       -       -       -       a
@@ -198,10 +202,13 @@ def _wait(check, what, timeout_s=30.0):
 class Records:
     """For each identity, a record in its scope and one outside it, by path parameter."""
 
-    def __init__(self, by_identity, bodies, tokens):
+    def __init__(self, by_identity, bodies, tokens, searches=None):
         self.by_identity = by_identity  # identity -> {param: (in, out)}
         self.bodies = bodies  # (method, path) -> (in body, out body)
         self.tokens = tokens  # (method, path) -> identity -> (in text, out text) for lists
+        # (method, path) -> identity -> (in, out): a search's query for one record each
+        # side, and the text that shows the record was found (its id)
+        self.searches = searches or {}
 
 
 def _example(client, method, path) -> dict | None:
@@ -236,6 +243,8 @@ def _intake_records(client) -> Records:
         other = referral_of["health" if column == "school" else "school"]
         by_identity[column] = {
             "referral_id": (mine, other),
+            "task_id": (mine, other),
+            "service_request_id": (mine, other),
             "match_id": (str(uuid4()),) * 2,
             # Subject access: information governance only, for any family or person.
             "family_id": (str(uuid4()),) * 2,
@@ -247,7 +256,8 @@ def _intake_records(client) -> Records:
         ("POST", "/fhir/$process-message"): example("health-visitor-message.json"),
         ("POST", "/fhir/ServiceRequest"): example("gp-service-request.json"),
     }
-    return Records(by_identity, bodies, {("GET", "/v1/referrals"): tokens})
+    searches = {("GET", "/fhir/Task"): tokens}
+    return Records(by_identity, bodies, {("GET", "/v1/referrals"): tokens}, searches)
 
 
 SAMIRA = "7e4b2d1a-9c8f-4a6e-b3d2-1f0e9d8c7b65"
@@ -467,11 +477,11 @@ def _notifications_records(client) -> Records:
 NO_DEAD_LETTER = "earlyhelp.nowhere.dlq:0:0"
 
 
-def _call(client, method, template, params, body, headers):
+def _call(client, method, template, params, body, headers, query=None):
     path = template
     for name, value in params.items():
         path = path.replace("{" + name + "}", value)
-    return client.request(method, path, json=body, headers=headers)
+    return client.request(method, path, json=body, headers=headers, params=query)
 
 
 def _check(client, service, records):
@@ -486,6 +496,7 @@ def _check(client, service, records):
             scoped = records.by_identity[column]
             entry_ids = getattr(records, "entry_ids", {}).get(template)
             body = records.bodies.get((method, template)) or _example(client, method, template)
+            searched = records.searches.get((method, template), {}).get(column)
             answers = []
             for side in (0, 1):
                 params = {name: values[side] for name, values in scoped.items()}
@@ -495,9 +506,14 @@ def _check(client, service, records):
                 side_body = body[side] if isinstance(body, tuple) else body
                 if method in ("POST", "PUT") and side_body is None:
                     side_body = {}
-                answers.append(_call(client, method, template, params, side_body, headers))
+                query = {"based-on": searched[side]} if searched else None
+                answers.append(_call(client, method, template, params, side_body, headers, query))
             listed = records.tokens.get((method, template), {}).get(column)
-            problem = _verdict(cell, answers, listed)
+            problem = (
+                _search_verdict(cell, answers, searched)
+                if searched
+                else _verdict(cell, answers, listed)
+            )
             if problem:
                 failures.append(f"{method} {template} as {column} ({cell}): {problem}")
     assert failures == []
@@ -528,6 +544,22 @@ def _verdict(cell, answers, listed) -> str | None:
     if outside.status_code != wanted:
         return f"out of scope answered {outside.status_code}, not {wanted}"
     return None
+
+
+def _search_verdict(cell, answers, searched) -> str | None:
+    """A search for the record in scope finds it; one for the record outside finds
+    nothing (`s`) or finds it too (`a`): a search never refuses a record it cannot show."""
+    statuses = [answer.status_code for answer in answers]
+    if cell == "-":
+        return None if statuses == [403, 403] else f"expected 403, got {statuses}"
+    if statuses != [200, 200]:
+        return f"expected 200 twice, got {statuses}"
+    found = [
+        token in str(answer.json().get("entry", []))  # not the self link, which echoes the query
+        for token, answer in zip(searched, answers, strict=True)
+    ]
+    wanted = [True, cell == "a"]
+    return None if found == wanted else f"found {found}, expected {wanted}"
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)

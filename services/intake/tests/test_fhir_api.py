@@ -5,24 +5,33 @@ The example requests of docs/fhir.md are posted as they are, so that they keep w
 
 import copy
 import json
+import re
+import time
+from uuid import UUID
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from fhir.resources.R4B.task import Task
 from sqlalchemy import create_engine, func, select
 
+from hub.contracts.allocation import CaseAllocated
+from hub.contracts.caseplan import CaseClosed
+from hub.contracts.codes import ClosureReason
 from hub.contracts.intake import ReferralReceived
 from hub.tables import event_store
 from hub.testing import bearer
 from intake.fhir_mapping import example, read_message
+from intake.schemas import TriageDecision
 from intake.service import definition
 
 HEALTH, SCHOOL, STAFF = "brent-health-visiting", "harlesden-primary-school", "front-door-demo"
 FHIR = "application/fhir+json"
 MESSAGE = example("health-visitor-message.json")
 SERVICE_REQUEST = example("gp-service-request.json")
+DECISION = TriageDecision.model_config["json_schema_extra"]["examples"][0]
 
 
 @pytest.fixture
@@ -319,8 +328,119 @@ def test_the_capability_statement_lists_exactly_what_is_supported(intake):
     statement = CapabilityStatement.model_validate(response.json())
     assert statement.fhirVersion == "4.0.1"
     [rest] = statement.rest
-    assert [(r.type, [i.code for i in r.interaction]) for r in rest.resource] == [
-        ("ServiceRequest", ["create"])
-    ]
+    supported = [(r.type, [i.code for i in r.interaction]) for r in rest.resource]
+    assert supported == [("ServiceRequest", ["create", "read"]), ("Task", ["read", "search-type"])]
+    assert [p.name for r in rest.resource for p in r.searchParam or []] == ["based-on"]
     assert [operation.name for operation in rest.operation] == ["process-message"]
-    assert "Task" not in response.text and "Subscription" not in response.text
+    assert "Subscription" not in response.text
+    # Exactly what the app routes: each interaction listed has its route, and no other.
+    path_of = {"create": ("POST", ""), "read": ("GET", "/{id}"), "search-type": ("GET", "")}
+    listed = {
+        (path_of[code][0], f"/fhir/{kind}{path_of[code][1]}")
+        for kind, codes in supported
+        for code in codes
+    } | {("POST", "/fhir/$process-message"), ("GET", "/fhir/metadata")}
+    routed = {
+        (method.upper(), re.sub(r"\{[a-z_]+\}", "{id}", path))
+        for path, operations in intake.app.openapi()["paths"].items()
+        if path.startswith("/fhir/")
+        for method in operations
+    }
+    assert routed == listed
+
+
+def _until(read, ready, what, timeout_s=90):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = read()
+        if ready(answer):
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never happened: {answer}")
+        time.sleep(0.05)
+
+
+def test_a_health_visitor_follows_its_referral_as_a_task_from_received_to_closed(intake, publish):
+    referred = post(intake, "/fhir/$process-message", MESSAGE)
+    assert referred.status_code == 202, referred.text
+    referral_id = referred.json()["entry"][1]["resource"]["id"]
+    staff = bearer(intake.settings, STAFF)
+
+    task = intake.get(f"/fhir/Task/{referral_id}")
+    assert task.status_code == 200, task.text
+    assert task.headers["content-type"] == FHIR
+    received = Task.model_validate(task.json())
+    assert (received.status, received.businessStatus.coding[0].code) == ("received", "received")
+    assert received.basedOn[0].reference == f"ServiceRequest/{referral_id}"
+    found = intake.get("/fhir/Task", params={"based-on": f"ServiceRequest/{referral_id}"})
+    assert found.status_code == 200, found.text
+    assert Bundle.model_validate(found.json()).total == 1
+    assert found.json()["entry"][0]["resource"] == task.json()
+
+    # Another partner learns nothing: not found, and nothing found.
+    school = bearer(intake.settings, SCHOOL)
+    assert intake.get(f"/fhir/Task/{referral_id}", headers=school).status_code == 404
+    nothing = intake.get("/fhir/Task", params={"based-on": referral_id}, headers=school)
+    assert nothing.status_code == 200 and nothing.json()["total"] == 0, nothing.text
+    unsupported = intake.get("/fhir/Task", params={"based-on": referral_id, "status": "x"})
+    assert unsupported.status_code == 400, unsupported.text
+    issue = OperationOutcome.model_validate(unsupported.json()).issue[0]
+    assert "query.status" in issue.details.text
+
+    triaged = intake.post(f"/v1/referrals/{referral_id}/triage", json=DECISION, headers=staff)
+    assert triaged.status_code == 200, triaged.text
+    family_id = UUID(intake.get(f"/v1/referrals/{referral_id}", headers=staff).json()["family_id"])
+    case_id = UUID(triaged.json()["triage"]["case_id"])
+    accepted = Task.model_validate(intake.get(f"/fhir/Task/{referral_id}").json())
+    assert accepted.status == "accepted"
+    outputs = {o.type.text: o for o in accepted.output}
+    assert outputs["route"].valueCodeableConcept.coding[0].code == "early_help"
+    assert outputs["case id"].valueString == str(case_id)
+
+    allocated = CaseAllocated.example().model_copy(
+        update={"case_id": case_id, "family_id": family_id}
+    )
+    publish(allocated)
+    in_progress = _until(
+        lambda: intake.get(f"/fhir/Task/{referral_id}").json(),
+        lambda t: t["status"] == "in-progress",
+        "the allocation reaching the Task",
+    )
+    task_model = Task.model_validate(in_progress)
+    assert task_model.owner.display == allocated.lead_professional.name
+    role = next(r for r in task_model.contained if r.get_resource_type() == "PractitionerRole")
+    assert {t.value for t in role.telecom} == {
+        allocated.lead_professional.email,
+        allocated.lead_professional.phone,
+    }
+
+    closed = CaseClosed.example().model_copy(
+        update={"case_id": case_id, "family_id": family_id, "reason": ClosureReason.NEEDS_MET}
+    )
+    publish(closed)
+    completed = _until(
+        lambda: intake.get(f"/fhir/Task/{referral_id}").json(),
+        lambda t: t["status"] == "completed",
+        "the closure reaching the Task",
+    )
+    assert Task.model_validate(completed).statusReason.coding[0].code == "needs_met"
+    view = intake.get(f"/v1/referrals/{referral_id}").json()
+    assert view["status"] == "closed"
+    assert view["closure"] == {
+        "closed_at": closed.closed_at.isoformat().replace("+00:00", "Z"),
+        "reason": "needs_met",
+    }
+
+    request = intake.get(f"/fhir/ServiceRequest/{referral_id}")
+    assert request.status_code == 200, request.text
+    read_back = ServiceRequest.model_validate(request.json())
+    assert (read_back.status, read_back.priority) == ("completed", "urgent")
+    # The people are not sent back: none of the message's names appears.
+    sent_names = {
+        name["family"]
+        for entry in MESSAGE["entry"]
+        for name in entry["resource"].get("name", [])
+        if "family" in name
+    }
+    assert sent_names and not any(name in request.text for name in sent_names)
+    assert intake.get(f"/fhir/ServiceRequest/{referral_id}", headers=school).status_code == 404
