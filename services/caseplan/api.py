@@ -25,12 +25,14 @@ from caseplan.schemas import (
     LegalHoldSubmission,
     LegalHoldView,
     OutcomeSubmission,
+    OutsideFourWeeksList,
     OverrideEnding,
     OverrideSubmission,
     PerformanceReport,
     Recorded,
     RetentionDue,
     ReviewSubmission,
+    ServiceStartSubmission,
     StepDownSubmission,
     StepUpSubmission,
     TeamMemberRemoval,
@@ -415,6 +417,41 @@ async def close_case(
     )
 
 
+@router.post(
+    "/cases/{case_id}/service-starts",
+    response_model=Recorded,
+    status_code=201,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    summary="Record that a service of the agreed package actually started",
+)
+async def record_service_start(
+    case_id: UUID,
+    submission: ServiceStartSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Anyone who works the case (its lead professional, their team, their managers), once
+    per service of the package the panel agreed for this episode (409 `no-package` before a
+    panel decision, `service-already-started` the second time; a service not in the package
+    is a 422). The 4-week measure counts from the assessment to the first start. Emits
+    `earlyhelp.case.service_started.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.record_service_start(ctx, case_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
 # --- the team around the family, consent, overrides, schools ---------------------------
 
 _SHARING = problem_responses(401, 403, 404, 409, 413, 422)
@@ -725,6 +762,34 @@ async def performance(
     if _CSV in request.headers.get("accept", ""):
         return Response(queries.as_csv(report), media_type=_CSV)
     return report
+
+
+@router.get(
+    "/reports/performance/outside-four-weeks",
+    response_model=OutsideFourWeeksList,
+    responses=problem_responses(401, 403, 422),
+    summary="The cases outside the 4-week measure: late service starts and families waiting",
+    tags=["reports"],
+)
+async def outside_four_weeks(
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Reader,
+    now: Now,
+    locality: Annotated[str | None, Query(max_length=100)] = None,
+    from_: Annotated[IsoDate | None, Query(alias="from")] = None,
+    to: Annotated[IsoDate | None, Query()] = None,
+) -> OutsideFourWeeksList:
+    """Managers only, on their localities as for the performance report. The cases whose
+    first service started in the period more than 28 days after the assessment, and the
+    open cases waiting longer than that now with no service started, the longest first."""
+    return await run_query(
+        runtime,
+        request,
+        scope,
+        lambda ctx: queries.outside_four_weeks(ctx, locality, from_, to),
+        now=now,
+    )
 
 
 # --- retention and legal holds (issue 16) ---------------------------------------------

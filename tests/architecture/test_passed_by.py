@@ -1,8 +1,9 @@
 """Case plan's events of the team around the family, consent, overrides and schools
-(issue 14) reach every consumer of its topic. Allocation and intake follow none of them,
-so their consumers pass them by (counted as ignored, never dead-lettered: see
-shared/tests/kafka/test_projection_consumer.py); a projection that starts to follow one
-must then handle it, which this test makes a deliberate change."""
+(issue 14), and of services started (issue 21), reach every consumer of its topic.
+Allocation and intake follow none of them, so their consumers pass them by (counted as
+ignored, never dead-lettered: see shared/tests/kafka/test_projection_consumer.py); a
+projection that starts to follow one must then handle it, which this test makes a
+deliberate change."""
 
 import pytest
 
@@ -14,6 +15,7 @@ from hub.contracts.caseplan import (
     ConsentWithdrawn,
     SafeguardingOverrideEnded,
     SafeguardingOverrideRecorded,
+    ServiceStarted,
     TeamMemberAdded,
     TeamMemberRemoved,
 )
@@ -30,6 +32,7 @@ SHARING_EVENTS = [
         SafeguardingOverrideRecorded,
         SafeguardingOverrideEnded,
         ChildSchoolRecorded,
+        ServiceStarted,
     )
 ]
 

@@ -110,8 +110,10 @@ POST   /v1/cases/{case_id}/consent/withdrawal                                  -
 POST   /v1/cases/{case_id}/safeguarding-override                               -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/cases/{case_id}/safeguarding-override/ending                        -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/cases/{case_id}/schools                                             -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/service-starts                                      -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/step-downs                                                          -       -       -       a       -       -       -       -       -       -       -
 GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -       -
+GET    /v1/reports/performance/outside-four-weeks                              -       -       -       -       -       -       a       -       a       -       -
 GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/retention/due                                                       -       -       -       -       -       -       -       -       -       -       a
 PUT    /v1/families/{family_id}/legal-hold                                     -       -       -       -       -       -       -       -       -       -       a

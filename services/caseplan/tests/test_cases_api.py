@@ -559,3 +559,97 @@ def test_staff_see_and_work_the_cases_of_their_localities_and_teams_only(
     # Nothing refused changed anything: the Wembley case is still open.
     assert _count(database_url, cases, case_id=str(theirs.case_id), status="closed") == 0
     assert _count(database_url, event_store, event_type="earlyhelp.case.closed.v1") == 0
+
+
+# --- the 4-week measure from recorded service starts (issue 21) ---------------------------
+
+HEAD = "early-help-service-manager"  # a manager across the authority
+
+
+def test_the_four_week_measure_counts_to_recorded_service_starts(service_client, publish):
+    """Three families assessed on 3 March 2025 in a locality of their own: one service
+    started 17 days later, one 42 days later, one family still waiting on 20 April."""
+    caseplan = _started(service_client)
+    app = caseplan.app
+    locality = f"test-locality-{uuid4().hex[:8]}"
+    assessed_at = datetime(2025, 3, 3, 10, tzinfo=UTC)
+    allocated = []
+    for _ in range(3):
+        event = CaseAllocated.example().model_copy(
+            update={
+                "family_id": uuid4(),
+                "case_id": uuid4(),
+                "allocated_at": assessed_at - timedelta(days=2),
+                "locality": locality,
+            }
+        )
+        publish(event, time=event.allocated_at)
+        allocated.append(event)
+    app.dependency_overrides[clock] = lambda: assessed_at
+    for event in allocated:
+        _wait(caseplan, event.case_id)
+        _assessed(caseplan, event.case_id)
+    service = PanelDecisionRecorded.example().package[0]
+    start = {"provider_id": service.provider_id, "service": service.service}
+    before_panel = caseplan.post(
+        f"/v1/cases/{allocated[0].case_id}/service-starts",
+        json=start | {"started_on": "2025-03-03"},
+    )
+    assert before_panel.status_code == 409, before_panel.text
+    decided_at = assessed_at + timedelta(days=2)
+    for event in allocated:
+        panel = PanelDecisionRecorded.example().model_copy(
+            update={
+                "family_id": event.family_id,
+                "case_id": event.case_id,
+                "decided_at": decided_at,
+            }
+        )
+        publish(panel, time=decided_at)
+    for event in allocated:
+        _wait(caseplan, event.case_id, lambda view: view["package"])
+
+    app.dependency_overrides[clock] = lambda: datetime(2025, 4, 20, 12, tzinfo=UTC)
+    for event, started_on in zip(allocated, ("2025-03-20", "2025-04-14"), strict=False):
+        recorded = caseplan.post(
+            f"/v1/cases/{event.case_id}/service-starts", json=start | {"started_on": started_on}
+        )
+        assert recorded.status_code == 201, recorded.text
+        assert recorded.json()["event_type"] == "earlyhelp.case.service_started.v1"
+    again = caseplan.post(
+        f"/v1/cases/{allocated[0].case_id}/service-starts",
+        json=start | {"started_on": "2025-03-21"},
+    )
+    assert again.status_code == 409
+    tomorrow = caseplan.post(
+        f"/v1/cases/{allocated[2].case_id}/service-starts",
+        json=start | {"started_on": "2025-04-21"},
+    )
+    assert tomorrow.status_code == 422
+    assert [e["field"] for e in tomorrow.json()["errors"]] == ["started_on"]
+
+    view = caseplan.get(f"/v1/cases/{allocated[1].case_id}").json()
+    assert [(s["service"], s["started_on"]) for s in view["services_started"]] == [
+        (service.service, "2025-04-14")
+    ]
+    head = _as(caseplan, HEAD)
+    period = {"locality": locality, "from": "2025-03-01", "to": "2025-04-30"}
+    report = caseplan.get("/v1/reports/performance", params=period, headers=head).json()
+    assert report["assessment_to_service_start"] == {
+        "cases": 2,
+        "median_days": 29.5,
+        "p90_days": 39.5,
+        "within_four_weeks": 1,
+        "within_four_weeks_percent": 50.0,
+        "waiting_over_four_weeks_now": 1,
+    }
+    assert report["allocation_to_assessment"]["p90_days"] == 2.0
+    outside = caseplan.get(
+        "/v1/reports/performance/outside-four-weeks", params=period, headers=head
+    ).json()["items"]
+    assert [(item["case_id"], item["service_started_on"], item["days"]) for item in outside] == [
+        (str(allocated[2].case_id), None, 48),
+        (str(allocated[1].case_id), "2025-04-14", 42),
+    ]
+    assert caseplan.get("/v1/reports/performance/outside-four-weeks").status_code == 403
+    app.dependency_overrides.pop(clock, None)

@@ -41,6 +41,7 @@ V1_EVENT_TYPES = {
     "earlyhelp.case.safeguarding_override_recorded.v1": "caseplan",
     "earlyhelp.case.safeguarding_override_ended.v1": "caseplan",
     "earlyhelp.case.child_school_recorded.v1": "caseplan",
+    "earlyhelp.case.service_started.v1": "caseplan",
 }
 
 
