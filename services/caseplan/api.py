@@ -7,9 +7,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from caseplan import commands, queries
+from caseplan import commands, queries, returns
 from caseplan.schemas import (
     ActionSubmission,
+    AnnexAList,
     AssessmentDraftView,
     AssessmentRecorded,
     AssessmentSubmission,
@@ -789,6 +790,65 @@ async def outside_four_weeks(
         scope,
         lambda ctx: queries.outside_four_weeks(ctx, locality, from_, to),
         now=now,
+    )
+
+
+# --- returns: Ofsted Annex A (issue 21) ----------------------------------------------
+
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@router.get(
+    "/returns/annex-a/early-help",
+    response_model=AnnexAList,
+    responses={
+        **problem_responses(401, 403, 422),
+        200: {"content": {"application/json": {}, _CSV: {}, _XLSX: {}}},
+    },
+    summary="Ofsted Annex A list 2 (early help) as at a date: JSON, CSV or an XLSX workbook",
+    tags=["returns"],
+)
+async def annex_a_early_help(
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Annotated[Scope, Depends(caller("returns:read", kind="staff"))],
+    now: Now,
+    as_at: Annotated[IsoDate, Query(description="The inspection date; not after today.")],
+    months: Annotated[int, Query(ge=1, le=24, description="The look-back period.")] = 6,
+) -> Any:
+    """Information governance and managers (`returns:read`); a manager of some localities
+    gets their localities' children only. Every early help assessment completed in the
+    `months` before `as_at` and every episode open on it, one row per child, from what was
+    recorded by the end of `as_at`: the same list the hub would have given that day. Send
+    `Accept: text/csv` for CSV, or the XLSX media type for a workbook with the template's
+    sheet (`List 2`) and headings. Every child listed is written to the audit log."""
+    rows = await run_query(
+        runtime,
+        request,
+        scope,
+        lambda ctx: queries.annex_a_early_help(ctx, as_at, months),
+        now=now,
+    )
+    accept = request.headers.get("accept", "")
+    name = f"annex-a-list-2-{as_at.isoformat()}"
+    if _XLSX in accept:
+        return Response(
+            returns.as_xlsx(rows),
+            media_type=_XLSX,
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+        )
+    if _CSV in accept:
+        return Response(
+            returns.as_csv(rows),
+            media_type=_CSV,
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    return AnnexAList(
+        as_at=as_at,
+        months=months,
+        period_from=returns.look_back_from(as_at, months),
+        columns=list(returns.COLUMNS),
+        rows=[dict(zip(returns.COLUMNS, row.values(), strict=True)) for row in rows],
     )
 
 

@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, or_, select, true
 
-from caseplan import domain, retention
+from caseplan import domain, retention, returns
 from caseplan.projections import (
     assessment_drafts,
     case_inputs,
@@ -64,6 +64,7 @@ from hub.contracts.caseplan import CaseSteppedDown, IdentifiedNeed, TeamMemberKi
 from hub.contracts.codes import PartnerOrganisationType
 from hub.contracts.common import Consent
 from hub.contracts.dates import authority_date
+from hub.contracts.registry import event_model
 from hub.queries import QueryContext
 from hub.refusals import Forbidden, Invalid, NotFound
 from hub.retention import RetentionSchedule
@@ -762,6 +763,57 @@ def as_csv(report: PerformanceReport) -> str:
         else:
             writer.writerow([name, "", "" if value is None else value])
     return out.getvalue()
+
+
+# --- Annex A list 2 (issue 21) ---------------------------------------------------------
+
+
+def annex_a_early_help(ctx: QueryContext, as_at: date, months: int) -> list[returns.Row]:
+    """Ofsted's list 2 as the hub would have given it at the end of `as_at`: from the events
+    recorded by then, of the cases in the caller's localities (all for authority-wide staff)."""
+    if as_at > authority_date(ctx.now):
+        raise Invalid.field(
+            "query.as_at", "must not be after today", "date_in_future", "The list is of the past."
+        )
+    cutoff = returns.recorded_by(as_at)
+    in_scope = select(cases.c.case_id)
+    if ctx.scope.localities:
+        in_scope = in_scope.where(cases.c.locality.in_(ctx.scope.localities))
+    events: dict[str, list] = {}
+    for row in ctx.conn.execute(
+        select(case_inputs.c.case_id, case_inputs.c.event_type, case_inputs.c.data_json)
+        .where(case_inputs.c.case_id.in_(in_scope), case_inputs.c.occurred_at <= cutoff)
+        .order_by(case_inputs.c.case_id, case_inputs.c.occurred_at, case_inputs.c.event_id)
+    ):
+        model = event_model(row.event_type)
+        events.setdefault(row.case_id, []).append(model.model_validate_json(row.data_json))
+    children: dict[str, dict[str, returns.ListedChild]] = {}
+    for case_id, listed in ctx.conn.execute(
+        select(family_referrals.c.case_id, family_referrals.c.children).where(
+            family_referrals.c.case_id.in_(in_scope), family_referrals.c.triaged_at <= cutoff
+        )
+    ):
+        for child in json.loads(listed):
+            children.setdefault(case_id, {})[child["person_id"]] = returns.ListedChild(
+                child["person_id"],
+                _day(child.get("date_of_birth")),
+                _day(child.get("expected_date_of_birth")),
+            )
+    for case_id, case_events in events.items():
+        for child in returns.stepped_down_children(case_events):
+            children.setdefault(case_id, {}).setdefault(child.person_id, child)
+    listed_cases = [
+        (case_id, case_events, list(children.get(case_id, {}).values()))
+        for case_id, case_events in sorted(events.items())
+    ]
+    rows = returns.early_help_list(listed_cases, as_at, months)
+    ctx.saw("annex_a_list_2", as_at.isoformat())
+    ctx.listed_ids("person", *sorted({row.child_id for row in rows}))
+    return rows
+
+
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
 
 
 # --- subject access -----------------------------------------------------------------

@@ -541,6 +541,19 @@ class ServiceStartSubmission(_Request):
     )
 
 
+class AnnexAList(BaseModel):
+    """Ofsted Annex A list 2 (early help): the template's columns, one row per child per
+    episode of early help."""
+
+    as_at: date = Field(description="The inspection date the list is for.")
+    months: int = Field(description="The look-back period, in calendar months.")
+    period_from: date = Field(description="The first day of the look-back period.")
+    columns: list[str] = Field(description="The template's headings, in its order.")
+    rows: list[dict[str, Any]] = Field(
+        description="Each row keyed by the headings; dates as YYYY-MM-DD, blanks as null."
+    )
+
+
 # --- retention and legal holds (issue 16) -----------------------------------------------
 
 

@@ -28,10 +28,11 @@ ENDPOINTS = {
     "step_down": ("POST", "/v1/step-downs"),
     "performance": ("GET", "/v1/reports/performance"),
     "outside_four_weeks": ("GET", "/v1/reports/performance/outside-four-weeks"),
+    "annex_a": ("GET", "/v1/returns/annex-a/early-help"),
 }
 READS = {"list_cases", "get_case", "get_draft"}
 WRITES = {"assessment", "action", "outcome", "review", "step_up", "closure", "service_start"}
-REPORTS = {"performance", "outside_four_weeks"}
+REPORTS = {"performance", "outside_four_weeks", "annex_a"}
 ALLOWED = {
     "samira-okafor": READS | WRITES | {"chronology"},
     "harlesden-team-manager": READS | WRITES | REPORTS | {"chronology"},

@@ -1,17 +1,22 @@
 """Cases through case plan's HTTP API, opened and planned by allocation's events on the broker."""
 
+import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID, uuid4
 
+import pytest
+from openpyxl import load_workbook
 from sqlalchemy import create_engine, delete, func, select
 
-from caseplan import domain
+from caseplan import domain, returns
 from caseplan.projections import case_inputs, case_reviews, cases, stored_case
 from caseplan.service import definition
+from hub.cli import ExportRefused, build_parser, cmd_export_annex_a, fetch_annex_a
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.caseplan import PlanReviewed
+from hub.contracts.intake import ReferralReceived, ReferralTriaged
 from hub.contracts.registry import event_model
 from hub.http.dependencies import clock
 from hub.replay import rebuild_projections
@@ -653,3 +658,82 @@ def test_the_four_week_measure_counts_to_recorded_service_starts(service_client,
     ]
     assert caseplan.get("/v1/reports/performance/outside-four-weeks").status_code == 403
     app.dependency_overrides.pop(clock, None)
+
+
+# --- Ofsted Annex A list 2 (issue 21) ------------------------------------------------------
+
+IG = "information-governance-officer"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def test_annex_a_list_2_as_at_a_past_date_in_json_csv_and_xlsx(service_client, publish):
+    caseplan = _started(service_client)
+    app = caseplan.app
+    referred_at = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    received = ReferralReceived.model_validate(
+        ReferralReceived.examples()[0]
+        | {"referral_id": str(uuid4()), "family_id": str(uuid4()), "received_at": referred_at}
+    )
+    allocated = CaseAllocated.example().model_copy(
+        update={
+            "family_id": received.family_id,
+            "case_id": uuid4(),
+            "allocated_at": referred_at + timedelta(days=2),
+        }
+    )
+    triaged = ReferralTriaged.example().model_copy(
+        update={
+            "referral_id": received.referral_id,
+            "family_id": received.family_id,
+            "case_id": allocated.case_id,
+            "decided_at": referred_at + timedelta(days=1),
+        }
+    )
+    publish(received, time=received.received_at)
+    publish(triaged, time=triaged.decided_at)
+    publish(allocated, time=allocated.allocated_at)
+    _wait(caseplan, allocated.case_id)
+    app.dependency_overrides[clock] = lambda: datetime(2026, 1, 20, 11, tzinfo=UTC)
+    _assessed(caseplan, allocated.case_id)
+    app.dependency_overrides.pop(clock, None)
+
+    ig = _as(caseplan, IG)
+    path = "/v1/returns/annex-a/early-help"
+    amira = str(received.children[0].person_id)
+
+    def rows(as_at):
+        listed = caseplan.get(path, params={"as_at": as_at}, headers=ig)
+        assert listed.status_code == 200, listed.text
+        return [row for row in listed.json()["rows"] if row["Child Unique ID"] == amira]
+
+    [row] = rows("2026-06-30")
+    assert list(row) == list(returns.COLUMNS)
+    assert row["Assessment start date"] == "2026-01-07"
+    assert row["Assessment completion date"] == "2026-01-20"
+    assert row["Date of Birth"] == "2015-06-12" and row["Age of Child (Years)"] == 11
+    # As at 10 January the assessment had not been completed; on 6 January no one had
+    # taken the case yet.
+    assert rows("2026-01-10")[0]["Assessment completion date"] is None
+    assert rows("2026-01-06") == []
+
+    csv = caseplan.get(path, params={"as_at": "2026-06-30"}, headers={**ig, "Accept": "text/csv"})
+    assert csv.text.splitlines()[0] == ",".join(returns.COLUMNS)
+    xlsx = caseplan.get(path, params={"as_at": "2026-06-30"}, headers={**ig, "Accept": XLSX})
+    assert xlsx.headers["content-type"] == XLSX
+    assert load_workbook(io.BytesIO(xlsx.content)).sheetnames == ["List 2"]
+
+    tomorrow = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    future = caseplan.get(path, params={"as_at": tomorrow}, headers=ig)
+    assert future.status_code == 422 and future.json()["errors"][0]["field"] == "query.as_at"
+    assert caseplan.get(path, params={"as_at": "2026-06-30"}).status_code == 403  # practitioner
+
+    # `earlyhelp export annex-a` asks the API the same, with the token it is given.
+    with pytest.raises(ExportRefused, match="403"):
+        fetch_annex_a(caseplan, "2026-06-30", 6, "xlsx")
+    caseplan.headers.update(ig)
+    exported = load_workbook(io.BytesIO(fetch_annex_a(caseplan, "2026-06-30", 6, "xlsx")))
+    assert amira in [cell.value for cell in exported["List 2"]["A"]]
+    args = build_parser().parse_args(
+        ["export", "annex-a", "--as-at", "2026-06-30", "--token-file", "var/demo-ig-token"]
+    )
+    assert (args.func, args.months, args.format) == (cmd_export_annex_a, 6, "xlsx")
