@@ -66,6 +66,9 @@ from hub.contracts.caseplan import (
 )
 from hub.contracts.codes import ConsentScope, TriageRoute
 from hub.contracts.intake import (
+    ConsultationAdvised,
+    ConsultationReferred,
+    ConsultationRequested,
     MatchConfirmed,
     MatchRejected,
     PossibleMatchFound,
@@ -1180,4 +1183,59 @@ for _event_class in (
     case_register.on(_event_class)(_on_case_event)
 
 
-PROJECTIONS = (chronology, case_register)
+# --- consultations the front door answered (issue 21), for the performance report ---------
+
+# Counts only: who asked about whom stays with intake.
+front_door_consultations = Table(
+    "front_door_consultations",
+    metadata,
+    Column("consultation_id", String(36), primary_key=True),
+    Column("requested_at", UtcDateTime(), nullable=False),
+    Column("organisation_type", String(40), nullable=True),
+    Column("advice", String(30), nullable=True),
+    Column("advised_at", UtcDateTime(), nullable=True),
+    Column("referral_id", String(36), nullable=True),
+    Column("referred_at", UtcDateTime(), nullable=True),
+)
+consultation_counts = Projection("consultations", [front_door_consultations])
+
+
+@consultation_counts.on(ConsultationRequested)
+def _consultation_requested(conn, event: ConsultationRequested, meta: EventMeta) -> None:
+    organisation_type = event.practitioner.organisation_type
+    insert_if_absent(
+        conn,
+        front_door_consultations,
+        {
+            "consultation_id": str(event.consultation_id),
+            "requested_at": event.requested_at,
+            "organisation_type": organisation_type.value if organisation_type else None,
+        },
+    )
+
+
+def _consultation_row(consultation_id) -> update:
+    return update(front_door_consultations).where(
+        front_door_consultations.c.consultation_id == str(consultation_id)
+    )
+
+
+@consultation_counts.on(ConsultationAdvised)
+def _consultation_advised(conn, event: ConsultationAdvised, meta: EventMeta) -> None:
+    conn.execute(
+        _consultation_row(event.consultation_id).values(
+            advice=event.outcome.value, advised_at=event.advised_at
+        )
+    )
+
+
+@consultation_counts.on(ConsultationReferred)
+def _consultation_referred(conn, event: ConsultationReferred, meta: EventMeta) -> None:
+    conn.execute(
+        _consultation_row(event.consultation_id).values(
+            referral_id=str(event.referral_id), referred_at=event.referred_at
+        )
+    )
+
+
+PROJECTIONS = (chronology, case_register, consultation_counts)

@@ -30,6 +30,7 @@ from caseplan.projections import (
     chronology_entries,
     family_involvement,
     family_referrals,
+    front_door_consultations,
     standing_consent_of,
 )
 from caseplan.schemas import (
@@ -43,6 +44,7 @@ from caseplan.schemas import (
     Chronology,
     ChronologyEntry,
     ConsentView,
+    ConsultationCounts,
     FamilyFallingDue,
     HeldFamily,
     InvolvedParty,
@@ -588,10 +590,13 @@ def performance(
         conn.execute(referral_query).all(),
         conn.execute(review_query).all(),
         conn.execute(select(cases.c.family_id, cases.c.opened_at)).all(),
+        conn.execute(select(front_door_consultations)).all(),
     )
 
 
-def _report(locality, from_, to, now, case_rows, referral_rows, review_rows, openings):
+def _report(
+    locality, from_, to, now, case_rows, referral_rows, review_rows, openings, consultation_rows
+):
     def within(moment: datetime | date | None) -> bool:
         if moment is None:
             return False
@@ -649,6 +654,20 @@ def _report(locality, from_, to, now, case_rows, referral_rows, review_rows, ope
         cases_opened=len(opened),
         re_referrals=re_referrals,
         re_referral_percent=round(100 * re_referrals / len(opened), 1) if opened else None,
+        consultations=ConsultationCounts(
+            requested=sum(1 for c in consultation_rows if within(c.requested_at)),
+            requested_by_organisation_type=dict(
+                Counter(
+                    c.organisation_type or "unknown"
+                    for c in consultation_rows
+                    if within(c.requested_at)
+                )
+            ),
+            advised_by_outcome=dict(
+                Counter(c.advice for c in consultation_rows if within(c.advised_at))
+            ),
+            referred=sum(1 for c in consultation_rows if within(c.referred_at)),
+        ),
         supporting_families_claimable=sum(
             1 for c in case_rows if within(c.closed_at) and _claimable(c, now, openings)
         ),
@@ -757,12 +776,21 @@ def as_csv(report: PerformanceReport) -> str:
     writer = csv.writer(out)
     writer.writerow(["measure", "breakdown", "value"])
     for name, value in report.model_dump(mode="json").items():
-        if isinstance(value, dict):
-            for key, item in value.items():
-                writer.writerow([name, key, "" if item is None else item])
-        else:
-            writer.writerow([name, "", "" if value is None else value])
+        for breakdown, item in _flattened(value):
+            writer.writerow([name, breakdown, "" if item is None else item])
     return out.getvalue()
+
+
+def _flattened(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A measure's values by breakdown; a nested one as `outer.inner` (e.g. the
+    consultations' `advised_by_outcome.refer`)."""
+    if not isinstance(value, dict):
+        return [(prefix, value)]
+    return [
+        pair
+        for key, item in value.items()
+        for pair in _flattened(item, f"{prefix}.{key}" if prefix else key)
+    ]
 
 
 # --- Annex A list 2 (issue 21) ---------------------------------------------------------

@@ -471,6 +471,18 @@ class ServiceStartTime(StageTime):
     )
 
 
+class ConsultationCounts(BaseModel):
+    """The front door's consultations (contacts that are not referrals), authority-wide:
+    they have no locality until they become a referral."""
+
+    requested: int = Field(description="Asked in the period.")
+    requested_by_organisation_type: dict[str, int]
+    advised_by_outcome: dict[str, int] = Field(
+        description="Advice recorded in the period: advice_given, signposted, refer."
+    )
+    referred: int = Field(description="Turned into a referral in the period, as advised.")
+
+
 class PerformanceReport(BaseModel):
     locality: str | None
     period_from: date | None
@@ -494,6 +506,7 @@ class PerformanceReport(BaseModel):
         "re-referral window) of a closure of a case of the same family."
     )
     re_referral_percent: float | None
+    consultations: ConsultationCounts
     supporting_families_claimable: int = Field(
         description="Families meeting the claim rules: three or more needs, a lead "
         "practitioner, a whole-family assessment and plan, and every need achieved at a "

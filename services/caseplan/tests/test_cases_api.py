@@ -16,7 +16,14 @@ from caseplan.service import definition
 from hub.cli import ExportRefused, build_parser, cmd_export_annex_a, fetch_annex_a
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.caseplan import PlanReviewed
-from hub.contracts.intake import ReferralReceived, ReferralTriaged
+from hub.contracts.intake import (
+    ConsultationAdvice,
+    ConsultationAdvised,
+    ConsultationReferred,
+    ConsultationRequested,
+    ReferralReceived,
+    ReferralTriaged,
+)
 from hub.contracts.registry import event_model
 from hub.http.dependencies import clock
 from hub.replay import rebuild_projections
@@ -737,3 +744,41 @@ def test_annex_a_list_2_as_at_a_past_date_in_json_csv_and_xlsx(service_client, p
         ["export", "annex-a", "--as-at", "2026-06-30", "--token-file", "var/demo-ig-token"]
     )
     assert (args.func, args.months, args.format) == (cmd_export_annex_a, 6, "xlsx")
+
+
+def test_the_front_doors_consultations_are_counted_in_the_report(service_client, publish):
+    """Consultations of January 2019 only, so that no other test's count in: two asked, both
+    advised (one to refer), one referred."""
+    caseplan = _started(service_client)
+    day = datetime(2019, 1, 10, 10, tzinfo=UTC)
+    for outcome, referred in (
+        (ConsultationAdvice.REFER, True),
+        (ConsultationAdvice.SIGNPOSTED, False),
+    ):
+        ids = {"consultation_id": uuid4(), "family_id": uuid4()}
+        publish(ConsultationRequested.example().model_copy(update={**ids, "requested_at": day}))
+        advised = ConsultationAdvised.example().model_copy(
+            update={**ids, "advised_at": day, "outcome": outcome}
+        )
+        publish(advised)
+        if referred:
+            publish(ConsultationReferred.example().model_copy(update={**ids, "referred_at": day}))
+    head = _as(caseplan, HEAD)
+    period = {"from": "2019-01-01", "to": "2019-01-31"}
+    expected = {
+        "requested": 2,
+        "requested_by_organisation_type": {"school": 2},
+        "advised_by_outcome": {"refer": 1, "signposted": 1},
+        "referred": 1,
+    }
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        report = caseplan.get("/v1/reports/performance", params=period, headers=head).json()
+        if report["consultations"] == expected:
+            break
+        time.sleep(0.1)
+    assert report["consultations"] == expected
+    csv = caseplan.get(
+        "/v1/reports/performance", params=period, headers={**head, "Accept": "text/csv"}
+    )
+    assert "consultations,advised_by_outcome.refer,1" in csv.text.splitlines()
