@@ -803,6 +803,13 @@ def annex_a_early_help(ctx: QueryContext, as_at: date, months: int) -> list[retu
         raise Invalid.field(
             "query.as_at", "must not be after today", "date_in_future", "The list is of the past."
         )
+    if as_at < returns.EARLIEST_AS_AT:
+        raise Invalid.field(
+            "query.as_at",
+            f"must be {returns.EARLIEST_AS_AT.isoformat()} or later",
+            "date_too_early",
+            "The hub holds no early help from before then.",
+        )
     cutoff = returns.recorded_by(as_at)
     in_scope = select(cases.c.case_id)
     if ctx.scope.localities:

@@ -42,6 +42,9 @@ COLUMNS = (
 # Annex A writes dates as the template's cells do.
 DATE_FORMAT = "%d/%m/%Y"
 UNBORN_AGE = -1
+# No early help the hub holds is older; an earlier date would also take the look-back
+# out of the calendar.
+EARLIEST_AS_AT = date(2000, 1, 1)
 
 
 @dataclass(frozen=True)

@@ -732,6 +732,8 @@ def test_annex_a_list_2_as_at_a_past_date_in_json_csv_and_xlsx(service_client, p
     tomorrow = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
     future = caseplan.get(path, params={"as_at": tomorrow}, headers=ig)
     assert future.status_code == 422 and future.json()["errors"][0]["field"] == "query.as_at"
+    ancient = caseplan.get(path, params={"as_at": "0001-01-01"}, headers=ig)
+    assert ancient.status_code == 422 and ancient.json()["errors"][0]["code"] == "date_too_early"
     assert caseplan.get(path, params={"as_at": "2026-06-30"}).status_code == 403  # practitioner
 
     # `earlyhelp export annex-a` asks the API the same, with the token it is given.
