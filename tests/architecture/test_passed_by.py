@@ -19,6 +19,7 @@ from hub.contracts.caseplan import (
     TeamMemberAdded,
     TeamMemberRemoved,
 )
+from hub.contracts.intake import ConsultationAdvised, ConsultationReferred, ConsultationRequested
 from hub.contracts.topics import service_topic
 
 SHARING_EVENTS = [
@@ -48,3 +49,25 @@ def test_consumers_of_the_caseplan_topic_pass_the_sharing_events_by(service):
         if projection.handles(event_type)
     }
     assert followed == set()
+
+
+CONSULTATION_EVENTS = [
+    model.event_type for model in (ConsultationRequested, ConsultationAdvised, ConsultationReferred)
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "follows"), [("notifications", False), ("allocation", False), ("caseplan", True)]
+)
+def test_only_case_plan_follows_the_front_doors_consultations(service, follows):
+    """Issue 21: case plan counts consultations for the report; no partner is notified of
+    one, so notifications does not even journal them (their family is the consultation's
+    own, which fan-out would wait for for ever)."""
+    definition = load_definition(service)
+    followed = {
+        event_type
+        for projection in definition.projections
+        for event_type in CONSULTATION_EVENTS
+        if projection.handles(event_type)
+    }
+    assert followed == (set(CONSULTATION_EVENTS) if follows else set())
