@@ -6,8 +6,10 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
 
-from caseplan import commands, queries, returns
+from caseplan import commands, queries, report_page, returns
 from caseplan.schemas import (
     ActionSubmission,
     AnnexAList,
@@ -732,6 +734,7 @@ async def record_child_school(
 # --- performance ---------------------------------------------------------------------
 
 _CSV = "text/csv"
+_HTML = "text/html"
 
 
 @router.get(
@@ -739,9 +742,9 @@ _CSV = "text/csv"
     response_model=PerformanceReport,
     responses={
         **problem_responses(401, 403, 422),
-        200: {"content": {"application/json": {}, _CSV: {}}},
+        200: {"content": {"application/json": {}, _CSV: {}, _HTML: {}}},
     },
-    summary="How fast and how well the service works (JSON, or CSV with Accept: text/csv)",
+    summary="How fast and how well the service works: JSON, CSV, or a printable page with charts",
     tags=["reports"],
 )
 async def performance(
@@ -756,11 +759,24 @@ async def performance(
 ) -> Any:
     """Managers only (role team_manager). Every measure counts what happened in the period
     (`from` and `to` inclusive, either may be left open) in the locality, if given. A
-    manager of some localities reports on those only (on their one locality by default)."""
+    manager of some localities reports on those only (on their one locality by default).
+    `Accept: text/html` gives a printable page with charts of the measures month by month
+    (an open period is then the twelve months to today)."""
+    accept = request.headers.get("accept", "")
+    if _HTML in accept:
+        report, months = await run_query(
+            runtime,
+            request,
+            scope,
+            lambda ctx: queries.performance_by_month(ctx, locality, from_, to),
+            now=now,
+        )
+        page = await run_in_threadpool(report_page.render, report, months, now)
+        return HTMLResponse(page)
     report = await run_query(
         runtime, request, scope, lambda ctx: queries.performance(ctx, locality, from_, to), now=now
     )
-    if _CSV in request.headers.get("accept", ""):
+    if _CSV in accept:
         return Response(queries.as_csv(report), media_type=_CSV)
     return report
 

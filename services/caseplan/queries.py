@@ -573,6 +573,29 @@ def performance(
 ) -> PerformanceReport:
     locality = report_locality(ctx.scope, locality)
     _check_period(from_, to)
+    return _report(locality, from_, to, ctx.now, *_report_rows(ctx, locality))
+
+
+def performance_by_month(
+    ctx: QueryContext, locality: str | None, from_: date | None, to: date | None
+) -> tuple[PerformanceReport, list[tuple[date, PerformanceReport]]]:
+    """The report for the period and for each calendar month of it, for the charts. An
+    open period is the twelve months to today."""
+    locality = report_locality(ctx.scope, locality)
+    _check_period(from_, to)
+    to = to or authority_date(ctx.now)
+    from_ = from_ or domain.add_months(to.replace(day=1), -11)
+    rows = _report_rows(ctx, locality)
+    months = []
+    start = from_.replace(day=1)
+    while start <= to:
+        end = domain.add_months(start, 1) - timedelta(days=1)
+        months.append((start, _report(locality, max(start, from_), min(end, to), ctx.now, *rows)))
+        start = domain.add_months(start, 1)
+    return _report(locality, from_, to, ctx.now, *rows), months
+
+
+def _report_rows(ctx: QueryContext, locality: str | None) -> tuple:
     case_query = select(cases)
     referral_query = select(family_referrals)
     review_query = select(case_reviews)
@@ -581,11 +604,7 @@ def performance(
         referral_query = referral_query.where(family_referrals.c.locality == locality)
         review_query = review_query.where(case_reviews.c.locality == locality)
     conn = ctx.conn
-    return _report(
-        locality,
-        from_,
-        to,
-        ctx.now,
+    return (
         conn.execute(case_query).all(),
         conn.execute(referral_query).all(),
         conn.execute(review_query).all(),

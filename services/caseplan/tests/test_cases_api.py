@@ -411,6 +411,9 @@ def test_the_performance_report_is_for_managers_in_json_and_csv(service_client, 
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[0] == "measure,breakdown,value"
     assert any(line.startswith("cases_opened,,") for line in csv.text.splitlines())
+    page = caseplan.get("/v1/reports/performance", headers={**manager, "Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.count("<svg") == 4 and "brent-harlesden" in page.text
     bad = caseplan.get(
         "/v1/reports/performance",
         params={"from": "2025-05-01", "to": "2025-04-01"},
