@@ -38,6 +38,7 @@ from caseplan.schemas import (
     ServiceStartSubmission,
     StepDownSubmission,
     StepUpSubmission,
+    SupportingFamiliesClaims,
     TeamMemberRemoval,
     TeamMemberSubmission,
 )
@@ -45,6 +46,7 @@ from caseplan.settings import CaseplanSettings, current_settings
 from hub.auth import Identities
 from hub.commands import run_command
 from hub.contracts.common import IsoDate
+from hub.contracts.dates import authority_date
 from hub.contracts.identifiers import Slug
 from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import problem_responses
@@ -865,6 +867,75 @@ async def annex_a_early_help(
         period_from=returns.look_back_from(as_at, months),
         columns=list(returns.COLUMNS),
         rows=[dict(zip(returns.COLUMNS, row.values(), strict=True)) for row in rows],
+    )
+
+
+@router.get(
+    "/returns/supporting-families",
+    response_model=SupportingFamiliesClaims,
+    responses={
+        **problem_responses(401, 403, 422),
+        200: {"content": {"application/json": {}, _CSV: {}}},
+    },
+    summary="Supporting Families: each family's claim status, and the claim file (CSV)",
+    tags=["returns"],
+)
+async def supporting_families(
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Annotated[Scope, Depends(caller("returns:read", kind="staff"))],
+    settings: Settings,
+    now: Now,
+    status: Annotated[
+        str | None,
+        Query(
+            pattern="^(eligible|evidence_due|claimable|not_claimable)$",
+            description="Only the episodes in this status (the claim file: `claimable`).",
+        ),
+    ] = None,
+) -> Any:
+    """Information governance and managers (`returns:read`), a manager of some localities
+    for those localities' families. Every episode that met the claim rules at its start,
+    with its status today under the rules the authority configures
+    (`EARLYHELP_CASEPLAN_SF_*`). `Accept: text/csv` gives the claim file: one line per
+    family episode with the facts that evidence each rule. Every family listed is
+    written to the audit log."""
+    rules = settings.claim_rules()
+    today = authority_date(now)
+    listed = await run_query(
+        runtime,
+        request,
+        scope,
+        lambda ctx: queries.supporting_families(ctx, rules, today, status),
+        now=now,
+    )
+    if _CSV in request.headers.get("accept", ""):
+        return Response(
+            queries.claim_file(listed),
+            media_type=_CSV,
+            headers={
+                "Content-Disposition": f'attachment; filename="supporting-families-{today}.csv"'
+            },
+        )
+    return SupportingFamiliesClaims(
+        as_at=today,
+        min_headline_needs=rules.min_headline_needs,
+        sustain_months=rules.sustain_months,
+        claims=[
+            {
+                "family_id": claim.family_id,
+                "case_id": claim.case_id,
+                "status": claim.status.value,
+                "reasons": list(claim.reasons),
+                "headline_needs": sorted(facts.headline_needs),
+                "assessment_completed_at": facts.assessed_at,
+                "plan_agreed_at": facts.plan_agreed_at,
+                "closed_at": facts.closed_at,
+                "closure_reason": facts.closure_reason,
+                "sustained_on": claim.sustained_on,
+            }
+            for claim, facts in listed
+        ],
     )
 
 

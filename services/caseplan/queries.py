@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, or_, select, true
 
-from caseplan import domain, retention, returns
+from caseplan import claims, domain, retention, returns
 from caseplan.projections import (
     assessment_drafts,
     case_inputs,
@@ -59,6 +59,7 @@ from caseplan.schemas import (
     StageTime,
     TeamMemberView,
 )
+from caseplan.settings import caseplan_settings
 from hub import subject_access
 from hub.auth import Identities
 from hub.commands import etag
@@ -610,11 +611,22 @@ def _report_rows(ctx: QueryContext, locality: str | None) -> tuple:
         conn.execute(review_query).all(),
         conn.execute(select(cases.c.family_id, cases.c.opened_at)).all(),
         conn.execute(select(front_door_consultations)).all(),
+        conn.execute(select(family_referrals.c.family_id, family_referrals.c.received_at)).all(),
     )
 
 
 def _report(
-    locality, from_, to, now, case_rows, referral_rows, review_rows, openings, consultation_rows
+    locality,
+    from_,
+    to,
+    now,
+    case_rows,
+    referral_rows,
+    review_rows,
+    openings,
+    consultation_rows,
+    family_referral_times=(),
+    rules: claims.ClaimRules | None = None,
 ):
     def within(moment: datetime | date | None) -> bool:
         if moment is None:
@@ -688,7 +700,15 @@ def _report(
             referred=sum(1 for c in consultation_rows if within(c.referred_at)),
         ),
         supporting_families_claimable=sum(
-            1 for c in case_rows if within(c.closed_at) and _claimable(c, now, openings)
+            1
+            for c in case_rows
+            if within(c.closed_at)
+            and claims.assess(
+                episode_facts(c, openings, family_referral_times),
+                rules or caseplan_settings().claim_rules(),
+                authority_date(now),
+            ).status
+            is claims.ClaimStatus.CLAIMABLE
         ),
     )
 
@@ -771,22 +791,102 @@ def outside_four_weeks(
     return OutsideFourWeeksList(locality=locality, period_from=from_, period_to=to, items=items)
 
 
-def _claimable(case: Any, now: datetime, openings) -> bool:
-    """The Supporting Families claim rules, as far as the case records them."""
-    sustained_from = case.closed_at + timedelta(days=183)
-    reopened = any(
-        family_id == case.family_id and opened_at is not None and opened_at > case.closed_at
-        for family_id, opened_at in openings
+def episode_facts(case: Any, openings, family_referral_times) -> claims.EpisodeFacts:
+    """The facts of a case's current episode the claim rules look at, with the family's
+    referrals and case openings after its closure."""
+    detail = json.loads(case.detail)
+    assessment = detail.get("assessment") or {}
+    closed_at = case.closed_at
+
+    def after_closure(rows) -> tuple[datetime, ...]:
+        if closed_at is None:
+            return ()
+        return tuple(
+            at
+            for family_id, at in rows
+            if family_id == case.family_id and at is not None and at > closed_at
+        )
+
+    return claims.EpisodeFacts(
+        case_id=case.case_id,
+        family_id=case.family_id,
+        headline_needs=frozenset(need["outcome"] for need in assessment.get("needs", ())),
+        lead_practitioner=case.lead_worker_id is not None,
+        assessed_at=case.assessed_at,
+        plan_agreed_at=case.plan_activated_at,
+        closed_at=closed_at,
+        closure_reason=case.closure_reason,
+        every_need_achieved=bool(case.all_needs_achieved),
+        referrals_since_closure=after_closure(family_referral_times),
+        cases_opened_since_closure=after_closure(openings),
     )
-    return (
-        case.needs_count >= 3
-        and case.lead_worker_id is not None
-        and case.assessed_at is not None
-        and case.plan_activated_at is not None
-        and bool(case.all_needs_achieved)
-        and sustained_from <= now
-        and not reopened
-    )
+
+
+def supporting_families(
+    ctx: QueryContext, rules: claims.ClaimRules, as_at: date, status: str | None = None
+) -> list[tuple[claims.Claim, claims.EpisodeFacts]]:
+    """Every episode that met the claim rules at its start, with its status on `as_at`,
+    of the cases in the caller's localities (all for authority-wide staff)."""
+    query = select(cases).where(cases.c.assessed_at.is_not(None))
+    if ctx.scope.localities:
+        query = query.where(cases.c.locality.in_(ctx.scope.localities))
+    openings = ctx.conn.execute(select(cases.c.family_id, cases.c.opened_at)).all()
+    referral_times = ctx.conn.execute(
+        select(family_referrals.c.family_id, family_referrals.c.received_at)
+    ).all()
+    listed = []
+    for case in ctx.conn.execute(query.order_by(cases.c.family_id, cases.c.case_id)):
+        facts = episode_facts(case, openings, referral_times)
+        claim = claims.assess(facts, rules, as_at)
+        wanted = claim.status.value == status if status else True
+        if claim.status is not claims.ClaimStatus.NOT_ELIGIBLE and wanted:
+            listed.append((claim, facts))
+    ctx.saw("supporting_families", as_at.isoformat())
+    ctx.listed_ids("family", *sorted({claim.family_id for claim, _ in listed}))
+    return listed
+
+
+CLAIM_FILE_COLUMNS = (
+    "family_id",
+    "case_id",
+    "status",
+    "reasons",
+    "headline_needs",
+    "lead_practitioner",
+    "assessment_completed_on",
+    "plan_agreed_on",
+    "closed_on",
+    "closure_reason",
+    "sustained_on",
+)
+
+
+def claim_file(listed: list[tuple[claims.Claim, claims.EpisodeFacts]]) -> str:
+    """One family episode a line, with the facts that evidence each rule."""
+
+    def day(moment: datetime | None) -> str:
+        return authority_date(moment).isoformat() if moment else ""
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CLAIM_FILE_COLUMNS)
+    for claim, facts in listed:
+        writer.writerow(
+            [
+                claim.family_id,
+                claim.case_id,
+                claim.status.value,
+                " ".join(claim.reasons),
+                " ".join(sorted(facts.headline_needs)),
+                "yes" if facts.lead_practitioner else "no",
+                day(facts.assessed_at),
+                day(facts.plan_agreed_at),
+                day(facts.closed_at),
+                facts.closure_reason or "",
+                claim.sustained_on.isoformat() if claim.sustained_on else "",
+            ]
+        )
+    return out.getvalue()
 
 
 def as_csv(report: PerformanceReport) -> str:

@@ -508,9 +508,8 @@ class PerformanceReport(BaseModel):
     re_referral_percent: float | None
     consultations: ConsultationCounts
     supporting_families_claimable: int = Field(
-        description="Families meeting the claim rules: three or more needs, a lead "
-        "practitioner, a whole-family assessment and plan, and every need achieved at a "
-        "closure at least six months ago with no re-referral since."
+        description="Episodes closed in the period that are claimable under the Supporting "
+        "Families rules as configured (`GET /v1/returns/supporting-families` lists them)."
     )
 
 
@@ -565,6 +564,30 @@ class AnnexAList(BaseModel):
     rows: list[dict[str, Any]] = Field(
         description="Each row keyed by the headings; dates as YYYY-MM-DD, blanks as null."
     )
+
+
+class FamilyClaim(BaseModel):
+    family_id: UUID
+    case_id: UUID
+    status: str = Field(
+        description="`eligible` (on the programme, open), `evidence_due` (closed with every "
+        "need met, sustaining until `sustained_on`), `claimable`, or `not_claimable`.",
+        examples=["claimable"],
+    )
+    reasons: list[str] = Field(description="Every rule a `not_claimable` episode fails.")
+    headline_needs: list[str]
+    assessment_completed_at: datetime | None
+    plan_agreed_at: datetime | None
+    closed_at: datetime | None
+    closure_reason: str | None
+    sustained_on: date | None
+
+
+class SupportingFamiliesClaims(BaseModel):
+    as_at: date
+    min_headline_needs: int = Field(description="The rules as the authority configures them.")
+    sustain_months: int
+    claims: list[FamilyClaim]
 
 
 # --- retention and legal holds (issue 16) -----------------------------------------------

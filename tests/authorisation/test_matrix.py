@@ -120,6 +120,7 @@ POST   /v1/step-downs                                                          -
 GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -       -
 GET    /v1/reports/performance/outside-four-weeks                              -       -       -       -       -       -       a       -       a       -       -
 GET    /v1/returns/annex-a/early-help                                          -       -       -       -       -       -       a       -       a       -       a
+GET    /v1/returns/supporting-families                                         -       -       -       -       -       -       a       -       a       -       a
 GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/retention/due                                                       -       -       -       -       -       -       -       -       -       -       a
 PUT    /v1/families/{family_id}/legal-hold                                     -       -       -       -       -       -       -       -       -       -       a

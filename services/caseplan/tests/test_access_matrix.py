@@ -29,10 +29,11 @@ ENDPOINTS = {
     "performance": ("GET", "/v1/reports/performance"),
     "outside_four_weeks": ("GET", "/v1/reports/performance/outside-four-weeks"),
     "annex_a": ("GET", "/v1/returns/annex-a/early-help"),
+    "supporting_families": ("GET", "/v1/returns/supporting-families"),
 }
 READS = {"list_cases", "get_case", "get_draft"}
 WRITES = {"assessment", "action", "outcome", "review", "step_up", "closure", "service_start"}
-REPORTS = {"performance", "outside_four_weeks", "annex_a"}
+REPORTS = {"performance", "outside_four_weeks", "annex_a", "supporting_families"}
 ALLOWED = {
     "samira-okafor": READS | WRITES | {"chronology"},
     "harlesden-team-manager": READS | WRITES | REPORTS | {"chronology"},

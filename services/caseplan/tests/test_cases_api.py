@@ -787,3 +787,54 @@ def test_the_front_doors_consultations_are_counted_in_the_report(service_client,
         "/v1/reports/performance", params=period, headers={**head, "Accept": "text/csv"}
     )
     assert "consultations,advised_by_outcome.refer,1" in csv.text.splitlines()
+
+
+def test_a_family_whose_needs_stayed_met_is_in_the_supporting_families_claim_file(
+    service_client, publish
+):
+    caseplan = _started(service_client)
+    app = caseplan.app
+    allocated = CaseAllocated.example().model_copy(
+        update={
+            "family_id": uuid4(),
+            "case_id": uuid4(),
+            "allocated_at": datetime(2025, 3, 1, 10, tzinfo=UTC),
+        }
+    )
+    publish(allocated, time=allocated.allocated_at)
+    _wait(caseplan, allocated.case_id)
+    app.dependency_overrides[clock] = lambda: datetime(2025, 3, 3, 10, tzinfo=UTC)
+    need_ids = _assessed(caseplan, allocated.case_id)
+    decided_at = datetime(2025, 3, 5, 10, tzinfo=UTC)
+    panel = PanelDecisionRecorded.example().model_copy(
+        update={
+            "family_id": allocated.family_id,
+            "case_id": allocated.case_id,
+            "decided_at": decided_at,
+        }
+    )
+    publish(panel, time=decided_at)
+    _wait(caseplan, allocated.case_id, lambda view: view["package"])
+    app.dependency_overrides[clock] = lambda: datetime(2025, 6, 30, 10, tzinfo=UTC)
+    closed = caseplan.post(
+        f"/v1/cases/{allocated.case_id}/closure",
+        json={
+            "reason": "needs_met",
+            "outcomes": [{"need_id": n, "achieved": True} for n in need_ids],
+        },
+    )
+    assert closed.status_code == 201, closed.text
+    app.dependency_overrides.pop(clock, None)
+
+    ig = _as(caseplan, IG)
+    path = "/v1/returns/supporting-families"
+    listed = caseplan.get(path, params={"status": "claimable"}, headers=ig)
+    assert listed.status_code == 200, listed.text
+    [claim] = [c for c in listed.json()["claims"] if c["family_id"] == str(allocated.family_id)]
+    assert (claim["status"], claim["sustained_on"]) == ("claimable", "2025-12-30")
+    assert len(claim["headline_needs"]) == 3
+    claim_file = caseplan.get(path, headers={**ig, "Accept": "text/csv"}).text.splitlines()
+    assert claim_file[0].startswith("family_id,case_id,status,reasons,headline_needs")
+    [line] = [row for row in claim_file if row.startswith(str(allocated.family_id))]
+    assert ",claimable,," in line and line.endswith(",needs_met,2025-12-30")
+    assert caseplan.get(path).status_code == 403  # a practitioner
