@@ -753,6 +753,7 @@ async def performance(
     request: Request,
     runtime: RuntimeDep,
     scope: Reader,
+    settings: Settings,
     now: Now,
     locality: Annotated[str | None, Query(max_length=100)] = None,
     # ISO dates only: `?to=0` was read as 1 January 1970.
@@ -765,18 +766,23 @@ async def performance(
     `Accept: text/html` gives a printable page with charts of the measures month by month
     (an open period is then the twelve months to today)."""
     accept = request.headers.get("accept", "")
+    rules = settings.claim_rules()
     if _HTML in accept:
         report, months = await run_query(
             runtime,
             request,
             scope,
-            lambda ctx: queries.performance_by_month(ctx, locality, from_, to),
+            lambda ctx: queries.performance_by_month(ctx, locality, from_, to, rules),
             now=now,
         )
         page = await run_in_threadpool(report_page.render, report, months, now)
         return HTMLResponse(page)
     report = await run_query(
-        runtime, request, scope, lambda ctx: queries.performance(ctx, locality, from_, to), now=now
+        runtime,
+        request,
+        scope,
+        lambda ctx: queries.performance(ctx, locality, from_, to, rules),
+        now=now,
     )
     if _CSV in accept:
         return Response(queries.as_csv(report), media_type=_CSV)

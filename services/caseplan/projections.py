@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Update,
     and_,
     bindparam,
     delete,
@@ -1214,7 +1215,7 @@ def _consultation_requested(conn, event: ConsultationRequested, meta: EventMeta)
     )
 
 
-def _consultation_row(consultation_id) -> update:
+def _consultation_row(consultation_id) -> Update:
     return update(front_door_consultations).where(
         front_door_consultations.c.consultation_id == str(consultation_id)
     )

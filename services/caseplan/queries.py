@@ -59,7 +59,6 @@ from caseplan.schemas import (
     StageTime,
     TeamMemberView,
 )
-from caseplan.settings import caseplan_settings
 from hub import subject_access
 from hub.auth import Identities
 from hub.commands import etag
@@ -570,15 +569,23 @@ def _check_period(from_: date | None, to: date | None) -> None:
 
 
 def performance(
-    ctx: QueryContext, locality: str | None, from_: date | None, to: date | None
+    ctx: QueryContext,
+    locality: str | None,
+    from_: date | None,
+    to: date | None,
+    rules: claims.ClaimRules,
 ) -> PerformanceReport:
     locality = report_locality(ctx.scope, locality)
     _check_period(from_, to)
-    return _report(locality, from_, to, ctx.now, *_report_rows(ctx, locality))
+    return _report(locality, from_, to, ctx.now, rules, *_report_rows(ctx, locality))
 
 
 def performance_by_month(
-    ctx: QueryContext, locality: str | None, from_: date | None, to: date | None
+    ctx: QueryContext,
+    locality: str | None,
+    from_: date | None,
+    to: date | None,
+    rules: claims.ClaimRules,
 ) -> tuple[PerformanceReport, list[tuple[date, PerformanceReport]]]:
     """The report for the period and for each calendar month of it, for the charts. An
     open period is the twelve months to today."""
@@ -591,9 +598,10 @@ def performance_by_month(
     start = from_.replace(day=1)
     while start <= to:
         end = domain.add_months(start, 1) - timedelta(days=1)
-        months.append((start, _report(locality, max(start, from_), min(end, to), ctx.now, *rows)))
+        period = (max(start, from_), min(end, to))
+        months.append((start, _report(locality, *period, ctx.now, rules, *rows)))
         start = domain.add_months(start, 1)
-    return _report(locality, from_, to, ctx.now, *rows), months
+    return _report(locality, from_, to, ctx.now, rules, *rows), months
 
 
 def _report_rows(ctx: QueryContext, locality: str | None) -> tuple:
@@ -620,13 +628,13 @@ def _report(
     from_,
     to,
     now,
+    rules: claims.ClaimRules,
     case_rows,
     referral_rows,
     review_rows,
     openings,
     consultation_rows,
-    family_referral_times=(),
-    rules: claims.ClaimRules | None = None,
+    family_referral_times,
 ):
     def within(moment: datetime | date | None) -> bool:
         if moment is None:
@@ -705,7 +713,7 @@ def _report(
             if within(c.closed_at)
             and claims.assess(
                 episode_facts(c, openings, family_referral_times),
-                rules or caseplan_settings().claim_rules(),
+                rules,
                 authority_date(now),
             ).status
             is claims.ClaimStatus.CLAIMABLE

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Update,
     insert,
     update,
 )
@@ -440,7 +441,7 @@ Index("ix_consultations_queue", consultations.c.status, consultations.c.requeste
 consultation_register = Projection("consultations", [consultations])
 
 
-def _consultation(consultation_id) -> update:
+def _consultation(consultation_id) -> Update:
     return update(consultations).where(consultations.c.consultation_id == str(consultation_id))
 
 

@@ -494,11 +494,11 @@ class ConsultationView(BaseModel):
     status: ConsultationStatus
     requested_at: datetime
     organisation_id: str | None
-    practitioner: dict = Field(description="Who asked.")
+    practitioner: Referrer = Field(description="Who asked.")
     factors: list[CinFactor]
     question: str
     anonymous: bool
-    children: list[dict]
+    children: list[ConsultedChild]
     outcome: ConsultationAdvice | None
     advice: str | None
     advised_at: datetime | None

@@ -3,12 +3,13 @@
 from datetime import UTC, date, datetime
 
 from caseplan import queries, report_page
+from caseplan.claims import ClaimRules
 
 NOW = datetime(2026, 3, 31, 12, tzinfo=UTC)
 
 
 def _empty(locality, start, end):
-    return queries._report(locality, start, end, NOW, [], [], [], [], [])
+    return queries._report(locality, start, end, NOW, ClaimRules(), [], [], [], [], [], [])
 
 
 def test_the_page_has_its_four_charts_and_escapes_what_it_shows():
