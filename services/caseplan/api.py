@@ -6,10 +6,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
 
-from caseplan import commands, queries
+from caseplan import commands, queries, report_page, returns
 from caseplan.schemas import (
     ActionSubmission,
+    AnnexAList,
     AssessmentDraftView,
     AssessmentRecorded,
     AssessmentSubmission,
@@ -25,14 +28,17 @@ from caseplan.schemas import (
     LegalHoldSubmission,
     LegalHoldView,
     OutcomeSubmission,
+    OutsideFourWeeksList,
     OverrideEnding,
     OverrideSubmission,
     PerformanceReport,
     Recorded,
     RetentionDue,
     ReviewSubmission,
+    ServiceStartSubmission,
     StepDownSubmission,
     StepUpSubmission,
+    SupportingFamiliesClaims,
     TeamMemberRemoval,
     TeamMemberSubmission,
 )
@@ -40,6 +46,7 @@ from caseplan.settings import CaseplanSettings, current_settings
 from hub.auth import Identities
 from hub.commands import run_command
 from hub.contracts.common import IsoDate
+from hub.contracts.dates import authority_date
 from hub.contracts.identifiers import Slug
 from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import problem_responses
@@ -415,6 +422,41 @@ async def close_case(
     )
 
 
+@router.post(
+    "/cases/{case_id}/service-starts",
+    response_model=Recorded,
+    status_code=201,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    summary="Record that a service of the agreed package actually started",
+)
+async def record_service_start(
+    case_id: UUID,
+    submission: ServiceStartSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Worker,
+    now: Now,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Anyone who works the case (its lead professional, their team, their managers), once
+    per service of the package the panel agreed for this episode (409 `no-package` before a
+    panel decision, `service-already-started` the second time; a service not in the package
+    is a 422). The 4-week measure counts from the assessment to the first start. Emits
+    `earlyhelp.case.service_started.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.record_service_start(ctx, case_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+        if_match=if_match,
+        stale=commands.case_changed(case_id),
+    )
+
+
 # --- the team around the family, consent, overrides, schools ---------------------------
 
 _SHARING = problem_responses(401, 403, 404, 409, 413, 422)
@@ -694,6 +736,7 @@ async def record_child_school(
 # --- performance ---------------------------------------------------------------------
 
 _CSV = "text/csv"
+_HTML = "text/html"
 
 
 @router.get(
@@ -701,15 +744,16 @@ _CSV = "text/csv"
     response_model=PerformanceReport,
     responses={
         **problem_responses(401, 403, 422),
-        200: {"content": {"application/json": {}, _CSV: {}}},
+        200: {"content": {"application/json": {}, _CSV: {}, _HTML: {}}},
     },
-    summary="How fast and how well the service works (JSON, or CSV with Accept: text/csv)",
+    summary="How fast and how well the service works: JSON, CSV, or a printable page with charts",
     tags=["reports"],
 )
 async def performance(
     request: Request,
     runtime: RuntimeDep,
     scope: Reader,
+    settings: Settings,
     now: Now,
     locality: Annotated[str | None, Query(max_length=100)] = None,
     # ISO dates only: `?to=0` was read as 1 January 1970.
@@ -718,13 +762,187 @@ async def performance(
 ) -> Any:
     """Managers only (role team_manager). Every measure counts what happened in the period
     (`from` and `to` inclusive, either may be left open) in the locality, if given. A
-    manager of some localities reports on those only (on their one locality by default)."""
+    manager of some localities reports on those only (on their one locality by default).
+    `Accept: text/html` gives a printable page with charts of the measures month by month
+    (an open period is then the twelve months to today)."""
+    accept = request.headers.get("accept", "")
+    rules = settings.claim_rules()
+    if _HTML in accept:
+        report, months = await run_query(
+            runtime,
+            request,
+            scope,
+            lambda ctx: queries.performance_by_month(ctx, locality, from_, to, rules),
+            now=now,
+        )
+        page = await run_in_threadpool(report_page.render, report, months, now)
+        return HTMLResponse(page)
     report = await run_query(
-        runtime, request, scope, lambda ctx: queries.performance(ctx, locality, from_, to), now=now
+        runtime,
+        request,
+        scope,
+        lambda ctx: queries.performance(ctx, locality, from_, to, rules),
+        now=now,
     )
-    if _CSV in request.headers.get("accept", ""):
+    if _CSV in accept:
         return Response(queries.as_csv(report), media_type=_CSV)
     return report
+
+
+@router.get(
+    "/reports/performance/outside-four-weeks",
+    response_model=OutsideFourWeeksList,
+    responses=problem_responses(401, 403, 422),
+    summary="The cases outside the 4-week measure: late service starts and families waiting",
+    tags=["reports"],
+)
+async def outside_four_weeks(
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Reader,
+    now: Now,
+    locality: Annotated[str | None, Query(max_length=100)] = None,
+    from_: Annotated[IsoDate | None, Query(alias="from")] = None,
+    to: Annotated[IsoDate | None, Query()] = None,
+) -> OutsideFourWeeksList:
+    """Managers only, on their localities as for the performance report. The cases whose
+    first service started in the period more than 28 days after the assessment, and the
+    open cases waiting longer than that now with no service started, the longest first."""
+    return await run_query(
+        runtime,
+        request,
+        scope,
+        lambda ctx: queries.outside_four_weeks(ctx, locality, from_, to),
+        now=now,
+    )
+
+
+# --- returns: Ofsted Annex A (issue 21) ----------------------------------------------
+
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@router.get(
+    "/returns/annex-a/early-help",
+    response_model=AnnexAList,
+    responses={
+        **problem_responses(401, 403, 422),
+        200: {"content": {"application/json": {}, _CSV: {}, _XLSX: {}}},
+    },
+    summary="Ofsted Annex A list 2 (early help) as at a date: JSON, CSV or an XLSX workbook",
+    tags=["returns"],
+)
+async def annex_a_early_help(
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Annotated[Scope, Depends(caller("returns:read", kind="staff"))],
+    now: Now,
+    as_at: Annotated[IsoDate, Query(description="The inspection date; not after today.")],
+    months: Annotated[int, Query(ge=1, le=24, description="The look-back period.")] = 6,
+) -> Any:
+    """Information governance and managers (`returns:read`); a manager of some localities
+    gets their localities' children only. Every early help assessment completed in the
+    `months` before `as_at` and every episode open on it, one row per child, from what was
+    recorded by the end of `as_at`: the same list the hub would have given that day. Send
+    `Accept: text/csv` for CSV, or the XLSX media type for a workbook with the template's
+    sheet (`List 2`) and headings. Every child listed is written to the audit log."""
+    rows = await run_query(
+        runtime,
+        request,
+        scope,
+        lambda ctx: queries.annex_a_early_help(ctx, as_at, months),
+        now=now,
+    )
+    accept = request.headers.get("accept", "")
+    name = f"annex-a-list-2-{as_at.isoformat()}"
+    if _XLSX in accept:
+        return Response(
+            returns.as_xlsx(rows),
+            media_type=_XLSX,
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+        )
+    if _CSV in accept:
+        return Response(
+            returns.as_csv(rows),
+            media_type=_CSV,
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    return AnnexAList(
+        as_at=as_at,
+        months=months,
+        period_from=returns.look_back_from(as_at, months),
+        columns=list(returns.COLUMNS),
+        rows=[dict(zip(returns.COLUMNS, row.values(), strict=True)) for row in rows],
+    )
+
+
+@router.get(
+    "/returns/supporting-families",
+    response_model=SupportingFamiliesClaims,
+    responses={
+        **problem_responses(401, 403, 422),
+        200: {"content": {"application/json": {}, _CSV: {}}},
+    },
+    summary="Supporting Families: each family's claim status, and the claim file (CSV)",
+    tags=["returns"],
+)
+async def supporting_families(
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Annotated[Scope, Depends(caller("returns:read", kind="staff"))],
+    settings: Settings,
+    now: Now,
+    status: Annotated[
+        str | None,
+        Query(
+            pattern="^(eligible|evidence_due|claimable|not_claimable)$",
+            description="Only the episodes in this status (the claim file: `claimable`).",
+        ),
+    ] = None,
+) -> Any:
+    """Information governance and managers (`returns:read`), a manager of some localities
+    for those localities' families. Every episode that met the claim rules at its start,
+    with its status today under the rules the authority configures
+    (`EARLYHELP_CASEPLAN_SF_*`). `Accept: text/csv` gives the claim file: one line per
+    family episode with the facts that evidence each rule. Every family listed is
+    written to the audit log."""
+    rules = settings.claim_rules()
+    today = authority_date(now)
+    listed = await run_query(
+        runtime,
+        request,
+        scope,
+        lambda ctx: queries.supporting_families(ctx, rules, today, status),
+        now=now,
+    )
+    if _CSV in request.headers.get("accept", ""):
+        return Response(
+            queries.claim_file(listed),
+            media_type=_CSV,
+            headers={
+                "Content-Disposition": f'attachment; filename="supporting-families-{today}.csv"'
+            },
+        )
+    return SupportingFamiliesClaims(
+        as_at=today,
+        min_headline_needs=rules.min_headline_needs,
+        sustain_months=rules.sustain_months,
+        claims=[
+            {
+                "family_id": claim.family_id,
+                "case_id": claim.case_id,
+                "status": claim.status.value,
+                "reasons": list(claim.reasons),
+                "headline_needs": sorted(facts.headline_needs),
+                "assessment_completed_at": facts.assessed_at,
+                "plan_agreed_at": facts.plan_agreed_at,
+                "closed_at": facts.closed_at,
+                "closure_reason": facts.closure_reason,
+                "sustained_on": claim.sustained_on,
+            }
+            for claim, facts in listed
+        ],
+    )
 
 
 # --- retention and legal holds (issue 16) ---------------------------------------------

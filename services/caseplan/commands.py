@@ -33,6 +33,7 @@ from caseplan.schemas import (
     OverrideSubmission,
     Recorded,
     ReviewSubmission,
+    ServiceStartSubmission,
     StepDownSubmission,
     StepUpSubmission,
     TeamMemberRemoval,
@@ -399,6 +400,24 @@ def record_child_school(
         return domain.record_child_school(case, command)
 
     [event] = _decide(ctx, case_id, decide)
+    return _recorded(event)
+
+
+# --- a service of the package started (issue 21) ---------------------------------------
+
+
+def record_service_start(
+    ctx: CommandContext, case_id: UUID, submission: ServiceStartSubmission
+) -> CommandResult:
+    command = domain.RecordServiceStart(
+        case_id=case_id,
+        provider_id=submission.provider_id,
+        service=submission.service,
+        started_on=submission.started_on,
+        recorded_by=ctx.scope.subject,
+        recorded_at=ctx.now,
+    )
+    [event] = _decide(ctx, case_id, lambda c: domain.record_service_start(c, command))
     return _recorded(event)
 
 

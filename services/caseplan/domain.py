@@ -46,6 +46,7 @@ from hub.contracts.caseplan import (
     PlanReviewed,
     SafeguardingOverrideEnded,
     SafeguardingOverrideRecorded,
+    ServiceStarted,
     SteppedDownChild,
     TeamMemberAdded,
     TeamMemberKind,
@@ -135,6 +136,10 @@ class SafeguardingOverride:
         return day <= self.review_date
 
 
+# A service of a panel's package, as (provider id, service): what a start is recorded against.
+PackagedService = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class Case:
     case_id: UUID
@@ -153,6 +158,10 @@ class Case:
     consent_decided: bool = False
     consent: StandingConsent | None = None
     override: SafeguardingOverride | None = None
+    # The services (provider id, service) of the package the latest panel decision of this
+    # episode agreed, and those of them recorded as started.
+    package: tuple[PackagedService, ...] = ()
+    services_started: tuple[PackagedService, ...] = ()
 
     def need(self, need_id: UUID) -> IdentifiedNeed | None:
         return next((n for n in self.needs if n.need_id == need_id), None)
@@ -329,6 +338,16 @@ class RecordChildSchool:
     school_id: str
     children: frozenset[UUID]  # the children of the case's family
     school_known: bool  # the school is a partner of type school
+    recorded_by: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordServiceStart:
+    case_id: UUID
+    provider_id: str
+    service: str
+    started_on: date
     recorded_by: str
     recorded_at: datetime
 
@@ -744,6 +763,46 @@ def record_child_school(case: Case | None, command: RecordChildSchool) -> list[E
     ]
 
 
+def record_service_start(case: Case | None, command: RecordServiceStart) -> list[EventData]:
+    """A service of the agreed package started: once per service and episode, on a day
+    not after today (the 4-week measure counts to it)."""
+    current = _workable(case, "given a service start")
+    if not current.plan_active:
+        raise CaseRuleBroken(
+            "no-package", f"case {current.case_id} has no package agreed by a panel yet"
+        )
+    started = (command.provider_id, command.service)
+    if started not in current.package:
+        agreed = "; ".join(f"{service} ({provider})" for provider, service in current.package)
+        raise InvalidCommand(
+            [
+                InvalidField(
+                    "service",
+                    f"is not a service of the package agreed for this case: {agreed}",
+                    "not_in_package",
+                )
+            ]
+        )
+    if command.started_on > authority_date(command.recorded_at):
+        raise InvalidCommand([InvalidField("started_on", "must not be in the future", "future")])
+    if started in current.services_started:
+        raise CaseRuleBroken(
+            "service-already-started",
+            f"{command.service} ({command.provider_id}) is recorded as started already",
+        )
+    return [
+        ServiceStarted(
+            case_id=current.case_id,
+            family_id=current.family_id,
+            provider_id=command.provider_id,
+            service=command.service,
+            started_on=command.started_on,
+            recorded_at=command.recorded_at,
+            recorded_by=command.recorded_by,
+        )
+    ]
+
+
 def _consent_standing(case: Case, opening: StandingConsent | None) -> StandingConsent:
     standing = case.standing_consent(opening)
     if standing is None:
@@ -839,7 +898,8 @@ def apply(current: Case | None, event: EventData) -> Case:
     if isinstance(event, PanelDecisionRecorded):
         if current is None:
             raise ValueError(f"panel decision for case {event.case_id} before its allocation")
-        return replace(current, plan_active=True)
+        package = tuple((s.provider_id, s.service) for s in event.package)
+        return replace(current, plan_active=True, package=package)
     if not isinstance(event, CaseplanEvent):
         raise ValueError(f"a case does not follow {event.event_type}")
     if isinstance(event, CaseSteppedDown):
@@ -860,6 +920,9 @@ def apply(current: Case | None, event: EventData) -> Case:
         return replace(current, status=CaseStatus.CLOSED)
     if isinstance(event, PlanActionAdded | PlanOutcomeAgreed | PlanReviewed):
         return current
+    if isinstance(event, ServiceStarted):
+        started = (event.provider_id, event.service)
+        return replace(current, services_started=(*current.services_started, started))
     return _apply_sharing(current, event)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Update,
     and_,
     bindparam,
     delete,
@@ -59,12 +60,16 @@ from hub.contracts.caseplan import (
     PlanReviewed,
     SafeguardingOverrideEnded,
     SafeguardingOverrideRecorded,
+    ServiceStarted,
     TeamMemberAdded,
     TeamMemberKind,
     TeamMemberRemoved,
 )
 from hub.contracts.codes import ConsentScope, TriageRoute
 from hub.contracts.intake import (
+    ConsultationAdvised,
+    ConsultationReferred,
+    ConsultationRequested,
     MatchConfirmed,
     MatchRejected,
     PossibleMatchFound,
@@ -679,6 +684,18 @@ def _child_school(conn, event: ChildSchoolRecorded, meta: EventMeta) -> None:
     )
 
 
+@chronology.on(ServiceStarted)
+def _service_started(conn, event: ServiceStarted, meta: EventMeta) -> None:
+    _involve(conn, meta, "provider", event.provider_id, event.provider_id, event.service)
+    _record(
+        conn,
+        meta,
+        actor=event.recorded_by,
+        summary=f"Service started on {event.started_on.isoformat()}: {event.service} "
+        f"({event.provider_id})",
+    )
+
+
 def _contact(practitioner) -> str:
     return ", ".join(
         part for part in (practitioner.role, practitioner.email, practitioner.phone) if part
@@ -724,6 +741,8 @@ cases = Table(
     Column("needs_count", Integer, nullable=False),
     Column("plan_activated_at", UtcDateTime(), nullable=True),
     Column("service_start", Date, nullable=True),
+    # (0009) The day the first service of the episode's package actually started.
+    Column("service_started_on", Date, nullable=True),
     Column("review_due", Date, nullable=True),
     Column("reviews", Integer, nullable=False),
     Column("stepped_up_at", UtcDateTime(), nullable=True),
@@ -772,6 +791,7 @@ _EMPTY_DETAIL = {
     "step_down": None,
     "closure": None,
     "episodes": [],
+    "services_started": [],
 }
 
 
@@ -821,6 +841,7 @@ _REOPENED = {
     "needs_count": 0,
     "plan_activated_at": None,
     "service_start": None,
+    "service_started_on": None,
     "review_due": None,
     "reviews": 0,
     "stepped_up_at": None,
@@ -839,6 +860,8 @@ def _state_record(case: Case) -> dict[str, Any]:
         "needs": [json.loads(need.model_dump_json()) for need in case.needs],
         "assessed": case.assessed,
         "plan_active": case.plan_active,
+        "package": [list(service) for service in case.package],
+        "services_started": [list(service) for service in case.services_started],
         "team": [
             {
                 "member_id": m.member_id,
@@ -921,6 +944,10 @@ def _case_of(row: Mapping[str, Any], detail: Mapping[str, Any]) -> Case:
             datetime.fromisoformat(state["override"]["decided_at"]),
             date.fromisoformat(state["override"]["review_date"]),
         ),
+        package=tuple((provider, service) for provider, service in state["package"]),
+        services_started=tuple(
+            (provider, service) for provider, service in state["services_started"]
+        ),
     )
 
 
@@ -971,7 +998,11 @@ def _view(
             own_closure = row.get("closed_at")
             if before is not None and before.status is CaseStatus.CLOSED:
                 # The closed episode stays on record; the reopened one starts afresh.
-                kept = {k: detail[k] for k in _EMPTY_DETAIL if k not in ("episodes", "step_down")}
+                kept = {
+                    k: detail.get(k, _EMPTY_DETAIL[k])
+                    for k in _EMPTY_DETAIL
+                    if k not in ("episodes", "step_down")
+                }
                 row["detail"] = {
                     **json.loads(json.dumps(_EMPTY_DETAIL)),
                     "episodes": [*detail["episodes"], kept],
@@ -1017,6 +1048,10 @@ def _view(
             }
         )
         row.update(review_due=event.next_review_date, reviews=row["reviews"] + 1)
+    elif isinstance(event, ServiceStarted):
+        detail.setdefault("services_started", []).append(_data(event))
+        first = row.get("service_started_on")
+        row.update(service_started_on=min(first, event.started_on) if first else event.started_on)
     elif isinstance(event, CaseSteppedUp):
         detail["step_up"] = _data(event)
         row.update(stepped_up_at=event.stepped_up_at)
@@ -1065,7 +1100,7 @@ def _on_case_event(conn, event, meta: EventMeta) -> None:
         meta.occurred_at,
         str(meta.event_id),
     )
-    if stored is None or not is_latest or "case" not in stored["detail"]:
+    if stored is None or not is_latest or _kept_before_its_fold(stored["detail"]):
         _refold(conn, case_id)
         return
     reviews: list[dict[str, Any]] = []
@@ -1085,6 +1120,12 @@ def _stored_row(conn, case_id: str) -> dict[str, Any] | None:
     row = {key: value for key, value in found.items() if key != "updated_at"}
     row["detail"] = json.loads(row["detail"])
     return row
+
+
+def _kept_before_its_fold(detail: Mapping[str, Any]) -> bool:
+    """A row stored before the case was kept beside its view, or before its package and
+    service starts were (issue 21): the next event folds it afresh."""
+    return "case" not in detail or "package" not in detail["case"]
 
 
 def _refold(conn, case_id: str) -> None:
@@ -1112,8 +1153,9 @@ def stored_case(conn, case_id: UUID) -> Case | None:
     has opened it. The own events are folded as they are appended, in the command's
     transaction, so the case is current."""
     stored = _stored_row(conn, str(case_id))
-    if stored is not None and "case" not in stored["detail"]:
-        # Kept before the case was stored beside its view: folded once, then stored.
+    if stored is not None and _kept_before_its_fold(stored["detail"]):
+        # Kept before the case (or its package) was stored beside its view: folded once,
+        # then stored.
         _refold(conn, str(case_id))
         stored = _stored_row(conn, str(case_id))
     return None if stored is None else _case_of(stored, stored["detail"])
@@ -1137,8 +1179,64 @@ for _event_class in (
     SafeguardingOverrideRecorded,
     SafeguardingOverrideEnded,
     ChildSchoolRecorded,
+    ServiceStarted,
 ):
     case_register.on(_event_class)(_on_case_event)
 
 
-PROJECTIONS = (chronology, case_register)
+# --- consultations the front door answered (issue 21), for the performance report ---------
+
+# Counts only: who asked about whom stays with intake.
+front_door_consultations = Table(
+    "front_door_consultations",
+    metadata,
+    Column("consultation_id", String(36), primary_key=True),
+    Column("requested_at", UtcDateTime(), nullable=False),
+    Column("organisation_type", String(40), nullable=True),
+    Column("advice", String(30), nullable=True),
+    Column("advised_at", UtcDateTime(), nullable=True),
+    Column("referral_id", String(36), nullable=True),
+    Column("referred_at", UtcDateTime(), nullable=True),
+)
+consultation_counts = Projection("consultations", [front_door_consultations])
+
+
+@consultation_counts.on(ConsultationRequested)
+def _consultation_requested(conn, event: ConsultationRequested, meta: EventMeta) -> None:
+    organisation_type = event.practitioner.organisation_type
+    insert_if_absent(
+        conn,
+        front_door_consultations,
+        {
+            "consultation_id": str(event.consultation_id),
+            "requested_at": event.requested_at,
+            "organisation_type": organisation_type.value if organisation_type else None,
+        },
+    )
+
+
+def _consultation_row(consultation_id) -> Update:
+    return update(front_door_consultations).where(
+        front_door_consultations.c.consultation_id == str(consultation_id)
+    )
+
+
+@consultation_counts.on(ConsultationAdvised)
+def _consultation_advised(conn, event: ConsultationAdvised, meta: EventMeta) -> None:
+    conn.execute(
+        _consultation_row(event.consultation_id).values(
+            advice=event.outcome.value, advised_at=event.advised_at
+        )
+    )
+
+
+@consultation_counts.on(ConsultationReferred)
+def _consultation_referred(conn, event: ConsultationReferred, meta: EventMeta) -> None:
+    conn.execute(
+        _consultation_row(event.consultation_id).values(
+            referral_id=str(event.referral_id), referred_at=event.referred_at
+        )
+    )
+
+
+PROJECTIONS = (chronology, case_register, consultation_counts)

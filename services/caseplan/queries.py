@@ -15,13 +15,13 @@ import io
 import json
 import statistics
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import ColumnElement, Connection, and_, exists, false, func, or_, select, true
 
-from caseplan import domain, retention
+from caseplan import claims, domain, retention, returns
 from caseplan.projections import (
     assessment_drafts,
     case_inputs,
@@ -30,6 +30,7 @@ from caseplan.projections import (
     chronology_entries,
     family_involvement,
     family_referrals,
+    front_door_consultations,
     standing_consent_of,
 )
 from caseplan.schemas import (
@@ -43,15 +44,19 @@ from caseplan.schemas import (
     Chronology,
     ChronologyEntry,
     ConsentView,
+    ConsultationCounts,
     FamilyFallingDue,
     HeldFamily,
     InvolvedParty,
     LeadProfessional,
     LegalHoldView,
-    Median,
+    OutsideFourWeeks,
+    OutsideFourWeeksList,
     OverrideView,
     PerformanceReport,
     RetentionDue,
+    ServiceStartTime,
+    StageTime,
     TeamMemberView,
 )
 from hub import subject_access
@@ -61,6 +66,7 @@ from hub.contracts.caseplan import CaseSteppedDown, IdentifiedNeed, TeamMemberKi
 from hub.contracts.codes import PartnerOrganisationType
 from hub.contracts.common import Consent
 from hub.contracts.dates import authority_date
+from hub.contracts.registry import event_model
 from hub.queries import QueryContext
 from hub.refusals import Forbidden, Invalid, NotFound
 from hub.retention import RetentionSchedule
@@ -383,6 +389,7 @@ def case_view(
         step_down=detail["step_down"],
         closure=detail["closure"],
         earlier_episodes=detail["episodes"],
+        services_started=detail.get("services_started", []),
         **_sharing_view(ctx, row, detail.get("case", {}), directory),
     )
     return view, etag(version)
@@ -554,14 +561,50 @@ def report_locality(scope: Scope, locality: str | None) -> str | None:
     return locality
 
 
-def performance(
-    ctx: QueryContext, locality: str | None, from_: date | None, to: date | None
-) -> PerformanceReport:
-    locality = report_locality(ctx.scope, locality)
+def _check_period(from_: date | None, to: date | None) -> None:
     if from_ is not None and to is not None and from_ > to:
         raise Invalid.field(
             "query.to", "must not be before from", "range", "The period ends before it starts."
         )
+
+
+def performance(
+    ctx: QueryContext,
+    locality: str | None,
+    from_: date | None,
+    to: date | None,
+    rules: claims.ClaimRules,
+) -> PerformanceReport:
+    locality = report_locality(ctx.scope, locality)
+    _check_period(from_, to)
+    return _report(locality, from_, to, ctx.now, rules, *_report_rows(ctx, locality))
+
+
+def performance_by_month(
+    ctx: QueryContext,
+    locality: str | None,
+    from_: date | None,
+    to: date | None,
+    rules: claims.ClaimRules,
+) -> tuple[PerformanceReport, list[tuple[date, PerformanceReport]]]:
+    """The report for the period and for each calendar month of it, for the charts. An
+    open period is the twelve months to today."""
+    locality = report_locality(ctx.scope, locality)
+    _check_period(from_, to)
+    to = to or authority_date(ctx.now)
+    from_ = from_ or domain.add_months(to.replace(day=1), -11)
+    rows = _report_rows(ctx, locality)
+    months = []
+    start = from_.replace(day=1)
+    while start <= to:
+        end = domain.add_months(start, 1) - timedelta(days=1)
+        period = (max(start, from_), min(end, to))
+        months.append((start, _report(locality, *period, ctx.now, rules, *rows)))
+        start = domain.add_months(start, 1)
+    return _report(locality, from_, to, ctx.now, rules, *rows), months
+
+
+def _report_rows(ctx: QueryContext, locality: str | None) -> tuple:
     case_query = select(cases)
     referral_query = select(family_referrals)
     review_query = select(case_reviews)
@@ -570,40 +613,46 @@ def performance(
         referral_query = referral_query.where(family_referrals.c.locality == locality)
         review_query = review_query.where(case_reviews.c.locality == locality)
     conn = ctx.conn
-    return _report(
-        locality,
-        from_,
-        to,
-        ctx.now,
+    return (
         conn.execute(case_query).all(),
         conn.execute(referral_query).all(),
         conn.execute(review_query).all(),
         conn.execute(select(cases.c.family_id, cases.c.opened_at)).all(),
+        conn.execute(select(front_door_consultations)).all(),
+        conn.execute(select(family_referrals.c.family_id, family_referrals.c.received_at)).all(),
     )
 
 
-def _report(locality, from_, to, now, case_rows, referral_rows, review_rows, openings):
+def _report(
+    locality,
+    from_,
+    to,
+    now,
+    rules: claims.ClaimRules,
+    case_rows,
+    referral_rows,
+    review_rows,
+    openings,
+    consultation_rows,
+    family_referral_times,
+):
     def within(moment: datetime | date | None) -> bool:
         if moment is None:
             return False
         day = moment.date() if isinstance(moment, datetime) else moment
         return (from_ is None or day >= from_) and (to is None or day <= to)
 
-    def median(pairs) -> Median:
-        days = [(end - start).total_seconds() / 86400 for start, end in pairs]
-        return Median(
-            cases=len(days), median_days=round(statistics.median(days), 1) if days else None
-        )
-
-    def days_between(start: datetime, end: date) -> tuple[datetime, datetime]:
-        return start, datetime.combine(end, datetime.min.time(), tzinfo=UTC)
+    def stage_time(pairs) -> StageTime:
+        return StageTime(**_spread([(end - start).total_seconds() / 86400 for start, end in pairs]))
 
     received = [r for r in referral_rows if within(r.received_at)]
     triaged = [r for r in referral_rows if within(r.triaged_at)]
     referral_of = {r.case_id: r for r in referral_rows if r.case_id is not None}
     opened = [c for c in case_rows if within(c.opened_at)]
     assessed = [c for c in case_rows if within(c.assessed_at) and c.opened_at is not None]
-    started = [c for c in case_rows if within(c.service_start) and c.assessed_at is not None]
+    started = [c for c in case_rows if within(c.service_started_on) and c.assessed_at is not None]
+    start_days = [_days_to_start(c) for c in started]
+    in_four_weeks = sum(1 for days in start_days if days <= FOUR_WEEKS_DAYS)
     reviews = [r for r in review_rows if within(r.reviewed_at)]
     on_time = sum(1 for r in reviews if r.on_time)
     re_referrals = sum(1 for c in opened if c.re_referral)
@@ -613,15 +662,18 @@ def _report(locality, from_, to, now, case_rows, referral_rows, review_rows, ope
         period_to=to,
         referrals_by_source=dict(Counter(r.referral_source for r in received)),
         referrals_by_route=dict(Counter(r.route for r in triaged)),
-        referral_to_triage=median((r.received_at, r.triaged_at) for r in triaged),
-        triage_to_allocation=median(
+        referral_to_triage=stage_time((r.received_at, r.triaged_at) for r in triaged),
+        triage_to_allocation=stage_time(
             (referral_of[c.case_id].triaged_at, c.opened_at)
             for c in opened
             if c.case_id in referral_of and c.episode == 1
         ),
-        allocation_to_assessment=median((c.opened_at, c.assessed_at) for c in assessed),
-        assessment_to_service_start=median(
-            days_between(c.assessed_at, c.service_start) for c in started
+        allocation_to_assessment=stage_time((c.opened_at, c.assessed_at) for c in assessed),
+        assessment_to_service_start=ServiceStartTime(
+            **_spread(start_days),
+            within_four_weeks=in_four_weeks,
+            within_four_weeks_percent=_percent(in_four_weeks, len(start_days)),
+            waiting_over_four_weeks_now=sum(1 for c in case_rows if _waiting(c, now) is not None),
         ),
         reviews=len(reviews),
         reviews_on_time=on_time,
@@ -641,28 +693,208 @@ def _report(locality, from_, to, now, case_rows, referral_rows, review_rows, ope
         cases_opened=len(opened),
         re_referrals=re_referrals,
         re_referral_percent=round(100 * re_referrals / len(opened), 1) if opened else None,
+        consultations=ConsultationCounts(
+            requested=sum(1 for c in consultation_rows if within(c.requested_at)),
+            requested_by_organisation_type=dict(
+                Counter(
+                    c.organisation_type or "unknown"
+                    for c in consultation_rows
+                    if within(c.requested_at)
+                )
+            ),
+            advised_by_outcome=dict(
+                Counter(c.advice for c in consultation_rows if within(c.advised_at))
+            ),
+            referred=sum(1 for c in consultation_rows if within(c.referred_at)),
+        ),
         supporting_families_claimable=sum(
-            1 for c in case_rows if within(c.closed_at) and _claimable(c, now, openings)
+            1
+            for c in case_rows
+            if within(c.closed_at)
+            and claims.assess(
+                episode_facts(c, openings, family_referral_times),
+                rules,
+                authority_date(now),
+            ).status
+            is claims.ClaimStatus.CLAIMABLE
         ),
     )
 
 
-def _claimable(case: Any, now: datetime, openings) -> bool:
-    """The Supporting Families claim rules, as far as the case records them."""
-    sustained_from = case.closed_at + timedelta(days=183)
-    reopened = any(
-        family_id == case.family_id and opened_at is not None and opened_at > case.closed_at
-        for family_id, opened_at in openings
+# The seeds' measure: Brent averaged "4 weeks from completed assessment to service delivery".
+FOUR_WEEKS_DAYS = 28
+
+
+def _spread(days: list[float]) -> dict[str, Any]:
+    """How many, the median and the 90th percentile, to a tenth of a day."""
+    if not days:
+        return {"cases": 0, "median_days": None, "p90_days": None}
+    p90 = statistics.quantiles(days, n=10, method="inclusive")[8] if len(days) > 1 else days[0]
+    return {
+        "cases": len(days),
+        "median_days": round(statistics.median(days), 1),
+        "p90_days": round(p90, 1),
+    }
+
+
+def _percent(part: int, whole: int) -> float | None:
+    return round(100 * part / whole, 1) if whole else None
+
+
+def _days_to_start(case: Any) -> int:
+    """Whole days from the day the assessment was completed to the first service start."""
+    return (case.service_started_on - authority_date(case.assessed_at)).days
+
+
+def _waiting(case: Any, now: datetime) -> int | None:
+    """Days an open, assessed case has waited for its first service, when over 4 weeks."""
+    if (
+        case.status != domain.CaseStatus.OPEN.value
+        or case.assessed_at is None
+        or case.service_started_on is not None
+    ):
+        return None
+    days = (authority_date(now) - authority_date(case.assessed_at)).days
+    return days if days > FOUR_WEEKS_DAYS else None
+
+
+def outside_four_weeks(
+    ctx: QueryContext, locality: str | None, from_: date | None, to: date | None
+) -> OutsideFourWeeksList:
+    """The late first starts in the period and the cases waiting over 4 weeks now."""
+    locality = report_locality(ctx.scope, locality)
+    _check_period(from_, to)
+    query = select(cases).where(visible(ctx.scope), cases.c.assessed_at.is_not(None))
+    if locality is not None:
+        query = query.where(cases.c.locality == locality)
+    if from_ is not None:
+        query = query.where(
+            or_(cases.c.service_started_on.is_(None), cases.c.service_started_on >= from_)
+        )
+    if to is not None:
+        query = query.where(
+            or_(cases.c.service_started_on.is_(None), cases.c.service_started_on <= to)
+        )
+    items = []
+    for row in ctx.conn.execute(query).all():
+        days = _waiting(row, ctx.now) if row.service_started_on is None else _days_to_start(row)
+        if days is None or days <= FOUR_WEEKS_DAYS:
+            continue
+        items.append(
+            OutsideFourWeeks(
+                case_id=row.case_id,
+                family_id=row.family_id,
+                locality=row.locality,
+                lead_professional=LeadProfessional(
+                    worker_id=row.lead_worker_id, name=row.lead_name, email=row.lead_email
+                ),
+                assessed_on=authority_date(row.assessed_at),
+                service_started_on=row.service_started_on,
+                days=days,
+            )
+        )
+    items.sort(key=lambda item: (-item.days, str(item.case_id)))
+    ctx.saw("outside_four_weeks", locality or "all")
+    ctx.listed_ids("case", *(str(item.case_id) for item in items))
+    return OutsideFourWeeksList(locality=locality, period_from=from_, period_to=to, items=items)
+
+
+def episode_facts(case: Any, openings, family_referral_times) -> claims.EpisodeFacts:
+    """The facts of a case's current episode the claim rules look at, with the family's
+    referrals and case openings after its closure."""
+    detail = json.loads(case.detail)
+    assessment = detail.get("assessment") or {}
+    closed_at = case.closed_at
+
+    def after_closure(rows) -> tuple[datetime, ...]:
+        if closed_at is None:
+            return ()
+        return tuple(
+            at
+            for family_id, at in rows
+            if family_id == case.family_id and at is not None and at > closed_at
+        )
+
+    return claims.EpisodeFacts(
+        case_id=case.case_id,
+        family_id=case.family_id,
+        headline_needs=frozenset(need["outcome"] for need in assessment.get("needs", ())),
+        lead_practitioner=case.lead_worker_id is not None,
+        assessed_at=case.assessed_at,
+        plan_agreed_at=case.plan_activated_at,
+        closed_at=closed_at,
+        closure_reason=case.closure_reason,
+        every_need_achieved=bool(case.all_needs_achieved),
+        referrals_since_closure=after_closure(family_referral_times),
+        cases_opened_since_closure=after_closure(openings),
     )
-    return (
-        case.needs_count >= 3
-        and case.lead_worker_id is not None
-        and case.assessed_at is not None
-        and case.plan_activated_at is not None
-        and bool(case.all_needs_achieved)
-        and sustained_from <= now
-        and not reopened
-    )
+
+
+def supporting_families(
+    ctx: QueryContext, rules: claims.ClaimRules, as_at: date, status: str | None = None
+) -> list[tuple[claims.Claim, claims.EpisodeFacts]]:
+    """Every episode that met the claim rules at its start, with its status on `as_at`,
+    of the cases in the caller's localities (all for authority-wide staff)."""
+    query = select(cases).where(cases.c.assessed_at.is_not(None))
+    if ctx.scope.localities:
+        query = query.where(cases.c.locality.in_(ctx.scope.localities))
+    openings = ctx.conn.execute(select(cases.c.family_id, cases.c.opened_at)).all()
+    referral_times = ctx.conn.execute(
+        select(family_referrals.c.family_id, family_referrals.c.received_at)
+    ).all()
+    listed = []
+    for case in ctx.conn.execute(query.order_by(cases.c.family_id, cases.c.case_id)):
+        facts = episode_facts(case, openings, referral_times)
+        claim = claims.assess(facts, rules, as_at)
+        wanted = claim.status.value == status if status else True
+        if claim.status is not claims.ClaimStatus.NOT_ELIGIBLE and wanted:
+            listed.append((claim, facts))
+    ctx.saw("supporting_families", as_at.isoformat())
+    ctx.listed_ids("family", *sorted({claim.family_id for claim, _ in listed}))
+    return listed
+
+
+CLAIM_FILE_COLUMNS = (
+    "family_id",
+    "case_id",
+    "status",
+    "reasons",
+    "headline_needs",
+    "lead_practitioner",
+    "assessment_completed_on",
+    "plan_agreed_on",
+    "closed_on",
+    "closure_reason",
+    "sustained_on",
+)
+
+
+def claim_file(listed: list[tuple[claims.Claim, claims.EpisodeFacts]]) -> str:
+    """One family episode a line, with the facts that evidence each rule."""
+
+    def day(moment: datetime | None) -> str:
+        return authority_date(moment).isoformat() if moment else ""
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CLAIM_FILE_COLUMNS)
+    for claim, facts in listed:
+        writer.writerow(
+            [
+                claim.family_id,
+                claim.case_id,
+                claim.status.value,
+                " ".join(claim.reasons),
+                " ".join(sorted(facts.headline_needs)),
+                "yes" if facts.lead_practitioner else "no",
+                day(facts.assessed_at),
+                day(facts.plan_agreed_at),
+                day(facts.closed_at),
+                facts.closure_reason or "",
+                claim.sustained_on.isoformat() if claim.sustained_on else "",
+            ]
+        )
+    return out.getvalue()
 
 
 def as_csv(report: PerformanceReport) -> str:
@@ -671,12 +903,79 @@ def as_csv(report: PerformanceReport) -> str:
     writer = csv.writer(out)
     writer.writerow(["measure", "breakdown", "value"])
     for name, value in report.model_dump(mode="json").items():
-        if isinstance(value, dict):
-            for key, item in value.items():
-                writer.writerow([name, key, "" if item is None else item])
-        else:
-            writer.writerow([name, "", "" if value is None else value])
+        for breakdown, item in _flattened(value):
+            writer.writerow([name, breakdown, "" if item is None else item])
     return out.getvalue()
+
+
+def _flattened(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A measure's values by breakdown; a nested one as `outer.inner` (e.g. the
+    consultations' `advised_by_outcome.refer`)."""
+    if not isinstance(value, dict):
+        return [(prefix, value)]
+    return [
+        pair
+        for key, item in value.items()
+        for pair in _flattened(item, f"{prefix}.{key}" if prefix else key)
+    ]
+
+
+# --- Annex A list 2 (issue 21) ---------------------------------------------------------
+
+
+def annex_a_early_help(ctx: QueryContext, as_at: date, months: int) -> list[returns.Row]:
+    """Ofsted's list 2 as the hub would have given it at the end of `as_at`: from the events
+    recorded by then, of the cases in the caller's localities (all for authority-wide staff)."""
+    if as_at > authority_date(ctx.now):
+        raise Invalid.field(
+            "query.as_at", "must not be after today", "date_in_future", "The list is of the past."
+        )
+    if as_at < returns.EARLIEST_AS_AT:
+        raise Invalid.field(
+            "query.as_at",
+            f"must be {returns.EARLIEST_AS_AT.isoformat()} or later",
+            "date_too_early",
+            "The hub holds no early help from before then.",
+        )
+    cutoff = returns.recorded_by(as_at)
+    in_scope = select(cases.c.case_id)
+    if ctx.scope.localities:
+        in_scope = in_scope.where(cases.c.locality.in_(ctx.scope.localities))
+    events: dict[str, list] = {}
+    for row in ctx.conn.execute(
+        select(case_inputs.c.case_id, case_inputs.c.event_type, case_inputs.c.data_json)
+        .where(case_inputs.c.case_id.in_(in_scope), case_inputs.c.occurred_at <= cutoff)
+        .order_by(case_inputs.c.case_id, case_inputs.c.occurred_at, case_inputs.c.event_id)
+    ):
+        model = event_model(row.event_type)
+        events.setdefault(row.case_id, []).append(model.model_validate_json(row.data_json))
+    children: dict[str, dict[str, returns.ListedChild]] = {}
+    for case_id, listed in ctx.conn.execute(
+        select(family_referrals.c.case_id, family_referrals.c.children).where(
+            family_referrals.c.case_id.in_(in_scope), family_referrals.c.triaged_at <= cutoff
+        )
+    ):
+        for child in json.loads(listed):
+            children.setdefault(case_id, {})[child["person_id"]] = returns.ListedChild(
+                child["person_id"],
+                _day(child.get("date_of_birth")),
+                _day(child.get("expected_date_of_birth")),
+            )
+    for case_id, case_events in events.items():
+        for child in returns.stepped_down_children(case_events):
+            children.setdefault(case_id, {}).setdefault(child.person_id, child)
+    listed_cases = [
+        (case_id, case_events, list(children.get(case_id, {}).values()))
+        for case_id, case_events in sorted(events.items())
+    ]
+    rows = returns.early_help_list(listed_cases, as_at, months)
+    ctx.saw("annex_a_list_2", as_at.isoformat())
+    ctx.listed_ids("person", *sorted({row.child_id for row in rows}))
+    return rows
+
+
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
 
 
 # --- subject access -----------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
@@ -30,6 +30,7 @@ from hub.contracts.common import (
     check_cin_factors,
     duplicates,
 )
+from hub.contracts.dates import NotAfterToday
 from hub.contracts.identifiers import Slug
 
 
@@ -423,6 +424,9 @@ class CaseView(CaseSummary):
     step_down: dict[str, Any] | None
     closure: dict[str, Any] | None
     earlier_episodes: list[dict[str, Any]]
+    services_started: list[dict[str, Any]] = Field(
+        description="The services of the package recorded as started in this episode."
+    )
     team: list[TeamMemberView] = Field(
         description="The team around the family: organisations staff added, and the "
         "referrers (role `referrer`)."
@@ -442,9 +446,41 @@ class CaseFilter(StrEnum):
     OVERDUE = "overdue"
 
 
-class Median(BaseModel):
+class StageTime(BaseModel):
+    """Days from one stage of the case to the next, over the cases that reached the later
+    stage in the period."""
+
     cases: int
     median_days: float | None
+    p90_days: float | None = Field(
+        description="The 90th percentile (linear between the closest ranks): nine cases in "
+        "ten took no longer."
+    )
+
+
+class ServiceStartTime(StageTime):
+    """The seeds' 4-week measure: from the completed assessment to the day the first service
+    of the agreed package actually started (as recorded, not as planned)."""
+
+    within_four_weeks: int = Field(description="Of `cases`, those started within 28 days.")
+    within_four_weeks_percent: float | None
+    waiting_over_four_weeks_now: int = Field(
+        description="Open cases assessed more than 28 days ago with no service started yet "
+        "(whatever the period): listed with the late starts by "
+        "`GET /v1/reports/performance/outside-four-weeks`."
+    )
+
+
+class ConsultationCounts(BaseModel):
+    """The front door's consultations (contacts that are not referrals), authority-wide:
+    they have no locality until they become a referral."""
+
+    requested: int = Field(description="Asked in the period.")
+    requested_by_organisation_type: dict[str, int]
+    advised_by_outcome: dict[str, int] = Field(
+        description="Advice recorded in the period: advice_given, signposted, refer."
+    )
+    referred: int = Field(description="Turned into a referral in the period, as advised.")
 
 
 class PerformanceReport(BaseModel):
@@ -453,10 +489,10 @@ class PerformanceReport(BaseModel):
     period_to: date | None
     referrals_by_source: dict[str, int]
     referrals_by_route: dict[str, int]
-    referral_to_triage: Median
-    triage_to_allocation: Median
-    allocation_to_assessment: Median
-    assessment_to_service_start: Median
+    referral_to_triage: StageTime
+    triage_to_allocation: StageTime
+    allocation_to_assessment: StageTime
+    assessment_to_service_start: ServiceStartTime
     reviews: int
     reviews_on_time: int
     reviews_on_time_percent: float | None
@@ -465,13 +501,93 @@ class PerformanceReport(BaseModel):
     step_downs: int
     closures_by_reason: dict[str, int]
     cases_opened: int
-    re_referrals: int
-    re_referral_percent: float | None
-    supporting_families_claimable: int = Field(
-        description="Families meeting the claim rules: three or more needs, a lead "
-        "practitioner, a whole-family assessment and plan, and every need achieved at a "
-        "closure at least six months ago with no re-referral since."
+    re_referrals: int = Field(
+        description="Of `cases_opened`, those opened within 12 months (the configured "
+        "re-referral window) of a closure of a case of the same family."
     )
+    re_referral_percent: float | None
+    consultations: ConsultationCounts
+    supporting_families_claimable: int = Field(
+        description="Episodes closed in the period that are claimable under the Supporting "
+        "Families rules as configured (`GET /v1/returns/supporting-families` lists them)."
+    )
+
+
+class OutsideFourWeeks(BaseModel):
+    """A case whose first service started more than 28 days after its assessment, or that
+    has waited longer than that with none started."""
+
+    case_id: UUID
+    family_id: UUID
+    locality: str | None
+    lead_professional: LeadProfessional
+    assessed_on: date
+    service_started_on: date | None = Field(description="Absent while the family waits.")
+    days: int = Field(description="From the assessment to the start, or to today if waiting.")
+
+
+class OutsideFourWeeksList(BaseModel):
+    locality: str | None
+    period_from: date | None
+    period_to: date | None
+    items: list[OutsideFourWeeks] = Field(description="The longest first.")
+
+
+class ServiceStartSubmission(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "provider_id": "brent-family-wellbeing-centres",
+                    "service": "Parenting support: Triple P group programme",
+                    "started_on": "2025-04-14",
+                }
+            ]
+        }
+    )
+
+    provider_id: Slug = Field(description="The provider, as the panel's package names it.")
+    service: ShortText = Field(description="The service, as the panel's package names it.")
+    started_on: Annotated[IsoDate, NotAfterToday] = Field(
+        description="The day the family first received the service; not after today."
+    )
+
+
+class AnnexAList(BaseModel):
+    """Ofsted Annex A list 2 (early help): the template's columns, one row per child per
+    episode of early help."""
+
+    as_at: date = Field(description="The inspection date the list is for.")
+    months: int = Field(description="The look-back period, in calendar months.")
+    period_from: date = Field(description="The first day of the look-back period.")
+    columns: list[str] = Field(description="The template's headings, in its order.")
+    rows: list[dict[str, Any]] = Field(
+        description="Each row keyed by the headings; dates as YYYY-MM-DD, blanks as null."
+    )
+
+
+class FamilyClaim(BaseModel):
+    family_id: UUID
+    case_id: UUID
+    status: str = Field(
+        description="`eligible` (on the programme, open), `evidence_due` (closed with every "
+        "need met, sustaining until `sustained_on`), `claimable`, or `not_claimable`.",
+        examples=["claimable"],
+    )
+    reasons: list[str] = Field(description="Every rule a `not_claimable` episode fails.")
+    headline_needs: list[str]
+    assessment_completed_at: datetime | None
+    plan_agreed_at: datetime | None
+    closed_at: datetime | None
+    closure_reason: str | None
+    sustained_on: date | None
+
+
+class SupportingFamiliesClaims(BaseModel):
+    as_at: date
+    min_headline_needs: int = Field(description="The rules as the authority configures them.")
+    sustain_months: int
+    claims: list[FamilyClaim]
 
 
 # --- retention and legal holds (issue 16) -----------------------------------------------

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from caseplan.claims import ClaimRules
+
 
 class CaseplanSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EARLYHELP_CASEPLAN_", extra="ignore")
@@ -27,6 +29,23 @@ class CaseplanSettings(BaseSettings):
         ge=1,
         description="A case opened this soon after the family's last closure is a re-referral.",
     )
+    sf_min_headline_needs: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Supporting Families: the different headline needs a family must have at "
+        "the start to be claimed for.",
+    )
+    sf_sustain_months: int = Field(
+        default=6,
+        ge=1,
+        le=24,
+        description="Supporting Families: how long after closure the outcome must hold, with "
+        "no new referral or case, before it can be claimed.",
+    )
+
+    def claim_rules(self) -> ClaimRules:
+        return ClaimRules(self.sf_min_headline_needs, self.sf_sustain_months)
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,13 @@ from hub.queries import run_query
 from hub.scope import Scope
 from hub.service import Runtime, runtime_of
 from intake import commands, queries
+from intake.consultations import ConsultationStatus
 from intake.schemas import (
+    AdviceSubmission,
+    ConsultationAccepted,
+    ConsultationList,
+    ConsultationSubmission,
+    ConsultationView,
     MatchDecision,
     MatchingRecorded,
     PartnerReferralQueue,
@@ -281,5 +287,142 @@ async def unlink_referral(
         lambda ctx: commands.unlink(ctx, referral_id, unlinking),
         now=now,
         payload=unlinking,
+        idempotency_key=idempotency_key,
+    )
+
+
+# --- consultations: contacts that are not referrals (issue 21) ----------------------------
+
+
+@router.post(
+    "/consultations",
+    status_code=201,
+    response_model=ConsultationAccepted,
+    responses=problem_responses(401, 403, 413, 422),
+    summary="Ask the front door for advice without making a referral",
+    tags=["consultations"],
+)
+async def request_consultation(
+    submission: ConsultationSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Referrer,
+    now: Now,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """A partner's practitioner asks about a child or family, naming the children or not
+    (`children` empty: anonymous). Nothing is matched to the families the hub knows and no
+    case is opened; front-door staff record their advice, which the practitioner reads at
+    `GET /v1/consultations/{id}`. Emits `earlyhelp.consultation.requested.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.request_consultation(ctx, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+    )
+
+
+@router.get(
+    "/consultations",
+    response_model=ConsultationList,
+    responses=problem_responses(401, 403, 422),
+    summary="The front door's consultations awaiting advice (or advised, or referred)",
+    tags=["consultations"],
+)
+async def list_consultations(
+    request: Request,
+    runtime: RuntimeDep,
+    scope: FrontDoor,
+    now: Now,
+    status: ConsultationStatus = ConsultationStatus.AWAITING_ADVICE,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ConsultationList:
+    """Front-door staff only; oldest first."""
+    return await run_query(
+        runtime, request, scope, lambda ctx: queries.consultation_list(ctx, status, limit), now=now
+    )
+
+
+@router.get(
+    "/consultations/{consultation_id}",
+    response_model=ConsultationView,
+    responses=problem_responses(401, 403, 404),
+    summary="A consultation and the advice the front door gave",
+    tags=["consultations"],
+)
+async def get_consultation(
+    consultation_id: UUID, request: Request, runtime: RuntimeDep, scope: Reader, now: Now
+) -> ConsultationView:
+    """The practitioner's organisation sees its own consultations (another's is a 404);
+    front-door staff see every one, with who advised."""
+    return await run_query(
+        runtime, request, scope, lambda ctx: queries.consultation(ctx, consultation_id), now=now
+    )
+
+
+@router.post(
+    "/consultations/{consultation_id}/advice",
+    status_code=201,
+    response_model=ConsultationView,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    summary="Record the front door's advice on a consultation",
+    tags=["consultations"],
+)
+async def record_advice(
+    consultation_id: UUID,
+    submission: AdviceSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: FrontDoor,
+    now: Now,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Front-door staff, once per consultation (409 `consultation-advised` the second
+    time). `outcome`: `advice_given`, `signposted` or `refer`. Emits
+    `earlyhelp.consultation.advice_recorded.v1`."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.record_advice(ctx, consultation_id, submission),
+        now=now,
+        payload=submission,
+        idempotency_key=idempotency_key,
+    )
+
+
+@router.post(
+    "/consultations/{consultation_id}/referral",
+    status_code=202,
+    response_model=ReferralAccepted,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    summary="Refer the family, as the front door advised: the consultation becomes a referral",
+    tags=["consultations"],
+)
+async def refer_consultation(
+    consultation_id: UUID,
+    submission: ReferralSubmission,
+    request: Request,
+    runtime: RuntimeDep,
+    scope: Referrer,
+    settings: Settings,
+    now: Now,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """The organisation that asked, after advice `refer` (409
+    `consultation-not-advised-to-refer` otherwise), once (409 `consultation-referred`).
+    The body is a referral, received exactly as `POST /v1/referrals` receives one; the
+    consultation keeps the referral's id (`referral_id`), and
+    `earlyhelp.consultation.referred.v1` links the two."""
+    return await run_command(
+        runtime,
+        request,
+        scope,
+        lambda ctx: commands.refer_consultation(ctx, consultation_id, submission, settings),
+        now=now,
+        payload=submission,
         idempotency_key=idempotency_key,
     )

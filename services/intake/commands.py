@@ -18,9 +18,12 @@ from hub.contracts.codes import PartnerOrganisationType
 from hub.contracts.common import Child, HouseholdMember, Referrer
 from hub.refusals import Forbidden, Invalid
 from hub.scope import Scope
-from intake import domain, queries
+from intake import consultations, domain, queries
 from intake.records import open_case_of, records_for_children, records_for_family
 from intake.schemas import (
+    AdviceSubmission,
+    ConsultationAccepted,
+    ConsultationSubmission,
     MatchDecision,
     MatchingRecorded,
     ReferralAccepted,
@@ -40,15 +43,22 @@ def receive_referral(
     ctx: CommandContext, submission: ReferralSubmission, settings: IntakeSettings
 ) -> CommandResult:
     """The referral, matched to the people the hub knows, received or held."""
-    referrer = _referrer_of(submission, ctx.scope)
+    accepted = _receive(ctx, submission, settings, uuid4())
+    return CommandResult(202, accepted, {"Location": f"/v1/referrals/{accepted.referral_id}"})
+
+
+def _receive(
+    ctx: CommandContext, submission: ReferralSubmission, settings: IntakeSettings, referral_id: UUID
+) -> ReferralAccepted:
+    referrer = _referrer_of(submission.referrer, ctx.scope, "referrer")
     ctx.uow.serialise_appends()
     records = records_for_children(
         ctx.conn, submission.children, ctx.now, settings.escalation_window_months
     )
-    command = _command_from(submission, referrer, ctx.now, records, settings)
+    command = _command_from(submission, referral_id, referrer, ctx.now, records, settings)
     received, *_ = events = domain.receive(None, command)
     ctx.append(domain.stream_id(command.referral_id), 0, events)
-    accepted = ReferralAccepted(
+    return ReferralAccepted(
         referral_id=command.referral_id,
         status=(
             domain.ReferralStatus.HELD
@@ -57,7 +67,6 @@ def receive_referral(
         ),
         received_at=command.received_at,
     )
-    return CommandResult(202, accepted, {"Location": f"/v1/referrals/{command.referral_id}"})
 
 
 def _decide(
@@ -205,15 +214,15 @@ def _matching_recorded(ctx: CommandContext, referral_id: UUID) -> CommandResult:
     return CommandResult(200, recorded, {"Location": f"/v1/referrals/{referral_id}"})
 
 
-def _referrer_of(submission: ReferralSubmission, scope: Scope) -> Referrer | None:
-    """The referrer as submitted, with the organisation taken from the token."""
-    referrer = submission.referrer
+def _referrer_of(referrer: Referrer | None, scope: Scope, field: str) -> Referrer | None:
+    """The referrer (or consulting practitioner) as submitted, with the organisation taken
+    from the token; `field` names it in a refusal."""
     if referrer is None or scope.kind != "partner":
         return referrer
     claimed = referrer.organisation_id
     if claimed is not None and claimed != scope.organisation:
         raise Invalid.field(
-            "referrer.organisation_id",
+            f"{field}.organisation_id",
             f"must be {scope.organisation} (or left out)",
             "organisation_mismatch",
             "The referring organisation is the one the bearer token belongs to.",
@@ -229,13 +238,14 @@ def _referrer_of(submission: ReferralSubmission, scope: Scope) -> Referrer | Non
 
 def _command_from(
     submission: ReferralSubmission,
+    referral_id: UUID,
     referrer: Referrer | None,
     received_at: datetime,
     records: domain.FrontDoorRecords,
     settings: IntakeSettings,
 ) -> domain.ReceiveReferral:
     return domain.ReceiveReferral(
-        referral_id=uuid4(),
+        referral_id=referral_id,
         family_id=uuid4(),
         received_at=received_at,
         referral_source=submission.referral_source,
@@ -256,3 +266,78 @@ def _command_from(
         records=records,
         rules=settings.front_door_rules(),
     )
+
+
+# --- consultations (issue 21) -------------------------------------------------------------
+
+
+def _partner_only(scope: Scope, what: str) -> None:
+    if scope.kind != "partner" or scope.organisation is None:
+        raise Forbidden(f"Only a partner's practitioner can {what}.")
+
+
+def request_consultation(ctx: CommandContext, submission: ConsultationSubmission) -> CommandResult:
+    """A practitioner asks for advice; the family, if named, is not matched or recorded."""
+    _partner_only(ctx.scope, "ask for a consultation")
+    command = consultations.RequestConsultation(
+        consultation_id=uuid4(),
+        family_id=uuid4(),
+        practitioner=_referrer_of(submission.practitioner, ctx.scope, "practitioner"),
+        factors=tuple(submission.factors),
+        question=submission.question,
+        children=tuple(submission.children),
+        requested_at=ctx.now,
+    )
+    ctx.append(consultations.stream_id(command.consultation_id), 0, consultations.request(command))
+    accepted = ConsultationAccepted(
+        consultation_id=command.consultation_id,
+        status=consultations.ConsultationStatus.AWAITING_ADVICE,
+        requested_at=command.requested_at,
+    )
+    return CommandResult(
+        201, accepted, {"Location": f"/v1/consultations/{command.consultation_id}"}
+    )
+
+
+def _consultation(ctx: CommandContext, consultation_id: UUID) -> consultations.Consultation | None:
+    stream = consultations.stream_id(consultation_id)
+    return consultations.replay(recorded.decode() for recorded in ctx.read_stream(stream))
+
+
+def record_advice(
+    ctx: CommandContext, consultation_id: UUID, submission: AdviceSubmission
+) -> CommandResult:
+    current = _consultation(ctx, consultation_id)
+    command = consultations.RecordAdvice(
+        consultation_id=consultation_id,
+        outcome=submission.outcome,
+        advice=submission.advice,
+        advised_by=ctx.scope.subject,
+        advised_at=ctx.now,
+    )
+    events = consultations.advise(current, command)
+    ctx.append(consultations.stream_id(consultation_id), current.version, events)
+    view = queries.consultation_view(ctx.conn, ctx.scope, consultation_id)
+    return CommandResult(201, view, {"Location": f"/v1/consultations/{consultation_id}"})
+
+
+def refer_consultation(
+    ctx: CommandContext,
+    consultation_id: UUID,
+    submission: ReferralSubmission,
+    settings: IntakeSettings,
+) -> CommandResult:
+    """The practitioner refers as advised: the referral is received as any other, and the
+    consultation records which referral it became, in the same transaction."""
+    _partner_only(ctx.scope, "refer from a consultation")
+    current = _consultation(ctx, consultation_id)
+    command = consultations.ReferAsAdvised(
+        consultation_id=consultation_id,
+        organisation_id=ctx.scope.organisation,
+        referral_id=uuid4(),
+        referred_at=ctx.now,
+    )
+    events = consultations.refer(current, command)
+    accepted = _receive(ctx, submission, settings, command.referral_id)
+    ctx.append(consultations.stream_id(consultation_id), current.version, events)
+    return CommandResult(202, accepted, {"Location": f"/v1/referrals/{accepted.referral_id}"})

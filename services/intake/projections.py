@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Update,
     insert,
     update,
 )
@@ -23,6 +24,9 @@ from hub.contracts.allocation import CaseAllocated
 from hub.contracts.caseplan import CaseClosed, CaseSteppedDown
 from hub.contracts.codes import Urgency
 from hub.contracts.intake import (
+    ConsultationAdvised,
+    ConsultationReferred,
+    ConsultationRequested,
     MatchConfirmed,
     MatchRejected,
     PossibleMatchFound,
@@ -429,4 +433,74 @@ def _case_closed(conn, event: CaseClosed, meta: EventMeta) -> None:
     )
 
 
-PROJECTIONS = (referral_status, front_door_records)
+# --- consultations (issue 21) ------------------------------------------------------------
+
+# Each consultation as the front door and the practitioner who asked see it. `request` is
+# the request as JSON (who asked, about what, the children when named).
+consultations = Table(
+    "consultations",
+    metadata,
+    Column("consultation_id", String(36), primary_key=True),
+    Column("family_id", String(36), nullable=False),
+    Column("organisation_id", String(100), nullable=True, index=True),
+    Column("status", String(30), nullable=False),
+    Column("requested_at", UtcDateTime(), nullable=False),
+    Column("anonymous", Boolean, nullable=False),
+    Column("request", Text, nullable=False),
+    Column("outcome", String(30), nullable=True),
+    Column("advice", Text, nullable=True),
+    Column("advised_at", UtcDateTime(), nullable=True),
+    Column("advised_by", String(200), nullable=True),
+    Column("referral_id", String(36), nullable=True),
+    Column("referred_at", UtcDateTime(), nullable=True),
+)
+Index("ix_consultations_queue", consultations.c.status, consultations.c.requested_at)
+
+consultation_register = Projection("consultations", [consultations])
+
+
+def _consultation(consultation_id) -> Update:
+    return update(consultations).where(consultations.c.consultation_id == str(consultation_id))
+
+
+@consultation_register.on(ConsultationRequested)
+def _consultation_requested(conn, event: ConsultationRequested, meta: EventMeta) -> None:
+    conn.execute(
+        insert(consultations),
+        {
+            "consultation_id": str(event.consultation_id),
+            "family_id": str(event.family_id),
+            "organisation_id": event.practitioner.organisation_id,
+            "status": "awaiting_advice",
+            "requested_at": event.requested_at,
+            "anonymous": event.anonymous,
+            "request": event.model_dump_json(
+                include={"practitioner", "factors", "question", "children"}
+            ),
+        },
+    )
+
+
+@consultation_register.on(ConsultationAdvised)
+def _consultation_advised(conn, event: ConsultationAdvised, meta: EventMeta) -> None:
+    conn.execute(
+        _consultation(event.consultation_id).values(
+            status="advised",
+            outcome=event.outcome.value,
+            advice=event.advice,
+            advised_at=event.advised_at,
+            advised_by=event.advised_by,
+        )
+    )
+
+
+@consultation_register.on(ConsultationReferred)
+def _consultation_referred(conn, event: ConsultationReferred, meta: EventMeta) -> None:
+    conn.execute(
+        _consultation(event.consultation_id).values(
+            status="referred", referral_id=str(event.referral_id), referred_at=event.referred_at
+        )
+    )
+
+
+PROJECTIONS = (referral_status, front_door_records, consultation_register)

@@ -22,8 +22,10 @@ from hub.refusals import Invalid, NotFound
 from hub.scope import Scope
 from hub.tables import event_store
 from intake import domain
+from intake.consultations import ConsultationStatus
 from intake.projections import (
     URGENCY_RANK,
+    consultations,
     family_cases,
     known_people,
     possible_matches,
@@ -32,6 +34,8 @@ from intake.projections import (
 from intake.schemas import (
     AllocationOutcome,
     ClosureOutcome,
+    ConsultationList,
+    ConsultationView,
     LeadProfessional,
     Matching,
     PartnerQueueItem,
@@ -444,3 +448,73 @@ def _household_member(
                     date_of_birth=member.get("date_of_birth"),
                 )
     return found
+
+
+# --- consultations (issue 21) -------------------------------------------------------------
+
+
+def consultations_in(scope: Scope) -> ColumnElement[bool]:
+    """A partner's own consultations; every one for staff (the front door: only it reads
+    referrals among staff)."""
+    if scope.is_staff:
+        return true()
+    if scope.organisation is None:
+        return false()
+    return consultations.c.organisation_id == scope.organisation
+
+
+def consultation_view(conn: Connection, scope: Scope, consultation_id: UUID) -> ConsultationView:
+    row = conn.execute(
+        select(consultations).where(
+            consultations.c.consultation_id == str(consultation_id), consultations_in(scope)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(
+            f"No consultation {consultation_id}.",
+            resource=("consultation", str(consultation_id)),
+        )
+    return _consultation_of(row, scope)
+
+
+def _consultation_of(row: Any, scope: Scope) -> ConsultationView:
+    request = json.loads(row.request)
+    return ConsultationView(
+        consultation_id=row.consultation_id,
+        status=row.status,
+        requested_at=row.requested_at,
+        organisation_id=row.organisation_id,
+        practitioner=request["practitioner"],
+        factors=request["factors"],
+        question=request["question"],
+        anonymous=row.anonymous,
+        children=request["children"],
+        outcome=row.outcome,
+        advice=row.advice,
+        advised_at=row.advised_at,
+        advised_by=row.advised_by if scope.is_staff else None,
+        referral_id=row.referral_id,
+        referred_at=row.referred_at,
+    )
+
+
+def consultation(ctx: QueryContext, consultation_id: UUID) -> ConsultationView:
+    """The consultation and the advice given; a partner sees its own only."""
+    view = consultation_view(ctx.conn, ctx.scope, consultation_id)
+    ctx.saw("consultation", consultation_id)
+    return view
+
+
+def consultation_list(
+    ctx: QueryContext, status: ConsultationStatus, limit: int
+) -> ConsultationList:
+    """The front door's consultations by status, oldest first."""
+    rows = ctx.conn.execute(
+        select(consultations)
+        .where(consultations.c.status == status.value, consultations_in(ctx.scope))
+        .order_by(consultations.c.requested_at, consultations.c.consultation_id)
+        .limit(limit)
+    ).all()
+    ctx.saw("consultation_list", status.value)
+    ctx.listed_ids("consultation", *(row.consultation_id for row in rows))
+    return ConsultationList(items=[_consultation_of(row, ctx.scope) for row in rows])

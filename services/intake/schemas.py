@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from hub.contracts.codes import (
+    CinFactor,
     ClosureReason,
     LevelOfNeed,
     MatchField,
@@ -38,12 +39,17 @@ from hub.contracts.common import (
 )
 from hub.contracts.identifiers import Slug
 from hub.contracts.intake import (
+    ConsultationAdvice,
+    ConsultationAdvised,
+    ConsultationRequested,
+    ConsultedChild,
     MatchRejected,
     ReferralReceived,
     ReferralTriaged,
     ReferralUnlinked,
     ReferralWithdrawn,
 )
+from intake.consultations import ConsultationStatus
 from intake.domain import ReferralStatus
 
 
@@ -427,3 +433,94 @@ class ReferralQueue(PartnerReferralQueue):
     """One page of the front door's queue: most urgent first, then oldest first."""
 
     items: list[QueueItem]
+
+
+# --- consultations: contacts that are not referrals (issue 21) ----------------------------
+
+
+class ConsultationSubmission(BaseModel):
+    """A practitioner asks the front door for advice, without referring anyone."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    key: value
+                    for key, value in ConsultationRequested.examples()[0].items()
+                    if key in {"factors", "question", "children"}
+                }
+                # The organisation is the token's: the example leaves it out.
+                | {
+                    "practitioner": {
+                        key: value
+                        for key, value in ConsultationRequested.examples()[0][
+                            "practitioner"
+                        ].items()
+                        if not key.startswith("organisation_")
+                    }
+                }
+            ]
+        },
+    )
+
+    practitioner: Referrer = Field(
+        description="Who asks; the organisation is the one the bearer token belongs to."
+    )
+    factors: list[CinFactor] = Field(
+        min_length=1, max_length=30, description="What it is about, as CIN factor codes."
+    )
+    question: Narrative = Field(description="What you ask the front door.")
+    children: list[ConsultedChild] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The children, to name the family; leave empty to ask anonymously.",
+    )
+
+
+class ConsultationAccepted(BaseModel):
+    consultation_id: UUID
+    status: ConsultationStatus
+    requested_at: datetime
+
+
+class AdviceSubmission(BaseModel):
+    """The front door's advice on a consultation."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    key: value
+                    for key, value in ConsultationAdvised.examples()[0].items()
+                    if key in {"outcome", "advice"}
+                }
+            ]
+        },
+    )
+
+    outcome: ConsultationAdvice
+    advice: Narrative = Field(description="The advice, as given to the practitioner.")
+
+
+class ConsultationView(BaseModel):
+    consultation_id: UUID
+    status: ConsultationStatus
+    requested_at: datetime
+    organisation_id: str | None
+    practitioner: Referrer = Field(description="Who asked.")
+    factors: list[CinFactor]
+    question: str
+    anonymous: bool
+    children: list[ConsultedChild]
+    outcome: ConsultationAdvice | None
+    advice: str | None
+    advised_at: datetime | None
+    advised_by: str | None = Field(description="Front-door staff only; absent for the partner.")
+    referral_id: UUID | None = Field(description="The referral it became, if it did.")
+    referred_at: datetime | None
+
+
+class ConsultationList(BaseModel):
+    items: list[ConsultationView] = Field(description="Oldest first.")

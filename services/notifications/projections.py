@@ -36,6 +36,7 @@ from hub.contracts.caseplan import (
 )
 from hub.contracts.codes import ClosureReason, ConsentScope
 from hub.contracts.intake import (
+    ConsultationEvent,
     MatchConfirmed,
     ReferralReceived,
     ReferralTriaged,
@@ -145,8 +146,12 @@ def _journal_and_learn(conn: Connection, event: EventData, meta: EventMeta) -> N
         learn(conn, event, meta)
 
 
+# A consultation is the front door's advice to one practitioner, not a referral: no partner
+# is told of it by notification (the practitioner reads the advice at intake), and its
+# family is the consultation's own, which fan-out would wait for for ever.
 for _model in EVENT_TYPES.values():
-    sharing.on(_model)(_journal_and_learn)
+    if not issubclass(_model, ConsultationEvent):
+        sharing.on(_model)(_journal_and_learn)
 
 
 def _know_family(conn: Connection, family_id: str) -> None:

@@ -12,6 +12,7 @@ earlyhelp dlq list caseplan                what caseplan dead-lettered, and why
 earlyhelp dlq show caseplan ID [--data]    one dead-lettered record
 earlyhelp dlq redrive caseplan ID... | --all   send records back through the consumer
 earlyhelp retention [SERVICE ...]          dispose of what the retention schedule says is due
+earlyhelp export annex-a --as-at D --token-file F   Ofsted Annex A list 2 as CSV or XLSX
 """
 
 from __future__ import annotations
@@ -328,6 +329,55 @@ def cmd_retention(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+# Annex A comes from case plan's API, not its database: the read is then scoped to the
+# caller's localities and every child listed is written to the audit log, as any read is.
+ANNEX_A_PATH = "/v1/returns/annex-a/early-help"
+EXPORT_MEDIA_TYPES = {
+    "csv": "text/csv",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+class ExportRefused(Exception):
+    """Case plan answered the export with a problem (its status and title, no values)."""
+
+
+def fetch_annex_a(client, as_at: str, months: int, file_format: str) -> bytes:
+    """List 2 as case plan gives it to the client's bearer token."""
+    response = client.get(
+        ANNEX_A_PATH,
+        params={"as_at": as_at, "months": months},
+        headers={"Accept": EXPORT_MEDIA_TYPES[file_format]},
+    )
+    if response.status_code != 200:
+        try:
+            problem = response.json()
+            why = problem.get("detail") or problem.get("title") or ""
+        except ValueError:
+            why = ""
+        raise ExportRefused(f"{response.status_code} {why}".strip())
+    return response.content
+
+
+def cmd_export_annex_a(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import httpx
+
+    token = Path(args.token_file).read_text().strip()
+    output = Path(args.output or f"annex-a-list-2-{args.as_at}.{args.format}")
+    try:
+        with httpx.Client(
+            base_url=args.url, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        ) as client:
+            content = fetch_annex_a(client, args.as_at, args.months, args.format)
+    except (ExportRefused, httpx.HTTPError) as exc:
+        print(f"earlyhelp export annex-a: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    output.write_bytes(content)
+    print(f"wrote {output}")
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     from hub.dev import run_hub
 
@@ -446,6 +496,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"any of {', '.join(SERVICES)} (default: all, each in its own database)",
     )
     retention.set_defaults(func=cmd_retention)
+
+    export = sub.add_parser("export", help="the lists inspectors and government ask for")
+    export_sub = export.add_subparsers(dest="export_command", required=True)
+    annex_a = export_sub.add_parser(
+        "annex-a", help="Ofsted Annex A list 2 (early help) as at an inspection date"
+    )
+    annex_a.add_argument("--as-at", required=True, help="the inspection date, YYYY-MM-DD")
+    annex_a.add_argument("--months", type=int, default=6, help="the look-back (default 6)")
+    annex_a.add_argument("--format", choices=sorted(EXPORT_MEDIA_TYPES), default="xlsx")
+    annex_a.add_argument("--output", help="the file (default annex-a-list-2-DATE.FORMAT)")
+    annex_a.add_argument(
+        "--url", default="http://127.0.0.1:8003", help="case plan's address (default local)"
+    )
+    annex_a.add_argument(
+        "--token-file",
+        required=True,
+        help="a staff bearer token with returns:read (information governance or a manager), "
+        "e.g. var/demo-ig-token",
+    )
+    annex_a.set_defaults(func=cmd_export_annex_a)
     return parser
 
 

@@ -1,8 +1,9 @@
 """Case plan's events of the team around the family, consent, overrides and schools
-(issue 14) reach every consumer of its topic. Allocation and intake follow none of them,
-so their consumers pass them by (counted as ignored, never dead-lettered: see
-shared/tests/kafka/test_projection_consumer.py); a projection that starts to follow one
-must then handle it, which this test makes a deliberate change."""
+(issue 14), and of services started (issue 21), reach every consumer of its topic.
+Allocation and intake follow none of them, so their consumers pass them by (counted as
+ignored, never dead-lettered: see shared/tests/kafka/test_projection_consumer.py); a
+projection that starts to follow one must then handle it, which this test makes a
+deliberate change."""
 
 import pytest
 
@@ -14,9 +15,11 @@ from hub.contracts.caseplan import (
     ConsentWithdrawn,
     SafeguardingOverrideEnded,
     SafeguardingOverrideRecorded,
+    ServiceStarted,
     TeamMemberAdded,
     TeamMemberRemoved,
 )
+from hub.contracts.intake import ConsultationAdvised, ConsultationReferred, ConsultationRequested
 from hub.contracts.topics import service_topic
 
 SHARING_EVENTS = [
@@ -30,6 +33,7 @@ SHARING_EVENTS = [
         SafeguardingOverrideRecorded,
         SafeguardingOverrideEnded,
         ChildSchoolRecorded,
+        ServiceStarted,
     )
 ]
 
@@ -45,3 +49,25 @@ def test_consumers_of_the_caseplan_topic_pass_the_sharing_events_by(service):
         if projection.handles(event_type)
     }
     assert followed == set()
+
+
+CONSULTATION_EVENTS = [
+    model.event_type for model in (ConsultationRequested, ConsultationAdvised, ConsultationReferred)
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "follows"), [("notifications", False), ("allocation", False), ("caseplan", True)]
+)
+def test_only_case_plan_follows_the_front_doors_consultations(service, follows):
+    """Issue 21: case plan counts consultations for the report; no partner is notified of
+    one, so notifications does not even journal them (their family is the consultation's
+    own, which fan-out would wait for for ever)."""
+    definition = load_definition(service)
+    followed = {
+        event_type
+        for projection in definition.projections
+        for event_type in CONSULTATION_EVENTS
+        if projection.handles(event_type)
+    }
+    assert followed == (set(CONSULTATION_EVENTS) if follows else set())

@@ -60,6 +60,11 @@ POST   /v1/referrals/{referral_id}/withdrawal                                  s
 POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -       -
+POST   /v1/consultations                                                       a       a       a       a       -       -       -       -       -       -       -
+GET    /v1/consultations                                                       -       -       -       -       a       -       -       -       -       -       -
+GET    /v1/consultations/{consultation_id}                                     s       s       s       s       a       -       -       -       -       -       -
+POST   /v1/consultations/{consultation_id}/advice                              -       -       -       -       a       -       -       -       -       -       -
+POST   /v1/consultations/{consultation_id}/referral                            s       s       s       s       -       -       -       -       -       -       -
 POST   /fhir/$process-message                                                  a       a       a       a       -       -       -       -       -       -       -
 POST   /fhir/ServiceRequest                                                    a       a       a       a       -       -       -       -       -       -       -
 GET    /fhir/metadata                                                          a       a       a       a       a       a       a       a       a       a       a
@@ -114,8 +119,12 @@ POST   /v1/cases/{case_id}/consent/withdrawal                                  -
 POST   /v1/cases/{case_id}/safeguarding-override                               -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/cases/{case_id}/safeguarding-override/ending                        -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/cases/{case_id}/schools                                             -       -       -       -       -       s       s       -       a       -       -
+POST   /v1/cases/{case_id}/service-starts                                      -       -       -       -       -       s       s       -       a       -       -
 POST   /v1/step-downs                                                          -       -       -       a       -       -       -       -       -       -       -
 GET    /v1/reports/performance                                                 -       -       -       -       -       -       a       -       a       -       -
+GET    /v1/reports/performance/outside-four-weeks                              -       -       -       -       -       -       a       -       a       -       -
+GET    /v1/returns/annex-a/early-help                                          -       -       -       -       -       -       a       -       a       -       a
+GET    /v1/returns/supporting-families                                         -       -       -       -       -       -       a       -       a       -       a
 GET    /v1/subject-access/families/{family_id}                                 -       -       -       -       -       -       -       -       -       -       a
 GET    /v1/retention/due                                                       -       -       -       -       -       -       -       -       -       -       a
 PUT    /v1/families/{family_id}/legal-hold                                     -       -       -       -       -       -       -       -       -       -       a
@@ -230,13 +239,17 @@ def _referral(client) -> dict:
 
 
 def _intake_records(client) -> Records:
-    referral_of = {}
+    referral_of, consultation_of = {}, {}
     for column in ("school", "health", "police", "social"):
         body = _referral(client)
         made = client.post("/v1/referrals", json=body, headers=bearer(client.settings,
                            COLUMNS[column]))  # fmt: skip
         assert made.status_code == 202, made.text
         referral_of[column] = made.json()["referral_id"]
+        asked = client.post("/v1/consultations", json=_example(client, "POST", "/v1/consultations"),
+                            headers=bearer(client.settings, COLUMNS[column]))  # fmt: skip
+        assert asked.status_code == 201, asked.text
+        consultation_of[column] = asked.json()["consultation_id"]
     by_identity, tokens = {}, {}
     for column in COLUMNS:
         mine = referral_of.get(column, referral_of["school"])
@@ -245,6 +258,10 @@ def _intake_records(client) -> Records:
             "referral_id": (mine, other),
             "task_id": (mine, other),
             "service_request_id": (mine, other),
+            "consultation_id": (
+                consultation_of.get(column, consultation_of["school"]),
+                consultation_of["health" if column == "school" else "school"],
+            ),
             "match_id": (str(uuid4()),) * 2,
             # Subject access: information governance only, for any family or person.
             "family_id": (str(uuid4()),) * 2,
@@ -253,6 +270,7 @@ def _intake_records(client) -> Records:
         tokens[column] = (mine, other)
     bodies = {
         ("POST", "/v1/referrals"): _referral(client),
+        ("POST", "/v1/consultations/{consultation_id}/referral"): _referral(client),
         ("POST", "/fhir/$process-message"): example("health-visitor-message.json"),
         ("POST", "/fhir/ServiceRequest"): example("gp-service-request.json"),
     }

@@ -24,14 +24,19 @@ ENDPOINTS = {
     "review": ("POST", f"/v1/cases/{CASE}/reviews"),
     "step_up": ("POST", f"/v1/cases/{CASE}/step-up"),
     "closure": ("POST", f"/v1/cases/{CASE}/closure"),
+    "service_start": ("POST", f"/v1/cases/{CASE}/service-starts"),
     "step_down": ("POST", "/v1/step-downs"),
     "performance": ("GET", "/v1/reports/performance"),
+    "outside_four_weeks": ("GET", "/v1/reports/performance/outside-four-weeks"),
+    "annex_a": ("GET", "/v1/returns/annex-a/early-help"),
+    "supporting_families": ("GET", "/v1/returns/supporting-families"),
 }
 READS = {"list_cases", "get_case", "get_draft"}
-WRITES = {"assessment", "action", "outcome", "review", "step_up", "closure"}
+WRITES = {"assessment", "action", "outcome", "review", "step_up", "closure", "service_start"}
+REPORTS = {"performance", "outside_four_weeks", "annex_a", "supporting_families"}
 ALLOWED = {
     "samira-okafor": READS | WRITES | {"chronology"},
-    "harlesden-team-manager": READS | WRITES | {"chronology", "performance"},
+    "harlesden-team-manager": READS | WRITES | REPORTS | {"chronology"},
     "brent-panel-chair": READS | {"chronology"},
     "front-door-demo": {"chronology"},
     "brent-childrens-social-care": {"step_down"},

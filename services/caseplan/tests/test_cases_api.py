@@ -1,17 +1,29 @@
 """Cases through case plan's HTTP API, opened and planned by allocation's events on the broker."""
 
+import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID, uuid4
 
+import pytest
+from openpyxl import load_workbook
 from sqlalchemy import create_engine, delete, func, select
 
-from caseplan import domain
+from caseplan import domain, returns
 from caseplan.projections import case_inputs, case_reviews, cases, stored_case
 from caseplan.service import definition
+from hub.cli import ExportRefused, build_parser, cmd_export_annex_a, fetch_annex_a
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.caseplan import PlanReviewed
+from hub.contracts.intake import (
+    ConsultationAdvice,
+    ConsultationAdvised,
+    ConsultationReferred,
+    ConsultationRequested,
+    ReferralReceived,
+    ReferralTriaged,
+)
 from hub.contracts.registry import event_model
 from hub.http.dependencies import clock
 from hub.replay import rebuild_projections
@@ -399,6 +411,9 @@ def test_the_performance_report_is_for_managers_in_json_and_csv(service_client, 
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.splitlines()[0] == "measure,breakdown,value"
     assert any(line.startswith("cases_opened,,") for line in csv.text.splitlines())
+    page = caseplan.get("/v1/reports/performance", headers={**manager, "Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.count("<svg") == 4 and "brent-harlesden" in page.text
     bad = caseplan.get(
         "/v1/reports/performance",
         params={"from": "2025-05-01", "to": "2025-04-01"},
@@ -559,3 +574,267 @@ def test_staff_see_and_work_the_cases_of_their_localities_and_teams_only(
     # Nothing refused changed anything: the Wembley case is still open.
     assert _count(database_url, cases, case_id=str(theirs.case_id), status="closed") == 0
     assert _count(database_url, event_store, event_type="earlyhelp.case.closed.v1") == 0
+
+
+# --- the 4-week measure from recorded service starts (issue 21) ---------------------------
+
+HEAD = "early-help-service-manager"  # a manager across the authority
+
+
+def test_the_four_week_measure_counts_to_recorded_service_starts(service_client, publish):
+    """Three families assessed on 3 March 2025 in a locality of their own: one service
+    started 17 days later, one 42 days later, one family still waiting on 20 April."""
+    caseplan = _started(service_client)
+    app = caseplan.app
+    locality = f"test-locality-{uuid4().hex[:8]}"
+    assessed_at = datetime(2025, 3, 3, 10, tzinfo=UTC)
+    allocated = []
+    for _ in range(3):
+        event = CaseAllocated.example().model_copy(
+            update={
+                "family_id": uuid4(),
+                "case_id": uuid4(),
+                "allocated_at": assessed_at - timedelta(days=2),
+                "locality": locality,
+            }
+        )
+        publish(event, time=event.allocated_at)
+        allocated.append(event)
+    app.dependency_overrides[clock] = lambda: assessed_at
+    for event in allocated:
+        _wait(caseplan, event.case_id)
+        _assessed(caseplan, event.case_id)
+    service = PanelDecisionRecorded.example().package[0]
+    start = {"provider_id": service.provider_id, "service": service.service}
+    before_panel = caseplan.post(
+        f"/v1/cases/{allocated[0].case_id}/service-starts",
+        json=start | {"started_on": "2025-03-03"},
+    )
+    assert before_panel.status_code == 409, before_panel.text
+    decided_at = assessed_at + timedelta(days=2)
+    for event in allocated:
+        panel = PanelDecisionRecorded.example().model_copy(
+            update={
+                "family_id": event.family_id,
+                "case_id": event.case_id,
+                "decided_at": decided_at,
+            }
+        )
+        publish(panel, time=decided_at)
+    for event in allocated:
+        _wait(caseplan, event.case_id, lambda view: view["package"])
+
+    app.dependency_overrides[clock] = lambda: datetime(2025, 4, 20, 12, tzinfo=UTC)
+    for event, started_on in zip(allocated, ("2025-03-20", "2025-04-14"), strict=False):
+        recorded = caseplan.post(
+            f"/v1/cases/{event.case_id}/service-starts", json=start | {"started_on": started_on}
+        )
+        assert recorded.status_code == 201, recorded.text
+        assert recorded.json()["event_type"] == "earlyhelp.case.service_started.v1"
+    again = caseplan.post(
+        f"/v1/cases/{allocated[0].case_id}/service-starts",
+        json=start | {"started_on": "2025-03-21"},
+    )
+    assert again.status_code == 409
+    tomorrow = caseplan.post(
+        f"/v1/cases/{allocated[2].case_id}/service-starts",
+        json=start | {"started_on": "2025-04-21"},
+    )
+    assert tomorrow.status_code == 422
+    assert [e["field"] for e in tomorrow.json()["errors"]] == ["started_on"]
+
+    view = caseplan.get(f"/v1/cases/{allocated[1].case_id}").json()
+    assert [(s["service"], s["started_on"]) for s in view["services_started"]] == [
+        (service.service, "2025-04-14")
+    ]
+    head = _as(caseplan, HEAD)
+    period = {"locality": locality, "from": "2025-03-01", "to": "2025-04-30"}
+    report = caseplan.get("/v1/reports/performance", params=period, headers=head).json()
+    assert report["assessment_to_service_start"] == {
+        "cases": 2,
+        "median_days": 29.5,
+        "p90_days": 39.5,
+        "within_four_weeks": 1,
+        "within_four_weeks_percent": 50.0,
+        "waiting_over_four_weeks_now": 1,
+    }
+    assert report["allocation_to_assessment"]["p90_days"] == 2.0
+    outside = caseplan.get(
+        "/v1/reports/performance/outside-four-weeks", params=period, headers=head
+    ).json()["items"]
+    assert [(item["case_id"], item["service_started_on"], item["days"]) for item in outside] == [
+        (str(allocated[2].case_id), None, 48),
+        (str(allocated[1].case_id), "2025-04-14", 42),
+    ]
+    assert caseplan.get("/v1/reports/performance/outside-four-weeks").status_code == 403
+    app.dependency_overrides.pop(clock, None)
+
+
+# --- Ofsted Annex A list 2 (issue 21) ------------------------------------------------------
+
+IG = "information-governance-officer"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def test_annex_a_list_2_as_at_a_past_date_in_json_csv_and_xlsx(service_client, publish):
+    caseplan = _started(service_client)
+    app = caseplan.app
+    referred_at = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    received = ReferralReceived.model_validate(
+        ReferralReceived.examples()[0]
+        | {"referral_id": str(uuid4()), "family_id": str(uuid4()), "received_at": referred_at}
+    )
+    allocated = CaseAllocated.example().model_copy(
+        update={
+            "family_id": received.family_id,
+            "case_id": uuid4(),
+            "allocated_at": referred_at + timedelta(days=2),
+        }
+    )
+    triaged = ReferralTriaged.example().model_copy(
+        update={
+            "referral_id": received.referral_id,
+            "family_id": received.family_id,
+            "case_id": allocated.case_id,
+            "decided_at": referred_at + timedelta(days=1),
+        }
+    )
+    publish(received, time=received.received_at)
+    publish(triaged, time=triaged.decided_at)
+    publish(allocated, time=allocated.allocated_at)
+    _wait(caseplan, allocated.case_id)
+    app.dependency_overrides[clock] = lambda: datetime(2026, 1, 20, 11, tzinfo=UTC)
+    _assessed(caseplan, allocated.case_id)
+    app.dependency_overrides.pop(clock, None)
+
+    ig = _as(caseplan, IG)
+    path = "/v1/returns/annex-a/early-help"
+    amira = str(received.children[0].person_id)
+
+    def rows(as_at):
+        listed = caseplan.get(path, params={"as_at": as_at}, headers=ig)
+        assert listed.status_code == 200, listed.text
+        return [row for row in listed.json()["rows"] if row["Child Unique ID"] == amira]
+
+    [row] = rows("2026-06-30")
+    assert list(row) == list(returns.COLUMNS)
+    assert row["Assessment start date"] == "2026-01-07"
+    assert row["Assessment completion date"] == "2026-01-20"
+    assert row["Date of Birth"] == "2015-06-12" and row["Age of Child (Years)"] == 11
+    # As at 10 January the assessment had not been completed; on 6 January no one had
+    # taken the case yet.
+    assert rows("2026-01-10")[0]["Assessment completion date"] is None
+    assert rows("2026-01-06") == []
+
+    csv = caseplan.get(path, params={"as_at": "2026-06-30"}, headers={**ig, "Accept": "text/csv"})
+    assert csv.text.splitlines()[0] == ",".join(returns.COLUMNS)
+    xlsx = caseplan.get(path, params={"as_at": "2026-06-30"}, headers={**ig, "Accept": XLSX})
+    assert xlsx.headers["content-type"] == XLSX
+    assert load_workbook(io.BytesIO(xlsx.content)).sheetnames == ["List 2"]
+
+    tomorrow = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    future = caseplan.get(path, params={"as_at": tomorrow}, headers=ig)
+    assert future.status_code == 422 and future.json()["errors"][0]["field"] == "query.as_at"
+    ancient = caseplan.get(path, params={"as_at": "0001-01-01"}, headers=ig)
+    assert ancient.status_code == 422 and ancient.json()["errors"][0]["code"] == "date_too_early"
+    assert caseplan.get(path, params={"as_at": "2026-06-30"}).status_code == 403  # practitioner
+
+    # `earlyhelp export annex-a` asks the API the same, with the token it is given.
+    with pytest.raises(ExportRefused, match="403"):
+        fetch_annex_a(caseplan, "2026-06-30", 6, "xlsx")
+    caseplan.headers.update(ig)
+    exported = load_workbook(io.BytesIO(fetch_annex_a(caseplan, "2026-06-30", 6, "xlsx")))
+    assert amira in [cell.value for cell in exported["List 2"]["A"]]
+    args = build_parser().parse_args(
+        ["export", "annex-a", "--as-at", "2026-06-30", "--token-file", "var/demo-ig-token"]
+    )
+    assert (args.func, args.months, args.format) == (cmd_export_annex_a, 6, "xlsx")
+
+
+def test_the_front_doors_consultations_are_counted_in_the_report(service_client, publish):
+    """Consultations of January 2019 only, so that no other test's count in: two asked, both
+    advised (one to refer), one referred."""
+    caseplan = _started(service_client)
+    day = datetime(2019, 1, 10, 10, tzinfo=UTC)
+    for outcome, referred in (
+        (ConsultationAdvice.REFER, True),
+        (ConsultationAdvice.SIGNPOSTED, False),
+    ):
+        ids = {"consultation_id": uuid4(), "family_id": uuid4()}
+        publish(ConsultationRequested.example().model_copy(update={**ids, "requested_at": day}))
+        advised = ConsultationAdvised.example().model_copy(
+            update={**ids, "advised_at": day, "outcome": outcome}
+        )
+        publish(advised)
+        if referred:
+            publish(ConsultationReferred.example().model_copy(update={**ids, "referred_at": day}))
+    head = _as(caseplan, HEAD)
+    period = {"from": "2019-01-01", "to": "2019-01-31"}
+    expected = {
+        "requested": 2,
+        "requested_by_organisation_type": {"school": 2},
+        "advised_by_outcome": {"refer": 1, "signposted": 1},
+        "referred": 1,
+    }
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        report = caseplan.get("/v1/reports/performance", params=period, headers=head).json()
+        if report["consultations"] == expected:
+            break
+        time.sleep(0.1)
+    assert report["consultations"] == expected
+    csv = caseplan.get(
+        "/v1/reports/performance", params=period, headers={**head, "Accept": "text/csv"}
+    )
+    assert "consultations,advised_by_outcome.refer,1" in csv.text.splitlines()
+
+
+def test_a_family_whose_needs_stayed_met_is_in_the_supporting_families_claim_file(
+    service_client, publish
+):
+    caseplan = _started(service_client)
+    app = caseplan.app
+    allocated = CaseAllocated.example().model_copy(
+        update={
+            "family_id": uuid4(),
+            "case_id": uuid4(),
+            "allocated_at": datetime(2025, 3, 1, 10, tzinfo=UTC),
+        }
+    )
+    publish(allocated, time=allocated.allocated_at)
+    _wait(caseplan, allocated.case_id)
+    app.dependency_overrides[clock] = lambda: datetime(2025, 3, 3, 10, tzinfo=UTC)
+    need_ids = _assessed(caseplan, allocated.case_id)
+    decided_at = datetime(2025, 3, 5, 10, tzinfo=UTC)
+    panel = PanelDecisionRecorded.example().model_copy(
+        update={
+            "family_id": allocated.family_id,
+            "case_id": allocated.case_id,
+            "decided_at": decided_at,
+        }
+    )
+    publish(panel, time=decided_at)
+    _wait(caseplan, allocated.case_id, lambda view: view["package"])
+    app.dependency_overrides[clock] = lambda: datetime(2025, 6, 30, 10, tzinfo=UTC)
+    closed = caseplan.post(
+        f"/v1/cases/{allocated.case_id}/closure",
+        json={
+            "reason": "needs_met",
+            "outcomes": [{"need_id": n, "achieved": True} for n in need_ids],
+        },
+    )
+    assert closed.status_code == 201, closed.text
+    app.dependency_overrides.pop(clock, None)
+
+    ig = _as(caseplan, IG)
+    path = "/v1/returns/supporting-families"
+    listed = caseplan.get(path, params={"status": "claimable"}, headers=ig)
+    assert listed.status_code == 200, listed.text
+    [claim] = [c for c in listed.json()["claims"] if c["family_id"] == str(allocated.family_id)]
+    assert (claim["status"], claim["sustained_on"]) == ("claimable", "2025-12-30")
+    assert len(claim["headline_needs"]) == 3
+    claim_file = caseplan.get(path, headers={**ig, "Accept": "text/csv"}).text.splitlines()
+    assert claim_file[0].startswith("family_id,case_id,status,reasons,headline_needs")
+    [line] = [row for row in claim_file if row.startswith(str(allocated.family_id))]
+    assert ",claimable,," in line and line.endswith(",needs_met,2025-12-30")
+    assert caseplan.get(path).status_code == 403  # a practitioner

@@ -14,6 +14,7 @@ from hub.contracts.caseplan import (
     FamilyViews,
     NeedProgress,
     PersonAssessment,
+    ServiceStarted,
 )
 from hub.contracts.codes import ClosureReason, ProgressRating
 
@@ -226,3 +227,42 @@ def test_the_next_review_must_be_after_today_in_england():
         review_on(date(2026, 7, 1))
     assert raised.value.errors[0].code == "not_after_today"
     assert review_on(date(2026, 7, 2))
+
+
+# --- service starts (issue 21) ----------------------------------------------------------
+
+TRIPLE_P = PANEL.package[0]
+
+
+def _start(case, service=TRIPLE_P.service, started_on=date(2025, 4, 14), at=NOW + timedelta(7)):
+    command = domain.RecordServiceStart(
+        ALLOCATED.case_id, TRIPLE_P.provider_id, service, started_on, "samira-okafor", at
+    )
+    return domain.record_service_start(case, command)
+
+
+def test_a_service_of_the_agreed_package_starts_once_per_episode():
+    before_panel = _case(ALLOCATED, ASSESSED)
+    with pytest.raises(domain.CaseRuleBroken) as raised:
+        _start(before_panel)
+    assert raised.value.code == "no-package"
+
+    [started] = _start(_case(ALLOCATED, ASSESSED, PANEL))
+    assert isinstance(started, ServiceStarted) and started.started_on == date(2025, 4, 14)
+    with pytest.raises(domain.CaseRuleBroken) as raised:
+        _start(_case(ALLOCATED, ASSESSED, PANEL, started))
+    assert raised.value.code == "service-already-started"
+
+    closed = CaseClosed.example().model_copy(update={"closed_at": NOW + timedelta(60)})
+    reopened = _case(ALLOCATED, ASSESSED, PANEL, started, closed, ALLOCATED)
+    assert reopened.package == () and reopened.services_started == ()
+
+
+def test_a_start_names_a_service_of_the_package_and_no_day_after_today():
+    case = _case(ALLOCATED, ASSESSED, PANEL)
+    with pytest.raises(domain.InvalidCommand) as raised:
+        _start(case, service="Something the panel never agreed")
+    assert [(e.field, e.code) for e in raised.value.errors] == [("service", "not_in_package")]
+    with pytest.raises(domain.InvalidCommand) as raised:
+        _start(case, started_on=date(2025, 4, 18), at=NOW + timedelta(7))
+    assert [(e.field, e.code) for e in raised.value.errors] == [("started_on", "future")]

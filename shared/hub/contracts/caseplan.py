@@ -721,3 +721,34 @@ class ChildSchoolRecorded(CaseplanEvent):
             ]
         }
     )
+
+
+class ServiceStarted(CaseplanEvent):
+    """A service of the package the panel agreed actually started for the family: the
+    moment the 4-week measure (assessment to the start of a service) counts to, as
+    opposed to the start date the panel planned."""
+
+    event_type: ClassVar[str] = "earlyhelp.case.service_started.v1"
+    schema_version: ClassVar[int] = 1
+
+    provider_id: Slug = Field(description="The provider of the service, as the package names it.")
+    service: ShortText = Field(description="The service, as the package names it.")
+    started_on: date = Field(description="The day the family first received the service.")
+    recorded_at: AwareDatetime
+    recorded_by: Actor
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "case_id": _CASE_ID,
+                    "family_id": _FAMILY_ID,
+                    "provider_id": "brent-family-wellbeing-centres",
+                    "service": "Parenting support: Triple P group programme",
+                    "started_on": "2025-04-14",
+                    "recorded_at": "2025-04-15T09:30:00Z",
+                    "recorded_by": "samira.okafor@brent.example.gov.uk",
+                }
+            ]
+        }
+    )

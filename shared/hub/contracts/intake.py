@@ -7,6 +7,8 @@ from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from hub.contracts.base import EventData
 from hub.contracts.codes import (
+    CinFactor,
+    LabelledCode,
     LevelOfNeed,
     MatchField,
     PoliceGrade,
@@ -19,7 +21,9 @@ from hub.contracts.common import (
     Child,
     Concerns,
     Consent,
+    DateOfBirth,
     HouseholdMember,
+    Name,
     Narrative,
     Referrer,
     SafeguardingOverride,
@@ -405,6 +409,144 @@ class ReferralUnlinked(IntakeEvent):
                     "reason": "Twins with the same name and date of birth in another family.",
                     "unlinked_by": "front-door-demo",
                     "unlinked_at": "2025-03-05T09:00:00Z",
+                }
+            ]
+        }
+    )
+
+
+# --- consultations: contacts that are not referrals (issue 21) -------------------------
+
+_CONSULTATION_ID = "6d7e8f90-1a2b-4c3d-8e4f-5a6b7c8d9e01"
+_CONSULTATION_FAMILY_ID = "7e8f9012-3b4c-4d5e-9f60-718293a4b5c6"
+
+
+class ConsultationEvent(EventData):
+    """An event of a consultation: a practitioner asking the front door for advice about a
+    child or family without referring them. Its `family_id` is the consultation's own (a
+    named family is not matched to the families the hub knows until a referral is made)."""
+
+    producer: ClassVar[str] = "intake"
+
+    consultation_id: UUID
+
+    def subject(self) -> str:
+        return str(self.consultation_id)
+
+
+class ConsultedChild(ValueObject):
+    """A child a named consultation is about: enough for the front door to look them up."""
+
+    given_name: Name
+    family_name: Name
+    date_of_birth: DateOfBirth | None = None
+
+
+class ConsultationAdvice(LabelledCode):
+    """What the front door advised."""
+
+    ADVICE_GIVEN = "advice_given", "Advice given: the practitioner carries on without a referral"
+    SIGNPOSTED = "signposted", "Signposted to a universal or community service"
+    REFER = "refer", "Refer: the needs call for early help or social care"
+
+
+class ConsultationRequested(ConsultationEvent):
+    """A practitioner asked the front door for advice (a consultation, not a referral)."""
+
+    event_type: ClassVar[str] = "earlyhelp.consultation.requested.v1"
+    schema_version: ClassVar[int] = 1
+
+    requested_at: AwareDatetime
+    practitioner: Referrer = Field(description="Who asks, and their organisation.")
+    factors: tuple[CinFactor, ...] = Field(
+        min_length=1, description="What it is about, as CIN factor codes."
+    )
+    question: Narrative = Field(description="What the practitioner asks.")
+    anonymous: bool = Field(description="True when the family is not named.")
+    children: tuple[ConsultedChild, ...] = Field(
+        default=(), description="The children, when the family is named; none when anonymous."
+    )
+
+    @model_validator(mode="after")
+    def _named_or_not(self) -> Self:
+        if self.anonymous and self.children:
+            raise ValueError("an anonymous consultation names no children")
+        if not self.anonymous and not self.children:
+            raise ValueError("a named consultation names at least one child")
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "consultation_id": _CONSULTATION_ID,
+                    "family_id": _CONSULTATION_FAMILY_ID,
+                    "requested_at": "2025-02-20T10:15:00Z",
+                    "practitioner": {
+                        "organisation_id": "harlesden-primary-school",
+                        "organisation_type": "school",
+                        "organisation_name": "Harlesden Primary School",
+                        "person_name": "Jo Adeyemi",
+                        "role": "Designated safeguarding lead",
+                        "email": "jo.adeyemi@harlesden-primary.example.org",
+                    },
+                    "factors": ["4B"],
+                    "question": "A parent told us she is struggling with low mood; is this "
+                    "early help, or should the school support her through the GP?",
+                    "anonymous": True,
+                    "children": [],
+                }
+            ]
+        }
+    )
+
+
+class ConsultationAdvised(ConsultationEvent):
+    """The front door recorded the advice it gave on a consultation."""
+
+    event_type: ClassVar[str] = "earlyhelp.consultation.advice_recorded.v1"
+    schema_version: ClassVar[int] = 1
+
+    advised_at: AwareDatetime
+    advised_by: Actor
+    outcome: ConsultationAdvice
+    advice: Narrative
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "consultation_id": _CONSULTATION_ID,
+                    "family_id": _CONSULTATION_FAMILY_ID,
+                    "advised_at": "2025-02-20T14:00:00Z",
+                    "advised_by": "front-door-demo",
+                    "outcome": "refer",
+                    "advice": "With the attendance drop as well, refer for an early help "
+                    "assessment, with mum's consent.",
+                }
+            ]
+        }
+    )
+
+
+class ConsultationReferred(ConsultationEvent):
+    """The practitioner referred the family the consultation was about, as advised: the
+    referral (`referral_id`) carries on from here."""
+
+    event_type: ClassVar[str] = "earlyhelp.consultation.referred.v1"
+    schema_version: ClassVar[int] = 1
+
+    referral_id: UUID
+    referred_at: AwareDatetime
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "consultation_id": _CONSULTATION_ID,
+                    "family_id": _CONSULTATION_FAMILY_ID,
+                    "referral_id": "0f8e3f52-7c1d-4b6a-8e2f-9d4c5b6a7e81",
+                    "referred_at": "2025-02-21T09:00:00Z",
                 }
             ]
         }

@@ -41,6 +41,10 @@ V1_EVENT_TYPES = {
     "earlyhelp.case.safeguarding_override_recorded.v1": "caseplan",
     "earlyhelp.case.safeguarding_override_ended.v1": "caseplan",
     "earlyhelp.case.child_school_recorded.v1": "caseplan",
+    "earlyhelp.case.service_started.v1": "caseplan",
+    "earlyhelp.consultation.requested.v1": "intake",
+    "earlyhelp.consultation.advice_recorded.v1": "intake",
+    "earlyhelp.consultation.referred.v1": "intake",
 }
 
 
@@ -76,7 +80,11 @@ def test_models_validate_their_own_examples_and_round_trip(model):
 @pytest.mark.parametrize("model", list(EVENT_TYPES.values()), ids=list(EVENT_TYPES))
 def test_subject_is_the_aggregate_id(model):
     event = model.example()
-    aggregate_id = getattr(event, "referral_id", None) or event.case_id
+    aggregate_id = (
+        getattr(event, "consultation_id", None)  # a consultation's referral is another's
+        or getattr(event, "referral_id", None)
+        or event.case_id
+    )
     assert event.subject() == str(aggregate_id)
 
 

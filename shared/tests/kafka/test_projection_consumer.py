@@ -15,6 +15,7 @@ from hub.contracts.caseplan import (
     ConsentWithdrawn,
     SafeguardingOverrideEnded,
     SafeguardingOverrideRecorded,
+    ServiceStarted,
     TeamMemberAdded,
     TeamMemberRemoved,
 )
@@ -215,6 +216,7 @@ def test_event_types_no_projection_follows_are_passed_by_not_dead_lettered(
             SafeguardingOverrideRecorded,
             SafeguardingOverrideEnded,
             ChildSchoolRecorded,
+            ServiceStarted,
         )
     ]
     passing_ids = []
