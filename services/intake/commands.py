@@ -14,15 +14,25 @@ from uuid import UUID, uuid4
 
 from hub.commands import CommandContext, CommandResult
 from hub.contracts.base import EventData
-from hub.contracts.codes import PartnerOrganisationType
-from hub.contracts.common import Child, HouseholdMember, Referrer
+from hub.contracts.codes import PartnerOrganisationType, PoliceGrade, ReferralSource
+from hub.contracts.common import Child, ChildDetails, HouseholdMember, Referrer
+from hub.contracts.intake import EncompassChild
 from hub.refusals import Forbidden, Invalid
 from hub.scope import Scope
-from intake import domain, queries
-from intake.records import open_case_of, records_for_children, records_for_family
+from intake import domain, encompass, queries
+from intake.records import (
+    open_case_of,
+    records_for_children,
+    records_for_family,
+    schools_of_children,
+)
 from intake.schemas import (
+    EncompassNoticeReceipt,
     MatchDecision,
     MatchingRecorded,
+    NoticeAcknowledged,
+    PoliceNotificationAccepted,
+    PoliceNotificationSubmission,
     ReferralAccepted,
     ReferralSubmission,
     TriageDecision,
@@ -58,6 +68,151 @@ def receive_referral(
         received_at=command.received_at,
     )
     return CommandResult(202, accepted, {"Location": f"/v1/referrals/{command.referral_id}"})
+
+
+def receive_police_notification(
+    ctx: CommandContext, submission: PoliceNotificationSubmission, settings: IntakeSettings
+) -> CommandResult:
+    """A police referral, and for a domestic abuse incident one Encompass notice per child.
+
+    Without `referral_requested` the notification is held as a low one on the family's
+    record (cumulative concern); with it, the front door triages it at the police grade.
+    """
+    scope = ctx.scope
+    if scope.kind != "partner" or scope.organisation_type != PartnerOrganisationType.POLICE:
+        raise Forbidden("Only a police force's system can send police notifications.")
+    referrer = _referrer_of(submission, scope)
+    children = [
+        ChildDetails(
+            **child.model_dump(
+                exclude={"present", "voice_of_child", "school_urn", "school_dfe_number"}
+            )
+        )
+        for child in submission.children
+    ]
+    ctx.uow.serialise_appends()
+    records = records_for_children(ctx.conn, children, ctx.now, settings.escalation_window_months)
+    command = domain.ReceiveReferral(
+        referral_id=uuid4(),
+        family_id=uuid4(),
+        received_at=ctx.now,
+        referral_source=ReferralSource.POLICE,
+        referrer=referrer,
+        partner_reference=submission.police_reference,
+        urgency=submission.urgency,
+        children=tuple(Child(person_id=uuid4(), **child.model_dump()) for child in children),
+        household_members=tuple(
+            HouseholdMember(person_id=uuid4(), **member.model_dump())
+            for member in submission.household_members
+        ),
+        concerns=submission.concerns,
+        consent=submission.consent,
+        safeguarding_override=submission.safeguarding_override,
+        police_grade=(
+            submission.police_grade if submission.referral_requested else PoliceGrade.LOW
+        ),
+        records=records,
+        rules=settings.front_door_rules(),
+    )
+    received, *_ = events = domain.receive(None, command)
+    ctx.append(domain.stream_id(command.referral_id), 0, events)
+    receipts = []
+    if submission.domestic_abuse:
+        notices = encompass.issue(
+            _notices_command(ctx, submission, received, settings), settings.school_calendar()
+        )
+        for notice_id, notice_events in notices:
+            ctx.append(encompass.stream_id(notice_id), 0, notice_events)
+            receipts.append(
+                EncompassNoticeReceipt(notice_id=notice_id, due_by=notice_events[0].due_by)
+            )
+    accepted = PoliceNotificationAccepted(
+        referral_id=command.referral_id,
+        status=(
+            domain.ReferralStatus.HELD
+            if received.held_for_information
+            else domain.ReferralStatus.RECEIVED
+        ),
+        received_at=command.received_at,
+        notices=receipts,
+    )
+    return CommandResult(202, accepted, {"Location": f"/v1/referrals/{command.referral_id}"})
+
+
+def _notices_command(
+    ctx: CommandContext,
+    submission: PoliceNotificationSubmission,
+    received: Any,
+    settings: IntakeSettings,
+) -> encompass.IssueNotices:
+    """Each child's school: the one police named (by URN, else DfE number) if it is one
+    of the authority's schools, else the one staff last recorded for the child."""
+    registry = settings.schools()
+    recorded = schools_of_children(ctx.conn, [child.person_id for child in received.children])
+    children = []
+    for given, child in zip(submission.children, received.children, strict=True):
+        named = registry.find(given.school_urn, given.school_dfe_number)
+        school_id, known_from = (
+            (named.school_id, "notification")
+            if named is not None
+            else (recorded.get(child.person_id), "hub_record")
+        )
+        children.append(
+            encompass.NoticeChild(
+                child=EncompassChild(
+                    person_id=child.person_id,
+                    given_name=child.given_name,
+                    family_name=child.family_name,
+                    date_of_birth=child.date_of_birth,
+                    present=given.present,
+                    voice_of_child=given.voice_of_child,
+                ),
+                school_id=school_id,
+                school_urn=named.urn if named is not None else given.school_urn,
+                school_known_from=known_from if school_id is not None else None,
+            )
+        )
+    return encompass.IssueNotices(
+        referral_id=received.referral_id,
+        family_id=received.family_id,
+        police_force=ctx.scope.organisation,
+        police_reference=submission.police_reference,
+        incident_at=submission.incident_at,
+        location_type=submission.location_type,
+        domestic_abuse=submission.domestic_abuse,
+        children=tuple(children),
+        issued_at=ctx.now,
+    )
+
+
+def acknowledge_notice(ctx: CommandContext, notice_id: UUID) -> CommandResult:
+    """The notice's own school acknowledges it (again: the first acknowledgement stands)."""
+    scope = ctx.scope
+    if scope.kind != "partner" or scope.organisation_type != PartnerOrganisationType.SCHOOL:
+        raise Forbidden("Only a school's system can acknowledge an Operation Encompass notice.")
+    stream = encompass.stream_id(notice_id)
+    current = encompass.replay(recorded.decode() for recorded in ctx.read_stream(stream))
+    command = encompass.AcknowledgeNotice(
+        notice_id=notice_id,
+        school_id=scope.organisation,
+        acknowledged_by=scope.subject,
+        acknowledged_at=ctx.now,
+    )
+    events = encompass.acknowledge(current, command)
+    assert current is not None  # another school's notice, or none, raised NoticeNotFound
+    if events:
+        ctx.append(stream, current.version, events)
+        current = encompass.apply(current, events[0])
+    acknowledged_at = current.acknowledged_at
+    assert acknowledged_at is not None
+    return CommandResult(
+        200,
+        NoticeAcknowledged(
+            notice_id=notice_id,
+            acknowledged_at=acknowledged_at,
+            in_time=acknowledged_at < current.due_by,
+        ),
+    )
 
 
 def _decide(
@@ -205,7 +360,9 @@ def _matching_recorded(ctx: CommandContext, referral_id: UUID) -> CommandResult:
     return CommandResult(200, recorded, {"Location": f"/v1/referrals/{referral_id}"})
 
 
-def _referrer_of(submission: ReferralSubmission, scope: Scope) -> Referrer | None:
+def _referrer_of(
+    submission: ReferralSubmission | PoliceNotificationSubmission, scope: Scope
+) -> Referrer | None:
     """The referrer as submitted, with the organisation taken from the token."""
     referrer = submission.referrer
     if referrer is None or scope.kind != "partner":

@@ -24,6 +24,7 @@ from hub.tables import event_store
 from intake import domain
 from intake.projections import (
     URGENCY_RANK,
+    encompass_notices,
     family_cases,
     known_people,
     possible_matches,
@@ -31,6 +32,8 @@ from intake.projections import (
 )
 from intake.schemas import (
     AllocationOutcome,
+    FrontDoorNotice,
+    FrontDoorNoticeQueue,
     LeadProfessional,
     Matching,
     PartnerQueueItem,
@@ -417,3 +420,36 @@ def _household_member(
                     date_of_birth=member.get("date_of_birth"),
                 )
     return found
+
+
+# --- Operation Encompass --------------------------------------------------------------
+
+ENCOMPASS_QUEUE_LIMIT = 500
+
+
+def encompass_queue(ctx: QueryContext) -> FrontDoorNoticeQueue:
+    """Notices the front door was alerted about and no school has acknowledged, the
+    soonest due first: a child with no known school, or a school silent near the deadline."""
+    notices = encompass_notices.c
+    rows = ctx.conn.execute(
+        select(encompass_notices)
+        .where(notices.acknowledged_at.is_(None), notices.alert_reason.is_not(None))
+        .order_by(notices.due_by, notices.notice_id)
+        .limit(ENCOMPASS_QUEUE_LIMIT)
+    ).all()
+    ctx.listed_ids("encompass_notice", *(row.notice_id for row in rows))
+    return FrontDoorNoticeQueue(
+        notices=[
+            FrontDoorNotice(
+                notice_id=row.notice_id,
+                referral_id=row.referral_id,
+                school_id=row.school_id,
+                school_urn=row.school_urn,
+                issued_at=row.issued_at,
+                due_by=row.due_by,
+                alert_reason=row.alert_reason,
+                alerted_at=row.alerted_at,
+            )
+            for row in rows
+        ]
+    )

@@ -10,6 +10,8 @@ from hub.http.subject_access import family_router
 from hub.service import ServiceDefinition, create_service_app
 from intake import queries, subject_access
 from intake.api import router
+from intake.deadlines import EncompassDeadlineWatch
+from intake.encompass_api import router as encompass_router
 from intake.fhir_api import router as fhir_router
 from intake.projections import PROJECTIONS
 from intake.settings import intake_settings
@@ -26,14 +28,17 @@ definition = ServiceDefinition(
     routers=[
         token_router,
         router,
+        encompass_router,
         fhir_router,
         subject_access.router,
         family_router(queries.family_records),
     ],
     issues_tokens=True,
+    workers=[lambda runtime: EncompassDeadlineWatch(runtime, intake_settings())],
     projections=PROJECTIONS,
     # Allocation's CaseAllocated tells a referrer who the lead professional is; case
-    # plan's step-downs and closures tell matching which families have open cases.
+    # plan's step-downs and closures tell matching which families have open cases, and
+    # the schools it records for children where their Encompass notices go.
     consumes=[service_topic("allocation"), service_topic("caseplan")],
 )
 
