@@ -196,10 +196,11 @@ class Disclosure(BaseModel):
     delivery_id: str = Field(description="The webhook-id of the delivery.")
     fields: list[str] = Field(description="The restricted fields sent, as sharing-policy paths.")
     rules: list[str] = Field(description="The policy rules (condition/category) that allowed them.")
-    basis: Literal["consent", "override", "agreement"] = Field(
+    basis: Literal["consent", "override", "agreement", "statutory_duty"] = Field(
         description="consent: the case's consent covered sharing with partner agencies; "
-        "override: a live safeguarding override; agreement: a restricted rule of the "
-        "partner's own agreement on another condition (referrer, school of a child)."
+        "override: a live safeguarding override; statutory_duty: an Operation Encompass "
+        "notice to the child's school; agreement: a restricted rule of the partner's own "
+        "agreement on another condition (referrer, school of a child)."
     )
 
 

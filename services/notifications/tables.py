@@ -247,7 +247,8 @@ disclosures = Table(
     Column("fields", Text, nullable=False),
     # The restricted rules that let them out (`condition/category`), comma-separated.
     Column("rules", String(500), nullable=False),
-    Column("basis", String(20), nullable=False),  # consent | override
+    # consent | override | agreement | statutory_duty
+    Column("basis", String(20), nullable=False),
     Column("disclosed_at", UtcDateTime(), nullable=False),
 )
 
