@@ -59,6 +59,9 @@ POST   /v1/referrals/{referral_id}/withdrawal                                  s
 POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -       -
+POST   /v1/police-notifications                                                -       -       a       -       -       -       -       -       -       -       -
+POST   /v1/encompass-notices/{notice_id}/acknowledgement                       s       -       -       -       -       -       -       -       -       -       -
+GET    /v1/encompass-notices                                                   -       -       -       -       a       -       -       -       -       -       -
 POST   /fhir/$process-message                                                  a       a       a       a       -       -       -       -       -       -       -
 POST   /fhir/ServiceRequest                                                    a       a       a       a       -       -       -       -       -       -       -
 GET    /fhir/metadata                                                          a       a       a       a       a       a       a       a       a       a       a
@@ -230,12 +233,22 @@ def _intake_records(client) -> Records:
                            COLUMNS[column]))  # fmt: skip
         assert made.status_code == 202, made.text
         referral_of[column] = made.json()["referral_id"]
+    # Police notify an incident: the example's first child is at Harlesden, the second at
+    # St Mary's (a school of config/schools.yaml that is not the school column's).
+    notified = client.post(
+        "/v1/police-notifications",
+        json=_example(client, "POST", "/v1/police-notifications"),
+        headers=bearer(client.settings, COLUMNS["police"]),
+    )
+    assert notified.status_code == 202, notified.text
+    harlesden, st_marys = (n["notice_id"] for n in notified.json()["notices"])
     by_identity, tokens = {}, {}
     for column in COLUMNS:
         mine = referral_of.get(column, referral_of["school"])
         other = referral_of["health" if column == "school" else "school"]
         by_identity[column] = {
             "referral_id": (mine, other),
+            "notice_id": (harlesden, st_marys),
             "match_id": (str(uuid4()),) * 2,
             # Subject access: information governance only, for any family or person.
             "family_id": (str(uuid4()),) * 2,

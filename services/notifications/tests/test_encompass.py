@@ -83,9 +83,10 @@ def test_two_children_at_two_schools_each_school_gets_only_its_own_pupil(
     notifications, publish, receiver, tmp_path, database_url
 ):
     app = notifications(front_door_email=FRONT_DOOR)
-    harlesden, st_marys = receiver(), receiver()
+    # Harlesden is a partner system with a webhook; St Mary's has no system on the hub
+    # (it is only in config/schools.yaml): its safeguarding lead is e-mailed.
+    harlesden = receiver()
     subscribe(app, SCHOOL, ["earlyhelp.encompass.*"], harlesden)
-    subscribe(app, ST_MARYS, ["earlyhelp.encompass.*"], st_marys)
     # The notifying force may not even subscribe to the notices to schools.
     refused = app.post(
         "/v1/subscriptions",
@@ -98,22 +99,18 @@ def test_two_children_at_two_schools_each_school_gets_only_its_own_pupil(
     for event in (received, amira, yusuf):
         publish(event)
 
-    wait_until(lambda: harlesden.accepted() and st_marys.accepted(), timeout_s=90)
+    wait_until(harlesden.accepted, timeout_s=90)
     wait_until(lambda: all_fanned_out(database_url, received.family_id), timeout_s=90)
-    [to_harlesden] = [r["event"] for r in harlesden.accepted()]
-    [to_st_marys] = [r["event"] for r in st_marys.accepted()]
-    for body, notice in ((to_harlesden, amira), (to_st_marys, yusuf)):
-        assert body["type"] == "earlyhelp.encompass.notice_issued.v1"
-        assert body["dataclassification"] == "restricted"
-        assert body["datacategory"] == "operation-encompass"
-        assert set(body["data"]) == NOTICE_FIELDS
-        assert set(body["data"]["child"]) == CHILD_FIELDS
-        assert body["data"]["notice_id"] == str(notice.notice_id)
-    assert to_harlesden["data"]["child"]["given_name"] == "Amira"
-    assert to_st_marys["data"]["child"]["given_name"] == "Yusuf"
-    assert "Yusuf" not in json.dumps(to_harlesden) and "Amira" not in json.dumps(to_st_marys)
-    for personal in ("Craven Park", "NW10 8SE", "Leila", "9990000018"):
-        assert personal not in json.dumps(to_harlesden) + json.dumps(to_st_marys)
+    [body] = [r["event"] for r in harlesden.accepted()]
+    assert body["type"] == "earlyhelp.encompass.notice_issued.v1"
+    assert body["dataclassification"] == "restricted"
+    assert body["datacategory"] == "operation-encompass"
+    assert set(body["data"]) == NOTICE_FIELDS
+    assert set(body["data"]["child"]) == CHILD_FIELDS
+    assert body["data"]["notice_id"] == str(amira.notice_id)
+    assert body["data"]["child"]["given_name"] == "Amira"
+    for other in ("Yusuf", "Craven Park", "NW10 8SE", "Leila", "9990000018"):
+        assert other not in json.dumps(body)
 
     # Each designated safeguarding lead is e-mailed their own pupil's notice too.
     wait_until(lambda: _to(tmp_path, HARLESDEN_DSL) and _to(tmp_path, ST_MARYS_DSL), timeout_s=90)
@@ -122,7 +119,8 @@ def test_two_children_at_two_schools_each_school_gets_only_its_own_pupil(
     assert "Amira Hassan" in harlesden_mail.get_payload()
     assert "Yusuf" not in harlesden_mail.get_payload()
     assert "Yusuf Hassan" in st_marys_mail.get_payload()
-    assert "Amira" not in st_marys_mail.get_payload()
+    for other in ("Amira", "Craven Park", "Leila"):
+        assert other not in st_marys_mail.get_payload()
     assert str(amira.notice_id) in harlesden_mail.get_payload()
 
     # Each send is on the family's disclosure record, under the statutory duty.
@@ -138,10 +136,8 @@ def test_two_children_at_two_schools_each_school_gets_only_its_own_pupil(
             ).all()
     finally:
         engine.dispose()
-    assert [tuple(row) for row in disclosed] == [
-        (SCHOOL, "statutory_duty"),
-        (ST_MARYS, "statutory_duty"),
-    ]
+    # (St Mary's was e-mailed, not sent a delivery: the record holds deliveries.)
+    assert [tuple(row) for row in disclosed] == [(SCHOOL, "statutory_duty")]
 
 
 def _sent(database_url, recipient):
