@@ -28,6 +28,7 @@ from caseplan.projections import (
     case_reviews,
     cases,
     chronology_entries,
+    encompass_notices,
     family_involvement,
     family_referrals,
     standing_consent_of,
@@ -43,6 +44,8 @@ from caseplan.schemas import (
     Chronology,
     ChronologyEntry,
     ConsentView,
+    EncompassMeasures,
+    EncompassSchoolMeasures,
     FamilyFallingDue,
     HeldFamily,
     InvolvedParty,
@@ -570,7 +573,7 @@ def performance(
         referral_query = referral_query.where(family_referrals.c.locality == locality)
         review_query = review_query.where(case_reviews.c.locality == locality)
     conn = ctx.conn
-    return _report(
+    report = _report(
         locality,
         from_,
         to,
@@ -579,6 +582,52 @@ def performance(
         conn.execute(referral_query).all(),
         conn.execute(review_query).all(),
         conn.execute(select(cases.c.family_id, cases.c.opened_at)).all(),
+    )
+    if locality is not None:
+        return report
+    notices = conn.execute(select(encompass_notices).where(*_issued_within(from_, to))).all()
+    return report.model_copy(update={"encompass": encompass_measures(notices, ctx.now)})
+
+
+def _issued_within(from_: date | None, to: date | None) -> list:
+    issued = encompass_notices.c.issued_at
+    where = []
+    if from_ is not None:
+        where.append(issued >= datetime.combine(from_, datetime.min.time(), tzinfo=UTC))
+    if to is not None:
+        where.append(
+            issued < datetime.combine(to + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        )
+    return where
+
+
+def encompass_measures(notices, now: datetime) -> EncompassMeasures:
+    """Sent, acknowledged in time and late, per school; late once the deadline has passed
+    without an acknowledgement before it."""
+
+    def in_time(notice) -> bool:
+        return notice.acknowledged_at is not None and notice.acknowledged_at < notice.due_by
+
+    def late(notice) -> bool:
+        return not in_time(notice) and (notice.acknowledged_at is not None or notice.due_by <= now)
+
+    by_school: dict[str, list] = {}
+    for notice in notices:
+        if notice.school_id is not None:
+            by_school.setdefault(notice.school_id, []).append(notice)
+    return EncompassMeasures(
+        notices_sent=len(notices),
+        acknowledged_in_time=sum(1 for n in notices if in_time(n)),
+        late=sum(1 for n in notices if late(n)),
+        without_school=sum(1 for n in notices if n.school_id is None),
+        by_school={
+            school: EncompassSchoolMeasures(
+                sent=len(sent),
+                acknowledged_in_time=sum(1 for n in sent if in_time(n)),
+                late=sum(1 for n in sent if late(n)),
+            )
+            for school, sent in sorted(by_school.items())
+        },
     )
 
 
@@ -671,12 +720,22 @@ def as_csv(report: PerformanceReport) -> str:
     writer = csv.writer(out)
     writer.writerow(["measure", "breakdown", "value"])
     for name, value in report.model_dump(mode="json").items():
-        if isinstance(value, dict):
-            for key, item in value.items():
-                writer.writerow([name, key, "" if item is None else item])
-        else:
-            writer.writerow([name, "", "" if value is None else value])
+        for measure, breakdown, item in _csv_rows(name, value):
+            writer.writerow([measure, breakdown, "" if item is None else item])
     return out.getvalue()
+
+
+def _csv_rows(name: str, value: Any):
+    """A measure's rows: a mapping of values is its breakdown; a mapping of mappings (the
+    Encompass measures, by school) names each inner measure `outer.inner`."""
+    if not isinstance(value, dict):
+        yield name, "", value
+    elif all(not isinstance(item, dict) for item in value.values()):
+        for key, item in value.items():
+            yield name, key, item
+    else:
+        for key, item in value.items():
+            yield from _csv_rows(f"{name}.{key}", item)
 
 
 # --- subject access -----------------------------------------------------------------

@@ -447,6 +447,26 @@ class Median(BaseModel):
     median_days: float | None
 
 
+class EncompassSchoolMeasures(BaseModel):
+    sent: int = Field(description="Notices issued to the school in the period.")
+    acknowledged_in_time: int = Field(description="Of those, acknowledged before the deadline.")
+    late: int = Field(
+        description="Of those, acknowledged after the deadline, or not acknowledged and past it."
+    )
+
+
+class EncompassMeasures(BaseModel):
+    """Operation Encompass notices issued in the period, authority-wide."""
+
+    notices_sent: int = Field(description="Notices issued, to a school or not.")
+    acknowledged_in_time: int
+    late: int
+    without_school: int = Field(description="Notices for a child with no known school.")
+    by_school: dict[str, EncompassSchoolMeasures] = Field(
+        description="By school partner (client id)."
+    )
+
+
 class PerformanceReport(BaseModel):
     locality: str | None
     period_from: date | None
@@ -471,6 +491,11 @@ class PerformanceReport(BaseModel):
         description="Families meeting the claim rules: three or more needs, a lead "
         "practitioner, a whole-family assessment and plan, and every need achieved at a "
         "closure at least six months ago with no re-referral since."
+    )
+    encompass: EncompassMeasures | None = Field(
+        default=None,
+        description="Operation Encompass notices by school; in authority-wide reports only "
+        "(notices belong to schools, not localities).",
     )
 
 

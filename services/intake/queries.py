@@ -21,7 +21,7 @@ from hub.queries import QueryContext
 from hub.refusals import Invalid, NotFound
 from hub.scope import Scope
 from hub.tables import event_store
-from intake import domain
+from intake import domain, encompass
 from intake.projections import (
     URGENCY_RANK,
     encompass_notices,
@@ -347,8 +347,20 @@ def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyR
             .where(family_cases.c.family_id == family)
             .order_by(family_cases.c.opened_at),
         ),
+        subject_access.section(
+            conn,
+            "encompass_notices",
+            "Operation Encompass notices to children's schools",
+            select(encompass_notices)
+            .where(encompass_notices.c.referral_id.in_(of_family))
+            .order_by(encompass_notices.c.issued_at, encompass_notices.c.notice_id),
+            "Each police notification's notice to a child's school: the child's details as"
+            " the school was told them are in the notice's events.",
+        ),
     ]
-    streams = [domain.stream_id(UUID(row["referral_id"])) for row in sections[0].rows]
+    streams = [domain.stream_id(UUID(row["referral_id"])) for row in sections[0].rows] + [
+        encompass.stream_id(UUID(row["notice_id"])) for row in sections[-1].rows
+    ]
     ctx.saw(subject_access.RESOURCE_TYPE, family_id)
     return subject_access.records(ctx.conn, "intake", family_id, sections, stream_ids=streams)
 
