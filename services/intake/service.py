@@ -44,5 +44,9 @@ definition = ServiceDefinition(
 
 
 def create_app() -> FastAPI:
-    intake_settings()  # a misconfigured EARLYHELP_INTAKE_* stops the service at start
+    # A misconfigured EARLYHELP_INTAKE_*, school calendar or schools file stops the
+    # service at start, not at the first police notification.
+    settings = intake_settings()
+    settings.school_calendar()
+    settings.schools()
     return create_service_app(definition)
