@@ -6,22 +6,26 @@ Friday evening in the future, so nothing here waits for or races a real deadline
 """
 
 import copy
+import time
 from datetime import UTC, datetime
+from uuid import UUID
 
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from hub.contracts.caseplan import ChildSchoolRecorded
 from hub.contracts.registry import event_model
 from hub.http.dependencies import clock
 from hub.tables import event_store
 from hub.testing import bearer
 from intake.deadlines import raise_due_alerts
-from intake.projections import encompass_notices, referrals
-from intake.schemas import PoliceNotificationSubmission
+from intake.projections import child_schools, encompass_notices, referrals
+from intake.schemas import PoliceNotificationSubmission, ReferralSubmission
 from intake.service import definition
 from intake.settings import intake_settings
 
 EXAMPLE = PoliceNotificationSubmission.model_config["json_schema_extra"]["examples"][0]
+REFERRAL = ReferralSubmission.model_config["json_schema_extra"]["examples"][0]
 POLICE, SCHOOL, HEALTH, STAFF = (
     "met-police-brent",
     "harlesden-primary-school",
@@ -74,7 +78,15 @@ def _queue(intake):
     return response.json()["notices"]
 
 
-def test_two_children_at_two_schools_each_get_a_notice_holding_only_themselves(intake, stored):
+def _acknowledge(intake, notice_id, who=SCHOOL):
+    return intake.post(
+        f"/v1/encompass-notices/{notice_id}/acknowledgement", headers=_as(intake, who)
+    )
+
+
+def test_each_child_gets_their_own_notice_the_school_acknowledges_it_or_the_front_door_is_alerted(
+    intake, stored
+):
     response = _notify(intake)
 
     assert response.status_code == 202, response.text
@@ -85,8 +97,7 @@ def test_two_children_at_two_schools_each_get_a_notice_holding_only_themselves(i
     # Without a request for a referral, the notification is held as a low one on the
     # family's record: it counts towards cumulative concern.
     assert body["status"] == "held_for_information"
-    [(grade,)] = stored(select(referrals.c.police_grade))
-    assert grade == "low"
+    assert stored(select(referrals.c.police_grade)) == [("low",)]
 
     amira, yusuf = _events(stored, "earlyhelp.encompass.notice_issued.v1")
     assert [str(amira.notice_id), str(yusuf.notice_id)] == [n["notice_id"] for n in body["notices"]]
@@ -101,43 +112,45 @@ def test_two_children_at_two_schools_each_get_a_notice_holding_only_themselves(i
     assert amira.police_reference == "CAD-4471-07MAR25" and amira.police_force == POLICE
     assert _queue(intake) == []
 
+    # Harlesden acknowledges Amira's notice, and cannot touch St Mary's pupil's.
+    assert _acknowledge(intake, yusuf.notice_id).status_code == 404
+    assert _acknowledge(intake, amira.notice_id, who=POLICE).status_code == 403
+    first = _acknowledge(intake, amira.notice_id)
+    assert first.status_code == 200, first.text
+    assert first.json() == {
+        "notice_id": str(amira.notice_id),
+        "acknowledged_at": "2027-03-05T19:00:00Z",
+        "in_time": True,
+    }
+    intake.app.dependency_overrides[clock] = lambda: MONDAY_START
+    assert _acknowledge(intake, amira.notice_id).json() == first.json()  # the first stands
+    [recorded] = _events(stored, "earlyhelp.encompass.notice_acknowledged.v1")
+    assert recorded.school_id == SCHOOL and recorded.in_time
 
-def test_police_asking_for_a_referral_puts_it_in_the_triage_queue_at_its_grade(intake, stored):
-    response = _notify(intake, EXAMPLE | {"referral_requested": True})
-
-    assert response.status_code == 202, response.text
-    assert response.json()["status"] == "received"
-    [(grade,)] = stored(select(referrals.c.police_grade))
-    assert grade == "medium"
-
-
-def test_an_incident_that_is_not_domestic_abuse_is_a_referral_without_notices(intake, stored):
-    response = _notify(intake, EXAMPLE | {"domestic_abuse": False})
-
-    assert response.status_code == 202, response.text
-    assert response.json()["notices"] == []
-    assert stored(select(func.count()).select_from(encompass_notices)) == [(0,)]
+    # Nobody acknowledged Yusuf's: the watch alerts the front door an hour before school.
+    runtime, calendar = intake.app.state.runtime, intake_settings().school_calendar()
+    assert raise_due_alerts(runtime, calendar, datetime(2027, 3, 8, 7, 29, tzinfo=UTC)) == 0
+    assert _queue(intake) == []
+    assert raise_due_alerts(runtime, calendar, datetime(2027, 3, 8, 7, 30, tzinfo=UTC)) == 1
+    assert raise_due_alerts(runtime, calendar, datetime(2027, 3, 8, 7, 45, tzinfo=UTC)) == 0
+    [queued] = _queue(intake)
+    assert queued["notice_id"] == str(yusuf.notice_id)
+    assert (queued["school_id"], queued["alert_reason"]) == ("st-marys-primary", "unacknowledged")
+    [alert] = _events(stored, "earlyhelp.encompass.notice_alerted.v1")
+    assert alert.notice_id == yusuf.notice_id and alert.due_by == MONDAY_START
 
 
-def test_only_police_forces_send_notifications(intake, stored):
+def test_police_alone_notify_and_what_they_ask_for_decides_the_referral(intake, stored):
     for partner in (SCHOOL, HEALTH):
-        response = _notify(intake, who=partner)
-        assert response.status_code == 403, response.text
-    assert stored(select(func.count()).select_from(event_store)) == [(0,)]
-
-
-def test_a_bad_notification_names_every_field_and_stores_nothing(intake, stored):
+        assert _notify(intake, who=partner).status_code == 403
     bad = copy.deepcopy(EXAMPLE)
     bad["children"][0]["school_urn"] = "12AB"
     bad["children"][1]["present"] = "perhaps"
     bad["location_type"] = "car park"
     del bad["police_reference"]
-
-    response = _notify(intake, bad)
-
-    assert response.status_code == 422
-    fields = {error["field"] for error in response.json()["errors"]}
-    assert fields == {
+    refused = _notify(intake, bad)
+    assert refused.status_code == 422
+    assert {error["field"] for error in refused.json()["errors"]} == {
         "children[0].school_urn",
         "children[1].present",
         "location_type",
@@ -145,54 +158,54 @@ def test_a_bad_notification_names_every_field_and_stores_nothing(intake, stored)
     }
     assert stored(select(func.count()).select_from(event_store)) == [(0,)]
 
+    # Asked for a referral, it goes to triage at the police grade.
+    requested = _notify(intake, EXAMPLE | {"referral_requested": True})
+    assert requested.status_code == 202, requested.text
+    assert requested.json()["status"] == "received"
+    # An incident that is not domestic abuse is a referral without school notices.
+    not_abuse = _notify(intake, EXAMPLE | {"domestic_abuse": False})
+    assert not_abuse.status_code == 202, not_abuse.text
+    assert not_abuse.json()["notices"] == []
+    assert sorted(stored(select(referrals.c.police_grade))) == [("low",), ("medium",)]
+    assert stored(select(func.count()).select_from(encompass_notices)) == [(2,)]
 
-def test_a_child_with_no_known_school_is_in_the_front_doors_queue_at_once(intake):
+
+def test_a_school_staff_recorded_is_used_and_a_child_without_one_goes_to_the_front_door(
+    intake, stored, publish
+):
+    # Amira is known from a school's referral, and case workers recorded her school.
+    referral = intake.post("/v1/referrals", json=REFERRAL, headers=_as(intake, SCHOOL))
+    assert referral.status_code == 202, referral.text
+    [received] = _events(stored, "earlyhelp.referral.received.v1")
+    amira_id = received.children[0].person_id
+    publish(
+        ChildSchoolRecorded.example().model_copy(
+            update={
+                "family_id": received.family_id,
+                "person_id": amira_id,
+                "school_id": "st-marys-primary",
+            }
+        )
+    )
+    deadline = time.monotonic() + 90
+    while not stored(select(child_schools.c.school_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stored(select(child_schools.c.school_id)) == [("st-marys-primary",)]
+
     body = copy.deepcopy(EXAMPLE)
-    body["children"][1].pop("school_dfe_number")
-
+    for child in body["children"]:
+        child.pop("school_urn", None)
+        child.pop("school_dfe_number", None)
+    body["children"][0]["nhs_number"] = "9990000018"
     notices = _notify(intake, body).json()["notices"]
 
+    amira, yusuf = _events(stored, "earlyhelp.encompass.notice_issued.v1")
+    assert amira.child.person_id == amira_id
+    assert (amira.school_id, amira.school_known_from) == ("st-marys-primary", "hub_record")
+    # Nobody knows Yusuf's school: the front door hears at once.
+    assert yusuf.school_id is None
     [queued] = _queue(intake)
-    assert queued["notice_id"] == notices[1]["notice_id"]
+    assert queued["notice_id"] == notices[1]["notice_id"] == str(yusuf.notice_id)
     assert queued["alert_reason"] == "no_school" and queued["school_id"] is None
     assert queued["alerted_at"] == "2027-03-05T19:00:00Z"
-
-
-def test_the_school_acknowledges_its_own_notice_and_no_other(intake, stored):
-    amira, yusuf = (n["notice_id"] for n in _notify(intake).json()["notices"])
-
-    def acknowledge(notice_id, who=SCHOOL):
-        return intake.post(
-            f"/v1/encompass-notices/{notice_id}/acknowledgement", headers=_as(intake, who)
-        )
-
-    assert acknowledge(yusuf).status_code == 404  # St Mary's pupil, not Harlesden's
-    assert acknowledge(amira, who=POLICE).status_code == 403
-    first = acknowledge(amira)
-    assert first.status_code == 200, first.text
-    assert first.json() == {
-        "notice_id": amira,
-        "acknowledged_at": "2027-03-05T19:00:00Z",
-        "in_time": True,
-    }
-    intake.app.dependency_overrides[clock] = lambda: MONDAY_START
-    assert acknowledge(amira).json() == first.json()  # the first acknowledgement stands
-    [recorded] = _events(stored, "earlyhelp.encompass.notice_acknowledged.v1")
-    assert recorded.school_id == SCHOOL and recorded.in_time
-
-
-def test_an_unacknowledged_notice_alerts_the_front_door_an_hour_before_its_deadline(intake, stored):
-    amira, yusuf = (n["notice_id"] for n in _notify(intake).json()["notices"])
-    intake.post(f"/v1/encompass-notices/{amira}/acknowledgement", headers=_as(intake, SCHOOL))
-    runtime, calendar = intake.app.state.runtime, intake_settings().school_calendar()
-
-    assert raise_due_alerts(runtime, calendar, datetime(2027, 3, 8, 7, 29, tzinfo=UTC)) == 0
-    assert _queue(intake) == []
-    assert raise_due_alerts(runtime, calendar, datetime(2027, 3, 8, 7, 30, tzinfo=UTC)) == 1
-    assert raise_due_alerts(runtime, calendar, datetime(2027, 3, 8, 7, 45, tzinfo=UTC)) == 0
-
-    [queued] = _queue(intake)
-    assert queued["notice_id"] == yusuf and queued["school_id"] == "st-marys-primary"
-    assert queued["alert_reason"] == "unacknowledged"
-    [alert] = _events(stored, "earlyhelp.encompass.notice_alerted.v1")
-    assert str(alert.notice_id) == yusuf and alert.due_by == MONDAY_START
+    assert UUID(queued["referral_id"]) == yusuf.referral_id
