@@ -13,6 +13,7 @@ status and the referrer's own reference.
 from __future__ import annotations
 
 import hashlib
+import json
 import mailbox
 import smtplib
 import ssl
@@ -129,6 +130,7 @@ def _plan(
     subject: str,
     body: str,
     now: datetime,
+    disclosure: dict[str, Any] | None = None,
 ) -> None:
     if not recipient:
         return
@@ -145,6 +147,7 @@ def _plan(
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
+            "disclosure": json.dumps(disclosure) if disclosure else None,
         },
     )
 
@@ -247,6 +250,17 @@ def _plan_encompass(
             notice_id=view.get("notice_id", ""),
         ),
         now,
+        disclosure={
+            "family_id": entry.family_id,
+            "partner_id": school.school_id,
+            "event_id": entry.event_id,
+            "event_type": entry.event_type,
+            "fields": json.dumps(shared.restricted_paths),
+            "rules": ",".join(shared.restricted_rules)[:500],
+            "basis": "statutory_duty",
+        }
+        if shared.restricted_paths
+        else None,
     )
 
 
