@@ -44,38 +44,47 @@ def raise_due_alerts(runtime: Runtime, calendar: encompass.SchoolCalendar, now: 
     """Alert on every school's notice unacknowledged within the alert lead of its
     deadline; returns how many were alerted now."""
     notices = encompass_notices.c
-    alerted = 0
-    with runtime.db.write() as conn:
-        uow = UnitOfWork(runtime, conn)
-        due = conn.execute(
-            select(notices.notice_id)
-            .where(
-                notices.school_id.is_not(None),
-                notices.acknowledged_at.is_(None),
-                notices.alert_reason.is_(None),
-                notices.due_by <= now + calendar.alert_lead,
-            )
-            .order_by(notices.due_by, notices.notice_id)
-        ).scalars()
-        for notice_id in due:
-            stream = encompass.stream_id(notice_id)
-            current = encompass.replay(r.decode() for r in uow.read_stream(stream))
-            if current is None:
-                continue
-            events = encompass.alert_if_due(current, now, calendar.alert_lead)
-            if events:
-                uow.append(
-                    stream, current.version, [PendingEvent(e, occurred_at=now) for e in events]
+    # Most passes find nothing due: a read says so without taking the writer's lock.
+    with runtime.db.read() as conn:
+        due = (
+            conn.execute(
+                select(notices.notice_id)
+                .where(
+                    notices.school_id.is_not(None),
+                    notices.acknowledged_at.is_(None),
+                    notices.alert_reason.is_(None),
+                    notices.due_by <= now + calendar.alert_lead,
                 )
-                alerted += len(events)
-        waiting = conn.execute(
-            select(notices.alert_reason, func.count())
-            .where(notices.acknowledged_at.is_(None), notices.alert_reason.is_not(None))
-            .group_by(notices.alert_reason)
-        ).all()
-    counts = dict(waiting)
+                .order_by(notices.due_by, notices.notice_id)
+            )
+            .scalars()
+            .all()
+        )
+    alerted = 0
+    if due:
+        with runtime.db.write() as conn:
+            uow = UnitOfWork(runtime, conn)
+            for notice_id in due:
+                stream = encompass.stream_id(notice_id)
+                # The stream decides: a notice acknowledged or alerted since the read is left.
+                current = encompass.replay(r.decode() for r in uow.read_stream(stream))
+                if current is None:
+                    continue
+                events = encompass.alert_if_due(current, now, calendar.alert_lead)
+                if events:
+                    pending = [PendingEvent(e, occurred_at=now) for e in events]
+                    uow.append(stream, current.version, pending)
+                    alerted += len(events)
+    with runtime.db.read() as conn:
+        waiting = dict(
+            conn.execute(
+                select(notices.alert_reason, func.count())
+                .where(notices.acknowledged_at.is_(None), notices.alert_reason.is_not(None))
+                .group_by(notices.alert_reason)
+            ).all()
+        )
     for reason in EncompassAlertReason:
-        NEEDING_ATTENTION.labels(reason=reason.value).set(counts.get(reason.value, 0))
+        NEEDING_ATTENTION.labels(reason=reason.value).set(waiting.get(reason.value, 0))
     if alerted:
         ALERTS.inc(alerted)
         if runtime.relay is not None:

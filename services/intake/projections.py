@@ -423,8 +423,8 @@ encompass_notices = Table(
     "encompass_notices",
     metadata,
     Column("notice_id", String(36), primary_key=True),
+    # The family is the referral's (a match may move it): found through the referral.
     Column("referral_id", String(36), nullable=False, index=True),
-    Column("family_id", String(36), nullable=False),
     Column("police_force", String(64), nullable=False),
     Column("school_id", String(64), nullable=True, index=True),
     Column("school_urn", String(6), nullable=True),
@@ -463,7 +463,6 @@ def _notice_issued(conn, event: EncompassNoticeIssued, meta: EventMeta) -> None:
         {
             "notice_id": str(event.notice_id),
             "referral_id": str(event.referral_id),
-            "family_id": str(event.family_id),
             "police_force": event.police_force,
             "school_id": event.school_id,
             "school_urn": event.school_urn,

@@ -25,7 +25,6 @@ def upgrade() -> None:
         "encompass_notices",
         sa.Column("notice_id", sa.String(36), primary_key=True),
         sa.Column("referral_id", sa.String(36), nullable=False),
-        sa.Column("family_id", sa.String(36), nullable=False),
         sa.Column("police_force", sa.String(64), nullable=False),
         sa.Column("school_id", sa.String(64), nullable=True),
         sa.Column("school_urn", sa.String(6), nullable=True),
