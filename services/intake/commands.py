@@ -16,7 +16,7 @@ from hub.commands import CommandContext, CommandResult
 from hub.contracts.base import EventData
 from hub.contracts.codes import PartnerOrganisationType, PoliceGrade, ReferralSource
 from hub.contracts.common import Child, ChildDetails, HouseholdMember, Referrer
-from hub.contracts.intake import EncompassChild
+from hub.contracts.intake import EncompassChild, ReferralReceived
 from hub.refusals import Forbidden, Invalid
 from hub.scope import Scope
 from intake import domain, encompass, queries
@@ -114,7 +114,9 @@ def receive_police_notification(
         records=records,
         rules=settings.front_door_rules(),
     )
-    received, *_ = events = domain.receive(None, command)
+    events = domain.receive(None, command)
+    received = events[0]
+    assert isinstance(received, ReferralReceived)
     ctx.append(domain.stream_id(command.referral_id), 0, events)
     receipts = []
     if submission.domestic_abuse:
@@ -142,36 +144,30 @@ def receive_police_notification(
 def _notices_command(
     ctx: CommandContext,
     submission: PoliceNotificationSubmission,
-    received: Any,
+    received: ReferralReceived,
     settings: IntakeSettings,
 ) -> encompass.IssueNotices:
-    """Each child's school: the one police named (by URN, else DfE number) if it is one
-    of the authority's schools, else the one staff last recorded for the child."""
+    """Each child as matched, with the school police named and the one staff recorded."""
     registry = settings.schools()
     recorded = schools_of_children(ctx.conn, [child.person_id for child in received.children])
-    children = []
-    for given, child in zip(submission.children, received.children, strict=True):
-        named = registry.find(given.school_urn, given.school_dfe_number)
-        school_id, known_from = (
-            (named.school_id, "notification")
-            if named is not None
-            else (recorded.get(child.person_id), "hub_record")
+    children = tuple(
+        encompass.NoticeChild(
+            child=EncompassChild(
+                person_id=child.person_id,
+                given_name=child.given_name,
+                family_name=child.family_name,
+                date_of_birth=child.date_of_birth,
+                present=given.present,
+                voice_of_child=given.voice_of_child,
+            ),
+            school=encompass.choose_school(
+                registry.find(given.school_urn, given.school_dfe_number),
+                given.school_urn,
+                recorded.get(child.person_id),
+            ),
         )
-        children.append(
-            encompass.NoticeChild(
-                child=EncompassChild(
-                    person_id=child.person_id,
-                    given_name=child.given_name,
-                    family_name=child.family_name,
-                    date_of_birth=child.date_of_birth,
-                    present=given.present,
-                    voice_of_child=given.voice_of_child,
-                ),
-                school_id=school_id,
-                school_urn=named.urn if named is not None else given.school_urn,
-                school_known_from=known_from if school_id is not None else None,
-            )
-        )
+        for given, child in zip(submission.children, received.children, strict=True)
+    )
     return encompass.IssueNotices(
         referral_id=received.referral_id,
         family_id=received.family_id,
@@ -180,7 +176,7 @@ def _notices_command(
         incident_at=submission.incident_at,
         location_type=submission.location_type,
         domestic_abuse=submission.domestic_abuse,
-        children=tuple(children),
+        children=children,
         issued_at=ctx.now,
     )
 

@@ -28,6 +28,7 @@ from hub.contracts.intake import (
     EncompassNoticeIssued,
 )
 from hub.refusals import Conflict, NotFound
+from hub.schools import School
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]
@@ -149,9 +150,27 @@ class NoticeChild:
     """One child of a police notification, with the school the hub found for them."""
 
     child: EncompassChild
+    school: SchoolChoice
+
+
+@dataclass(frozen=True)
+class SchoolChoice:
     school_id: str | None
     school_urn: str | None
-    school_known_from: Literal["notification", "hub_record"] | None
+    known_from: Literal["notification", "hub_record"] | None
+
+
+def choose_school(
+    named: School | None, urn_given: str | None, recorded_school_id: str | None
+) -> SchoolChoice:
+    """The school police named, if it is one of the authority's; else the school staff
+    last recorded for the child; else none (keeping the URN police gave, for the front
+    door to find the school by)."""
+    if named is not None:
+        return SchoolChoice(named.school_id, named.urn, "notification")
+    if recorded_school_id is not None:
+        return SchoolChoice(recorded_school_id, urn_given, "hub_record")
+    return SchoolChoice(None, urn_given, None)
 
 
 @dataclass(frozen=True)
@@ -201,14 +220,14 @@ def issue(command: IssueNotices, calendar: SchoolCalendar) -> list[tuple[UUID, l
             location_type=command.location_type,
             domestic_abuse=command.domestic_abuse,
             child=child.child,
-            school_id=child.school_id,
-            school_urn=child.school_urn,
-            school_known_from=child.school_known_from,
+            school_id=child.school.school_id,
+            school_urn=child.school.school_urn,
+            school_known_from=child.school.known_from,
             issued_at=command.issued_at,
             due_by=due_by,
         )
         events: list[EventData] = [issued]
-        if child.school_id is None:
+        if child.school.school_id is None:
             events.append(
                 EncompassNoticeAlerted(
                     referral_id=command.referral_id,

@@ -13,6 +13,7 @@ from hub.contracts.intake import (
     EncompassNoticeAlerted,
     EncompassNoticeIssued,
 )
+from hub.schools import School
 from hub.settings import REPO_ROOT
 from intake import encompass
 from intake.encompass import CalendarError, Closure, NoticeNotFound, SchoolCalendar
@@ -96,9 +97,7 @@ def _issue(*schools: str | None) -> list:
         children=tuple(
             encompass.NoticeChild(
                 child=_child(f"Child{i}"),
-                school_id=school,
-                school_urn=None,
-                school_known_from="notification" if school else None,
+                school=encompass.SchoolChoice(school, None, "notification" if school else None),
             )
             for i, school in enumerate(schools)
         ),
@@ -182,3 +181,20 @@ def test_an_acknowledged_notice_never_alerts():
     )
     acknowledged = encompass.apply(notice, ack)
     assert encompass.alert_if_due(acknowledged, _utc(2026, 3, 9, 8, 0), CALENDAR.alert_lead) == []
+
+
+def test_the_school_police_name_comes_first_then_the_one_staff_recorded_then_none():
+    harlesden = School(
+        school_id="harlesden-primary-school",
+        urn="101234",
+        safeguarding_lead_email="dsl@harlesden-primary.example.org",
+    )
+
+    named = encompass.choose_school(harlesden, "101234", "st-marys-primary")
+    assert named == encompass.SchoolChoice("harlesden-primary-school", "101234", "notification")
+    recorded = encompass.choose_school(None, "999999", "st-marys-primary")
+    assert recorded == encompass.SchoolChoice("st-marys-primary", "999999", "hub_record")
+    # A URN that is none of the authority's schools: the front door finds it by the URN.
+    assert encompass.choose_school(None, "999999", None) == encompass.SchoolChoice(
+        None, "999999", None
+    )
