@@ -159,7 +159,7 @@ class NotificationsSettings(BaseSettings):
         "logs are kept; the delivery worker then purges them (the disclosure record stays).",
     )
 
-    @field_validator("smtp_cafile", "smtp_password_file", mode="before")
+    @field_validator("smtp_cafile", "smtp_password_file", "front_door_email", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
