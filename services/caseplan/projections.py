@@ -1197,11 +1197,16 @@ def _encompass_acknowledged(conn, event: EncompassNoticeAcknowledged, meta: Even
         .values(acknowledged_at=event.acknowledged_at)
     )
     when = "in time" if event.in_time else "after its deadline"
+    who = (
+        "the front door, which told the school by telephone"
+        if event.by_telephone
+        else event.school_id
+    )
     _record(
         conn,
         meta,
         actor=event.acknowledged_by,
-        summary=f"Operation Encompass notice acknowledged by {event.school_id}, {when}",
+        summary=f"Operation Encompass notice acknowledged by {who}, {when}",
     )
 
 

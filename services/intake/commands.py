@@ -182,17 +182,24 @@ def _notices_command(
 
 
 def acknowledge_notice(ctx: CommandContext, notice_id: UUID) -> CommandResult:
-    """The notice's own school acknowledges it (again: the first acknowledgement stands)."""
+    """The notice's own school acknowledges it, or front-door staff record that they told
+    the school by telephone (again: the first acknowledgement stands)."""
     scope = ctx.scope
-    if scope.kind != "partner" or scope.organisation_type != PartnerOrganisationType.SCHOOL:
-        raise Forbidden("Only a school's system can acknowledge an Operation Encompass notice.")
+    school = scope.kind == "partner" and scope.organisation_type == PartnerOrganisationType.SCHOOL
+    front_door = scope.is_staff and scope.may("referrals:triage")
+    if not (school or front_door):
+        raise Forbidden(
+            "Only the notice's school, or the front door after telephoning it, can acknowledge"
+            " an Operation Encompass notice."
+        )
     stream = encompass.stream_id(notice_id)
     current = encompass.replay(recorded.decode() for recorded in ctx.read_stream(stream))
     command = encompass.AcknowledgeNotice(
         notice_id=notice_id,
-        school_id=scope.organisation,
+        school_id=scope.organisation if school else None,
         acknowledged_by=scope.subject,
         acknowledged_at=ctx.now,
+        by_telephone=front_door,
     )
     events = encompass.acknowledge(current, command)
     assert current is not None  # another school's notice, or none, raised NoticeNotFound

@@ -188,10 +188,14 @@ class IssueNotices:
 
 @dataclass(frozen=True)
 class AcknowledgeNotice:
+    """The school acknowledges its notice (`school_id` its own), or the front door records
+    that it told the school by telephone (`school_id` None: whichever school it was)."""
+
     notice_id: UUID
-    school_id: str
+    school_id: str | None
     acknowledged_by: str
     acknowledged_at: datetime
+    by_telephone: bool = False
 
 
 def stream_id(notice_id: UUID) -> str:
@@ -243,8 +247,9 @@ def issue(command: IssueNotices, calendar: SchoolCalendar) -> list[tuple[UUID, l
 
 
 def acknowledge(current: Notice | None, command: AcknowledgeNotice) -> list[EventData]:
-    """The notice's own school acknowledges it; a second acknowledgement changes nothing."""
-    if current is None or current.school_id != command.school_id:
+    """The notice's own school acknowledges it, or the front door for it after telephoning;
+    a second acknowledgement changes nothing."""
+    if current is None or (not command.by_telephone and current.school_id != command.school_id):
         raise NoticeNotFound(command.notice_id)
     if current.acknowledged_at is not None:
         return []
@@ -253,9 +258,10 @@ def acknowledge(current: Notice | None, command: AcknowledgeNotice) -> list[Even
             referral_id=current.referral_id,
             family_id=current.family_id,
             notice_id=current.notice_id,
-            school_id=command.school_id,
+            school_id=current.school_id,
             acknowledged_at=command.acknowledged_at,
             acknowledged_by=command.acknowledged_by,
+            by_telephone=command.by_telephone,
             in_time=command.acknowledged_at < current.due_by,
         )
     ]

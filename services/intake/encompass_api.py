@@ -71,7 +71,7 @@ async def notify_incident(
     "/encompass-notices/{notice_id}/acknowledgement",
     response_model=NoticeAcknowledged,
     responses=problem_responses(401, 403, 404, 409),
-    summary="A school acknowledges an Operation Encompass notice",
+    summary="A school acknowledges an Operation Encompass notice (or the front door for it)",
 )
 async def acknowledge_notice(
     notice_id: UUID,
@@ -81,7 +81,9 @@ async def acknowledge_notice(
     now: Now,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """For the notice's own school only (any other school's is a 404). Acknowledging
+    """For the notice's own school (any other school's is a 404); or for front-door staff,
+    who record that they told the school's designated safeguarding lead by telephone (a
+    notice with no known school, or one its school left unacknowledged). Acknowledging
     again answers with the first acknowledgement."""
     return await run_command(
         runtime,

@@ -60,7 +60,7 @@ POST   /v1/referrals/{referral_id}/matches/{match_id}/confirmation             -
 POST   /v1/referrals/{referral_id}/matches/{match_id}/rejection                -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/referrals/{referral_id}/unlinking                                   -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/police-notifications                                                -       -       a       -       -       -       -       -       -       -       -
-POST   /v1/encompass-notices/{notice_id}/acknowledgement                       s       -       -       -       -       -       -       -       -       -       -
+POST   /v1/encompass-notices/{notice_id}/acknowledgement                       s       -       -       -       a       -       -       -       -       -       -
 GET    /v1/encompass-notices                                                   -       -       -       -       a       -       -       -       -       -       -
 POST   /fhir/$process-message                                                  a       a       a       a       -       -       -       -       -       -       -
 POST   /fhir/ServiceRequest                                                    a       a       a       a       -       -       -       -       -       -       -

@@ -139,6 +139,16 @@ def test_each_child_gets_their_own_notice_the_school_acknowledges_it_or_the_fron
     [alert] = _events(stored, "earlyhelp.encompass.notice_alerted.v1")
     assert alert.notice_id == yusuf.notice_id and alert.due_by == MONDAY_START
 
+    # The front door telephones St Mary's and records it: the notice leaves the queue.
+    intake.app.dependency_overrides[clock] = lambda: datetime(2027, 3, 8, 7, 50, tzinfo=UTC)
+    told = _acknowledge(intake, yusuf.notice_id, who=STAFF)
+    assert told.status_code == 200, told.text
+    assert told.json()["in_time"] is True
+    assert _queue(intake) == []
+    _, by_telephone = _events(stored, "earlyhelp.encompass.notice_acknowledged.v1")
+    assert by_telephone.by_telephone and by_telephone.acknowledged_by == STAFF
+    assert by_telephone.school_id == "st-marys-primary"
+
 
 def test_police_alone_notify_and_what_they_ask_for_decides_the_referral(intake, stored):
     for partner in (SCHOOL, HEALTH):

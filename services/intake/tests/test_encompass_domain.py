@@ -198,3 +198,23 @@ def test_the_school_police_name_comes_first_then_the_one_staff_recorded_then_non
     assert encompass.choose_school(None, "999999", None) == encompass.SchoolChoice(
         None, "999999", None
     )
+
+
+def test_the_front_door_records_a_telephone_call_for_any_notice_even_one_without_a_school():
+    [(notice_id, events)] = _issue(None)
+    notice = encompass.replay(events)
+
+    [ack] = encompass.acknowledge(
+        notice,
+        encompass.AcknowledgeNotice(
+            notice_id, None, "front-door-demo", _utc(2026, 3, 9, 8, 0), by_telephone=True
+        ),
+    )
+
+    assert ack.by_telephone and ack.school_id is None and ack.in_time
+    assert (
+        encompass.alert_if_due(
+            encompass.apply(notice, ack), _utc(2026, 3, 9, 8, 1), CALENDAR.alert_lead
+        )
+        == []
+    )

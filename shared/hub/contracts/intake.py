@@ -528,14 +528,23 @@ class EncompassNoticeIssued(EncompassNoticeEvent):
 
 
 class EncompassNoticeAcknowledged(EncompassNoticeEvent):
-    """The school's designated safeguarding lead acknowledged the notice."""
+    """The school's designated safeguarding lead acknowledged the notice: through the
+    school's system, or to the front door, which telephoned the school and records it."""
 
     event_type: ClassVar[str] = "earlyhelp.encompass.notice_acknowledged.v1"
     schema_version: ClassVar[int] = 1
 
-    school_id: Slug
+    school_id: Slug | None = Field(
+        description="The notice's school; absent when it had none and the front door found it."
+    )
     acknowledged_at: AwareDatetime
-    acknowledged_by: Actor = Field(description="The school partner system (client id).")
+    acknowledged_by: Actor = Field(
+        description="The school partner system (client id), or the front-door staff member."
+    )
+    by_telephone: bool = Field(
+        default=False,
+        description="The front door told the school by telephone and recorded it for them.",
+    )
     in_time: bool = Field(description="Acknowledged before the notice's deadline.")
 
     model_config = ConfigDict(
