@@ -12,7 +12,7 @@ from caseplan.projections import case_inputs, case_reviews, cases, stored_case
 from caseplan.service import definition
 from hub.contracts.allocation import CaseAllocated, PanelDecisionRecorded
 from hub.contracts.caseplan import PlanReviewed
-from hub.contracts.intake import EncompassNoticeIssued
+from hub.contracts.intake import EncompassNoticeAcknowledged, EncompassNoticeIssued
 from hub.contracts.registry import event_model
 from hub.http.dependencies import clock
 from hub.replay import rebuild_projections
@@ -420,22 +420,27 @@ def test_the_performance_report_is_for_managers_in_json_and_csv(service_client, 
 
     # An Operation Encompass notice from intake is counted for its school in the
     # authority-wide report.
-    now = datetime.now(UTC)
+    now, notice_id = datetime.now(UTC), uuid4()
     publish(
         EncompassNoticeIssued.example().model_copy(
-            update={"notice_id": uuid4(), "issued_at": now, "due_by": now + timedelta(hours=12)}
+            update={"notice_id": notice_id, "issued_at": now, "due_by": now + timedelta(hours=12)}
+        )
+    )
+    publish(
+        EncompassNoticeAcknowledged.example().model_copy(
+            update={"notice_id": notice_id, "acknowledged_at": now + timedelta(hours=1)}
         )
     )
     head = _as(caseplan, HEAD)
 
     def encompass():
         report = caseplan.get("/v1/reports/performance", headers=head).json()["encompass"]
-        return report if report and report["notices_sent"] else None
+        return report if report and report["acknowledged_in_time"] else None
 
     measures = _until(encompass)
     assert measures["by_school"]["harlesden-primary-school"] == {
         "sent": 1,
-        "acknowledged_in_time": 0,
+        "acknowledged_in_time": 1,
         "late": 0,
     }
     app.dependency_overrides.pop(clock, None)
