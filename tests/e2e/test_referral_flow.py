@@ -2,17 +2,21 @@
 
 Four service processes, their own databases and the broker: a partner posts a
 referral to intake and it reaches allocation, caseplan and notifications through
-Kafka only, exactly once, however the request or the record is repeated.
+Kafka only, exactly once, however the request or the record is repeated. A police
+force's Operation Encompass notification reaches each child's school, is
+acknowledged, and is counted in case plan's report.
 """
 
 from __future__ import annotations
 
+import mailbox
 from uuid import uuid4
 
 import httpx
 import pytest
 from kafka import KafkaProducer
 
+from intake.schemas import PoliceNotificationSubmission
 from tests.e2e.support import (
     CONSUMERS,
     INTAKE_DLQ,
@@ -289,3 +293,64 @@ def test_a_poison_record_is_dead_lettered_by_every_consumer_and_the_flow_goes_on
     wait_everywhere(hub, [referral])
     wait_settled(hub)
     assert_exactly_once(client, hub, [referral])
+
+
+POLICE_NOTIFICATION = PoliceNotificationSubmission.model_config["json_schema_extra"]["examples"][0]
+HARLESDEN_DSL = "dsl@harlesden-primary.example.org"
+ST_MARYS_DSL = "safeguarding@st-marys-primary.example.org"
+
+
+def test_a_police_notification_reaches_each_childs_school_alone_and_is_counted(
+    hub: Hub, client: httpx.Client
+) -> None:
+    """Issue 22's "done when": two children at two schools, each school's safeguarding
+    lead told of its own pupil only, before the next school day; acknowledged (by the
+    school's system, and by the front door for the school it telephoned); counted."""
+    notified = client.post(
+        hub.url("intake") + "/v1/police-notifications",
+        json=POLICE_NOTIFICATION,
+        headers=hub.auth("met-police-brent"),
+    )
+    assert notified.status_code == 202, notified.text
+    amira, yusuf = notified.json()["notices"]
+    box = hub.workdir / "var" / "mailbox"
+
+    def mail_to(recipient: str) -> list:
+        if not (box / "new").exists():
+            return []
+        return [m.get_payload() for m in mailbox.Maildir(box) if m["To"] == recipient]
+
+    wait_for(
+        lambda: mail_to(HARLESDEN_DSL) and mail_to(ST_MARYS_DSL),
+        90.0,
+        lambda: hub.logs_tail(["intake", "notifications"]),
+    )
+    [to_harlesden], [to_st_marys] = mail_to(HARLESDEN_DSL), mail_to(ST_MARYS_DSL)
+    assert "Amira Hassan" in to_harlesden and "Yusuf" not in to_harlesden
+    assert "Yusuf Hassan" in to_st_marys and "Amira" not in to_st_marys
+    for text in (to_harlesden, to_st_marys):
+        assert "Craven Park" not in text and "verbal argument" not in text
+
+    acknowledged = client.post(
+        hub.url("intake") + f"/v1/encompass-notices/{amira['notice_id']}/acknowledgement",
+        headers=hub.auth("harlesden-primary-school"),
+    )
+    assert acknowledged.status_code == 200 and acknowledged.json()["in_time"]
+    telephoned = client.post(
+        hub.url("intake") + f"/v1/encompass-notices/{yusuf['notice_id']}/acknowledgement",
+        headers=hub.auth("front-door-demo"),
+    )
+    assert telephoned.status_code == 200 and telephoned.json()["in_time"]
+
+    def counted() -> dict | None:
+        report = client.get(
+            hub.url("caseplan") + "/v1/reports/performance",
+            headers=hub.auth("early-help-service-manager"),
+        ).json()["encompass"]
+        return report if report and report["acknowledged_in_time"] == 2 else None
+
+    measures = wait_for(counted, 90.0, lambda: hub.logs_tail(["caseplan"]))
+    assert measures["by_school"] == {
+        "harlesden-primary-school": {"sent": 1, "acknowledged_in_time": 1, "late": 0},
+        "st-marys-primary": {"sent": 1, "acknowledged_in_time": 1, "late": 0},
+    }
