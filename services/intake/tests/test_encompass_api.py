@@ -2,7 +2,8 @@
 the deadline watch and the front door's queue, on a real database and the real broker.
 
 "Now" is the app's `clock` dependency and the watch's `now` argument, both set here: a
-Friday evening in the future, so nothing here waits for or races a real deadline.
+Friday evening far in the future, so the deadline watch each app also runs on the real
+clock never reaches these deadlines, and nothing waits for or races a real one.
 """
 
 import copy
@@ -32,8 +33,8 @@ POLICE, SCHOOL, HEALTH, STAFF = (
     "brent-health-visiting",
     "front-door-demo",
 )
-FRIDAY_EVENING = datetime(2027, 3, 5, 19, 0, tzinfo=UTC)
-MONDAY_START = datetime(2027, 3, 8, 8, 30, tzinfo=UTC)
+FRIDAY_EVENING = datetime(2099, 3, 6, 19, 0, tzinfo=UTC)
+MONDAY_START = datetime(2099, 3, 9, 8, 30, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_each_child_gets_their_own_notice_the_school_acknowledges_it_or_the_fron
     body = response.json()
     # Nothing about the family or the schools found goes back to the force.
     assert set(body) == {"referral_id", "status", "received_at", "notices"}
-    assert [n["due_by"] for n in body["notices"]] == ["2027-03-08T08:30:00Z"] * 2
+    assert [n["due_by"] for n in body["notices"]] == ["2099-03-09T08:30:00Z"] * 2
     # Without a request for a referral, the notification is held as a low one on the
     # family's record: it counts towards cumulative concern.
     assert body["status"] == "held_for_information"
@@ -119,7 +120,7 @@ def test_each_child_gets_their_own_notice_the_school_acknowledges_it_or_the_fron
     assert first.status_code == 200, first.text
     assert first.json() == {
         "notice_id": str(amira.notice_id),
-        "acknowledged_at": "2027-03-05T19:00:00Z",
+        "acknowledged_at": "2099-03-06T19:00:00Z",
         "in_time": True,
     }
     intake.app.dependency_overrides[clock] = lambda: MONDAY_START
@@ -129,10 +130,10 @@ def test_each_child_gets_their_own_notice_the_school_acknowledges_it_or_the_fron
 
     # Nobody acknowledged Yusuf's: the watch alerts the front door an hour before school.
     runtime, calendar = intake.app.state.runtime, intake_settings().school_calendar()
-    assert raise_due_alerts(runtime, calendar, datetime(2027, 3, 8, 7, 29, tzinfo=UTC)) == 0
+    assert raise_due_alerts(runtime, calendar, datetime(2099, 3, 9, 7, 29, tzinfo=UTC)) == 0
     assert _queue(intake) == []
-    assert raise_due_alerts(runtime, calendar, datetime(2027, 3, 8, 7, 30, tzinfo=UTC)) == 1
-    assert raise_due_alerts(runtime, calendar, datetime(2027, 3, 8, 7, 45, tzinfo=UTC)) == 0
+    assert raise_due_alerts(runtime, calendar, datetime(2099, 3, 9, 7, 30, tzinfo=UTC)) == 1
+    assert raise_due_alerts(runtime, calendar, datetime(2099, 3, 9, 7, 45, tzinfo=UTC)) == 0
     [queued] = _queue(intake)
     assert queued["notice_id"] == str(yusuf.notice_id)
     assert (queued["school_id"], queued["alert_reason"]) == ("st-marys-primary", "unacknowledged")
@@ -140,7 +141,7 @@ def test_each_child_gets_their_own_notice_the_school_acknowledges_it_or_the_fron
     assert alert.notice_id == yusuf.notice_id and alert.due_by == MONDAY_START
 
     # The front door telephones St Mary's and records it: the notice leaves the queue.
-    intake.app.dependency_overrides[clock] = lambda: datetime(2027, 3, 8, 7, 50, tzinfo=UTC)
+    intake.app.dependency_overrides[clock] = lambda: datetime(2099, 3, 9, 7, 50, tzinfo=UTC)
     told = _acknowledge(intake, yusuf.notice_id, who=STAFF)
     assert told.status_code == 200, told.text
     assert told.json()["in_time"] is True
@@ -217,5 +218,5 @@ def test_a_school_staff_recorded_is_used_and_a_child_without_one_goes_to_the_fro
     [queued] = _queue(intake)
     assert queued["notice_id"] == notices[1]["notice_id"] == str(yusuf.notice_id)
     assert queued["alert_reason"] == "no_school" and queued["school_id"] is None
-    assert queued["alerted_at"] == "2027-03-05T19:00:00Z"
+    assert queued["alerted_at"] == "2099-03-06T19:00:00Z"
     assert UUID(queued["referral_id"]) == yusuf.referral_id
