@@ -1,7 +1,8 @@
 """Case plan's read models: the single chronology of every family, and its cases.
 
 `chronology` follows every event about a family from every service: its entries,
-who is involved, and the referrals (for the performance report). `cases` keeps
+who is involved, and the referrals and Operation Encompass notices (for the
+performance report). `cases` keeps
 allocation's events that open and plan a case (`case_inputs`, which commands
 read to know the case) and the case view and review rows the API lists.
 """
@@ -70,6 +71,9 @@ from hub.contracts.intake import (
     ConsultationAdvised,
     ConsultationReferred,
     ConsultationRequested,
+    EncompassNoticeAcknowledged,
+    EncompassNoticeAlerted,
+    EncompassNoticeIssued,
     MatchConfirmed,
     MatchRejected,
     PossibleMatchFound,
@@ -142,6 +146,19 @@ family_referrals = Table(
 )
 Index("ix_family_referrals_case", family_referrals.c.case_id)
 
+# (0011) Each Operation Encompass notice's school, deadline and acknowledgement: the
+# performance report's measures per school. Nothing about the child.
+encompass_notices = Table(
+    "encompass_notices",
+    metadata,
+    Column("notice_id", String(36), primary_key=True),
+    Column("school_id", String(64), nullable=True),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("due_by", UtcDateTime(), nullable=False),
+    Column("acknowledged_at", UtcDateTime(), nullable=True),
+)
+Index("ix_encompass_notices_issued", encompass_notices.c.issued_at)
+
 # (0006) Triages that arrived before their referral (after a match the triage is keyed
 # by another family, on another partition): the referral takes them when it arrives.
 early_triages = Table(
@@ -170,7 +187,14 @@ Index("ix_chronology_subject", chronology_entries.c.subject)
 
 chronology = Projection(
     "chronology",
-    [chronology_entries, family_involvement, family_referrals, referral_families, early_triages],
+    [
+        chronology_entries,
+        family_involvement,
+        family_referrals,
+        referral_families,
+        early_triages,
+        encompass_notices,
+    ],
 )
 _INSERT_ENTRY = insert(chronology_entries)
 # Built once: every event runs these, and building them per event cost more than running.
@@ -1236,6 +1260,61 @@ def _consultation_referred(conn, event: ConsultationReferred, meta: EventMeta) -
         _consultation_row(event.consultation_id).values(
             referral_id=str(event.referral_id), referred_at=event.referred_at
         )
+    )
+
+
+# --- Operation Encompass (issue 22) ---------------------------------------------------
+
+
+@chronology.on(EncompassNoticeIssued)
+def _encompass_issued(conn, event: EncompassNoticeIssued, meta: EventMeta) -> None:
+    conn.execute(
+        insert(encompass_notices),
+        {
+            "notice_id": str(event.notice_id),
+            "school_id": event.school_id,
+            "issued_at": event.issued_at,
+            "due_by": event.due_by,
+        },
+    )
+    to = event.school_id or "no known school (the front door finds it)"
+    _record(
+        conn,
+        meta,
+        actor=event.police_force,
+        summary=f"Operation Encompass notice (police reference {event.police_reference}) "
+        f"for a child, to {to}, due before {event.due_by:%d %b %Y %H:%M} UTC",
+    )
+
+
+@chronology.on(EncompassNoticeAcknowledged)
+def _encompass_acknowledged(conn, event: EncompassNoticeAcknowledged, meta: EventMeta) -> None:
+    conn.execute(
+        update(encompass_notices)
+        .where(encompass_notices.c.notice_id == str(event.notice_id))
+        .values(acknowledged_at=event.acknowledged_at)
+    )
+    when = "in time" if event.in_time else "after its deadline"
+    who = (
+        "the front door, which told the school by telephone"
+        if event.by_telephone
+        else event.school_id
+    )
+    _record(
+        conn,
+        meta,
+        actor=event.acknowledged_by,
+        summary=f"Operation Encompass notice acknowledged by {who}, {when}",
+    )
+
+
+@chronology.on(EncompassNoticeAlerted)
+def _encompass_alerted(conn, event: EncompassNoticeAlerted, meta: EventMeta) -> None:
+    _record(
+        conn,
+        meta,
+        actor=None,
+        summary=f"Operation Encompass notice: front door alerted ({event.reason.label})",
     )
 
 

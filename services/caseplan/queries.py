@@ -15,7 +15,7 @@ import io
 import json
 import statistics
 from collections import Counter
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -28,6 +28,7 @@ from caseplan.projections import (
     case_reviews,
     cases,
     chronology_entries,
+    encompass_notices,
     family_involvement,
     family_referrals,
     front_door_consultations,
@@ -45,6 +46,8 @@ from caseplan.schemas import (
     ChronologyEntry,
     ConsentView,
     ConsultationCounts,
+    EncompassMeasures,
+    EncompassSchoolMeasures,
     FamilyFallingDue,
     HeldFamily,
     InvolvedParty,
@@ -577,7 +580,8 @@ def performance(
 ) -> PerformanceReport:
     locality = report_locality(ctx.scope, locality)
     _check_period(from_, to)
-    return _report(locality, from_, to, ctx.now, rules, *_report_rows(ctx, locality))
+    report = _report(locality, from_, to, ctx.now, rules, *_report_rows(ctx, locality))
+    return _with_encompass(ctx, report, locality, from_, to)
 
 
 def performance_by_month(
@@ -601,7 +605,8 @@ def performance_by_month(
         period = (max(start, from_), min(end, to))
         months.append((start, _report(locality, *period, ctx.now, rules, *rows)))
         start = domain.add_months(start, 1)
-    return _report(locality, from_, to, ctx.now, rules, *rows), months
+    report = _report(locality, from_, to, ctx.now, rules, *rows)
+    return _with_encompass(ctx, report, locality, from_, to), months
 
 
 def _report_rows(ctx: QueryContext, locality: str | None) -> tuple:
@@ -620,6 +625,63 @@ def _report_rows(ctx: QueryContext, locality: str | None) -> tuple:
         conn.execute(select(cases.c.family_id, cases.c.opened_at)).all(),
         conn.execute(select(front_door_consultations)).all(),
         conn.execute(select(family_referrals.c.family_id, family_referrals.c.received_at)).all(),
+    )
+
+
+def _with_encompass(
+    ctx: QueryContext,
+    report: PerformanceReport,
+    locality: str | None,
+    from_: date | None,
+    to: date | None,
+) -> PerformanceReport:
+    """The authority-wide report also counts Operation Encompass notices: they belong to
+    schools, not localities, so a locality's report leaves them out."""
+    if locality is not None:
+        return report
+    notices = ctx.conn.execute(select(encompass_notices).where(*_issued_within(from_, to))).all()
+    return report.model_copy(update={"encompass": encompass_measures(notices, ctx.now)})
+
+
+def _issued_within(from_: date | None, to: date | None) -> list:
+    issued = encompass_notices.c.issued_at
+    where = []
+    if from_ is not None:
+        where.append(issued >= datetime.combine(from_, datetime.min.time(), tzinfo=UTC))
+    if to is not None:
+        where.append(
+            issued < datetime.combine(to + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        )
+    return where
+
+
+def encompass_measures(notices, now: datetime) -> EncompassMeasures:
+    """Sent, acknowledged in time and late, per school; late once the deadline has passed
+    without an acknowledgement before it."""
+
+    def in_time(notice) -> bool:
+        return notice.acknowledged_at is not None and notice.acknowledged_at < notice.due_by
+
+    def late(notice) -> bool:
+        return not in_time(notice) and (notice.acknowledged_at is not None or notice.due_by <= now)
+
+    by_school: dict[str, list] = {}
+    for notice in notices:
+        if notice.school_id is not None:
+            by_school.setdefault(notice.school_id, []).append(notice)
+    return EncompassMeasures(
+        notices_sent=len(notices),
+        acknowledged_in_time=sum(1 for n in notices if in_time(n)),
+        late=sum(1 for n in notices if late(n)),
+        without_school=sum(1 for n in notices if n.school_id is None),
+        by_school={
+            school: EncompassSchoolMeasures(
+                sent=len(sent),
+                acknowledged_in_time=sum(1 for n in sent if in_time(n)),
+                late=sum(1 for n in sent if late(n)),
+            )
+            for school, sent in sorted(by_school.items())
+        },
     )
 
 

@@ -483,6 +483,26 @@ class ConsultationCounts(BaseModel):
     referred: int = Field(description="Turned into a referral in the period, as advised.")
 
 
+class EncompassSchoolMeasures(BaseModel):
+    sent: int = Field(description="Notices issued to the school in the period.")
+    acknowledged_in_time: int = Field(description="Of those, acknowledged before the deadline.")
+    late: int = Field(
+        description="Of those, acknowledged after the deadline, or not acknowledged and past it."
+    )
+
+
+class EncompassMeasures(BaseModel):
+    """Operation Encompass notices issued in the period, authority-wide."""
+
+    notices_sent: int = Field(description="Notices issued, to a school or not.")
+    acknowledged_in_time: int
+    late: int
+    without_school: int = Field(description="Notices for a child with no known school.")
+    by_school: dict[str, EncompassSchoolMeasures] = Field(
+        description="By school partner (client id)."
+    )
+
+
 class PerformanceReport(BaseModel):
     locality: str | None
     period_from: date | None
@@ -510,6 +530,11 @@ class PerformanceReport(BaseModel):
     supporting_families_claimable: int = Field(
         description="Episodes closed in the period that are claimable under the Supporting "
         "Families rules as configured (`GET /v1/returns/supporting-families` lists them)."
+    )
+    encompass: EncompassMeasures | None = Field(
+        default=None,
+        description="Operation Encompass notices by school; in authority-wide reports only "
+        "(notices belong to schools, not localities).",
     )
 
 

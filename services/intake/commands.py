@@ -14,18 +14,28 @@ from uuid import UUID, uuid4
 
 from hub.commands import CommandContext, CommandResult
 from hub.contracts.base import EventData
-from hub.contracts.codes import PartnerOrganisationType
-from hub.contracts.common import Child, HouseholdMember, Referrer
+from hub.contracts.codes import PartnerOrganisationType, PoliceGrade, ReferralSource
+from hub.contracts.common import Child, ChildDetails, HouseholdMember, Referrer
+from hub.contracts.intake import EncompassChild, ReferralReceived
 from hub.refusals import Forbidden, Invalid
 from hub.scope import Scope
-from intake import consultations, domain, queries
-from intake.records import open_case_of, records_for_children, records_for_family
+from intake import consultations, domain, encompass, queries
+from intake.records import (
+    open_case_of,
+    records_for_children,
+    records_for_family,
+    schools_of_children,
+)
 from intake.schemas import (
     AdviceSubmission,
     ConsultationAccepted,
     ConsultationSubmission,
+    EncompassNoticeReceipt,
     MatchDecision,
     MatchingRecorded,
+    NoticeAcknowledged,
+    PoliceNotificationAccepted,
+    PoliceNotificationSubmission,
     ReferralAccepted,
     ReferralSubmission,
     TriageDecision,
@@ -66,6 +76,154 @@ def _receive(
             else domain.ReferralStatus.RECEIVED
         ),
         received_at=command.received_at,
+    )
+
+
+def receive_police_notification(
+    ctx: CommandContext, submission: PoliceNotificationSubmission, settings: IntakeSettings
+) -> CommandResult:
+    """A police referral, and for a domestic abuse incident one Encompass notice per child.
+
+    Without `referral_requested` the notification is held as a low one on the family's
+    record (cumulative concern); with it, the front door triages it at the police grade.
+    """
+    scope = ctx.scope
+    if scope.kind != "partner" or scope.organisation_type != PartnerOrganisationType.POLICE:
+        raise Forbidden("Only a police force's system can send police notifications.")
+    referrer = _referrer_of(submission.referrer, scope, "referrer")
+    children = [
+        ChildDetails(
+            **child.model_dump(
+                exclude={"present", "voice_of_child", "school_urn", "school_dfe_number"}
+            )
+        )
+        for child in submission.children
+    ]
+    ctx.uow.serialise_appends()
+    records = records_for_children(ctx.conn, children, ctx.now, settings.escalation_window_months)
+    command = domain.ReceiveReferral(
+        referral_id=uuid4(),
+        family_id=uuid4(),
+        received_at=ctx.now,
+        referral_source=ReferralSource.POLICE,
+        referrer=referrer,
+        partner_reference=submission.police_reference,
+        urgency=submission.urgency,
+        children=tuple(Child(person_id=uuid4(), **child.model_dump()) for child in children),
+        household_members=tuple(
+            HouseholdMember(person_id=uuid4(), **member.model_dump())
+            for member in submission.household_members
+        ),
+        concerns=submission.concerns,
+        consent=submission.consent,
+        safeguarding_override=submission.safeguarding_override,
+        police_grade=(
+            submission.police_grade if submission.referral_requested else PoliceGrade.LOW
+        ),
+        records=records,
+        rules=settings.front_door_rules(),
+    )
+    events = domain.receive(None, command)
+    received = events[0]
+    assert isinstance(received, ReferralReceived)
+    ctx.append(domain.stream_id(command.referral_id), 0, events)
+    receipts = []
+    if submission.domestic_abuse:
+        notices = encompass.issue(
+            _notices_command(ctx, submission, received, settings), settings.school_calendar()
+        )
+        for notice_id, notice_events in notices:
+            ctx.append(encompass.stream_id(notice_id), 0, notice_events)
+            receipts.append(
+                EncompassNoticeReceipt(notice_id=notice_id, due_by=notice_events[0].due_by)
+            )
+    accepted = PoliceNotificationAccepted(
+        referral_id=command.referral_id,
+        status=(
+            domain.ReferralStatus.HELD
+            if received.held_for_information
+            else domain.ReferralStatus.RECEIVED
+        ),
+        received_at=command.received_at,
+        notices=receipts,
+    )
+    return CommandResult(202, accepted, {"Location": f"/v1/referrals/{command.referral_id}"})
+
+
+def _notices_command(
+    ctx: CommandContext,
+    submission: PoliceNotificationSubmission,
+    received: ReferralReceived,
+    settings: IntakeSettings,
+) -> encompass.IssueNotices:
+    """Each child as matched, with the school police named and the one staff recorded."""
+    registry = settings.schools()
+    recorded = schools_of_children(ctx.conn, [child.person_id for child in received.children])
+    children = tuple(
+        encompass.NoticeChild(
+            child=EncompassChild(
+                person_id=child.person_id,
+                given_name=child.given_name,
+                family_name=child.family_name,
+                date_of_birth=child.date_of_birth,
+                present=given.present,
+                voice_of_child=given.voice_of_child,
+            ),
+            school=encompass.choose_school(
+                registry.find(given.school_urn, given.school_dfe_number),
+                given.school_urn,
+                recorded.get(child.person_id),
+            ),
+        )
+        for given, child in zip(submission.children, received.children, strict=True)
+    )
+    return encompass.IssueNotices(
+        referral_id=received.referral_id,
+        family_id=received.family_id,
+        police_force=ctx.scope.organisation,
+        police_reference=submission.police_reference,
+        incident_at=submission.incident_at,
+        location_type=submission.location_type,
+        domestic_abuse=submission.domestic_abuse,
+        children=children,
+        issued_at=ctx.now,
+    )
+
+
+def acknowledge_notice(ctx: CommandContext, notice_id: UUID) -> CommandResult:
+    """The notice's own school acknowledges it, or front-door staff record that they told
+    the school by telephone (again: the first acknowledgement stands)."""
+    scope = ctx.scope
+    school = scope.kind == "partner" and scope.organisation_type == PartnerOrganisationType.SCHOOL
+    front_door = scope.is_staff and scope.may("referrals:triage")
+    if not (school or front_door):
+        raise Forbidden(
+            "Only the notice's school, or the front door after telephoning it, can acknowledge"
+            " an Operation Encompass notice."
+        )
+    stream = encompass.stream_id(notice_id)
+    current = encompass.replay(recorded.decode() for recorded in ctx.read_stream(stream))
+    command = encompass.AcknowledgeNotice(
+        notice_id=notice_id,
+        school_id=scope.organisation if school else None,
+        acknowledged_by=scope.subject,
+        acknowledged_at=ctx.now,
+        by_telephone=front_door,
+    )
+    events = encompass.acknowledge(current, command)
+    assert current is not None  # another school's notice, or none, raised NoticeNotFound
+    if events:
+        ctx.append(stream, current.version, events)
+        current = encompass.apply(current, events[0])
+    acknowledged_at = current.acknowledged_at
+    assert acknowledged_at is not None
+    return CommandResult(
+        200,
+        NoticeAcknowledged(
+            notice_id=notice_id,
+            acknowledged_at=acknowledged_at,
+            in_time=acknowledged_at < current.due_by,
+        ),
     )
 
 

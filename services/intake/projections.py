@@ -1,6 +1,7 @@
 """Intake's read models: fed by its own events in the transaction that stores them,
 by allocation's `CaseAllocated` (who the family's lead professional is) and by case
-plan's step-downs and closures (which families have open or recent cases), from Kafka.
+plan's step-downs and closures (which families have open or recent cases) and the
+schools staff record for children (where an Operation Encompass notice goes), from Kafka.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from sqlalchemy import (
 )
 
 from hub.contracts.allocation import CaseAllocated
-from hub.contracts.caseplan import CaseClosed, CaseSteppedDown
+from hub.contracts.caseplan import CaseClosed, CaseSteppedDown, ChildSchoolRecorded
 from hub.contracts.codes import Urgency
 from hub.contracts.intake import (
     ConsultationAdvised,
     ConsultationReferred,
     ConsultationRequested,
+    EncompassNoticeAcknowledged,
+    EncompassNoticeAlerted,
+    EncompassNoticeIssued,
     MatchConfirmed,
     MatchRejected,
     PossibleMatchFound,
@@ -36,7 +40,7 @@ from hub.contracts.intake import (
     ReferralWithdrawn,
 )
 from hub.projections import EventMeta, Projection
-from hub.sql import UtcDateTime
+from hub.sql import UtcDateTime, insert_if_absent
 from intake.matching import normalise_name, normalise_postcode
 
 metadata = MetaData()
@@ -503,4 +507,100 @@ def _consultation_referred(conn, event: ConsultationReferred, meta: EventMeta) -
     )
 
 
-PROJECTIONS = (referral_status, front_door_records, consultation_register)
+# --- Operation Encompass --------------------------------------------------------------
+
+# Each notice's school, deadline and state: the deadline watch, the front door's
+# queue and the measures read it. Nothing about the child: that stays in the events.
+encompass_notices = Table(
+    "encompass_notices",
+    metadata,
+    Column("notice_id", String(36), primary_key=True),
+    # The family is the referral's (a match may move it): found through the referral.
+    Column("referral_id", String(36), nullable=False, index=True),
+    Column("police_force", String(64), nullable=False),
+    Column("school_id", String(64), nullable=True, index=True),
+    Column("school_urn", String(6), nullable=True),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("due_by", UtcDateTime(), nullable=False),
+    Column("acknowledged_at", UtcDateTime(), nullable=True),
+    Column("acknowledged_in_time", Boolean, nullable=True),
+    # The latest alert to the front door and why (no_school, unacknowledged).
+    Column("alerted_at", UtcDateTime(), nullable=True),
+    Column("alert_reason", String(20), nullable=True),
+)
+Index(
+    "ix_encompass_notices_watch",
+    encompass_notices.c.acknowledged_at,
+    encompass_notices.c.alert_reason,
+    encompass_notices.c.due_by,
+)
+
+# The school staff recorded for each child on a case (case plan's ChildSchoolRecorded):
+# where a later notice about the child goes when police name no school.
+child_schools = Table(
+    "child_schools",
+    metadata,
+    Column("person_id", String(36), primary_key=True),
+    Column("school_id", String(64), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+)
+
+encompass = Projection("encompass", [encompass_notices, child_schools])
+
+
+@encompass.on(EncompassNoticeIssued)
+def _notice_issued(conn, event: EncompassNoticeIssued, meta: EventMeta) -> None:
+    conn.execute(
+        insert(encompass_notices),
+        {
+            "notice_id": str(event.notice_id),
+            "referral_id": str(event.referral_id),
+            "police_force": event.police_force,
+            "school_id": event.school_id,
+            "school_urn": event.school_urn,
+            "issued_at": event.issued_at,
+            "due_by": event.due_by,
+        },
+    )
+
+
+def _notice(notice_id: object):
+    return update(encompass_notices).where(encompass_notices.c.notice_id == str(notice_id))
+
+
+@encompass.on(EncompassNoticeAcknowledged)
+def _notice_acknowledged(conn, event: EncompassNoticeAcknowledged, meta: EventMeta) -> None:
+    conn.execute(
+        _notice(event.notice_id).values(
+            acknowledged_at=event.acknowledged_at, acknowledged_in_time=event.in_time
+        )
+    )
+
+
+@encompass.on(EncompassNoticeAlerted)
+def _notice_alerted(conn, event: EncompassNoticeAlerted, meta: EventMeta) -> None:
+    conn.execute(
+        _notice(event.notice_id).values(alerted_at=event.alerted_at, alert_reason=event.reason)
+    )
+
+
+@encompass.on(ChildSchoolRecorded)
+def _child_school(conn, event: ChildSchoolRecorded, meta: EventMeta) -> None:
+    """The latest school recorded for the child wins: children move schools."""
+    person = str(event.person_id)
+    updated = conn.execute(
+        update(child_schools)
+        .where(
+            child_schools.c.person_id == person, child_schools.c.recorded_at <= event.recorded_at
+        )
+        .values(school_id=event.school_id, recorded_at=event.recorded_at)
+    )
+    if updated.rowcount == 0:
+        insert_if_absent(
+            conn,
+            child_schools,
+            {"person_id": person, "school_id": event.school_id, "recorded_at": event.recorded_at},
+        )
+
+
+PROJECTIONS = (referral_status, front_door_records, consultation_register, encompass)

@@ -21,11 +21,12 @@ from hub.queries import QueryContext
 from hub.refusals import Invalid, NotFound
 from hub.scope import Scope
 from hub.tables import event_store
-from intake import domain
+from intake import domain, encompass
 from intake.consultations import ConsultationStatus
 from intake.projections import (
     URGENCY_RANK,
     consultations,
+    encompass_notices,
     family_cases,
     known_people,
     possible_matches,
@@ -36,6 +37,8 @@ from intake.schemas import (
     ClosureOutcome,
     ConsultationList,
     ConsultationView,
+    FrontDoorNotice,
+    FrontDoorNoticeQueue,
     LeadProfessional,
     Matching,
     PartnerQueueItem,
@@ -375,8 +378,20 @@ def family_records(ctx: QueryContext, family_id: UUID) -> subject_access.FamilyR
             .where(family_cases.c.family_id == family)
             .order_by(family_cases.c.opened_at),
         ),
+        subject_access.section(
+            conn,
+            "encompass_notices",
+            "Operation Encompass notices to children's schools",
+            select(encompass_notices)
+            .where(encompass_notices.c.referral_id.in_(of_family))
+            .order_by(encompass_notices.c.issued_at, encompass_notices.c.notice_id),
+            "Each police notification's notice to a child's school: the child's details as"
+            " the school was told them are in the notice's events.",
+        ),
     ]
-    streams = [domain.stream_id(UUID(row["referral_id"])) for row in sections[0].rows]
+    streams = [domain.stream_id(UUID(row["referral_id"])) for row in sections[0].rows] + [
+        encompass.stream_id(UUID(row["notice_id"])) for row in sections[-1].rows
+    ]
     ctx.saw(subject_access.RESOURCE_TYPE, family_id)
     return subject_access.records(ctx.conn, "intake", family_id, sections, stream_ids=streams)
 
@@ -518,3 +533,36 @@ def consultation_list(
     ctx.saw("consultation_list", status.value)
     ctx.listed_ids("consultation", *(row.consultation_id for row in rows))
     return ConsultationList(items=[_consultation_of(row, ctx.scope) for row in rows])
+
+
+# --- Operation Encompass --------------------------------------------------------------
+
+ENCOMPASS_QUEUE_LIMIT = 500
+
+
+def encompass_queue(ctx: QueryContext) -> FrontDoorNoticeQueue:
+    """Notices the front door was alerted about and no school has acknowledged, the
+    soonest due first: a child with no known school, or a school silent near the deadline."""
+    notices = encompass_notices.c
+    rows = ctx.conn.execute(
+        select(encompass_notices)
+        .where(notices.acknowledged_at.is_(None), notices.alert_reason.is_not(None))
+        .order_by(notices.due_by, notices.notice_id)
+        .limit(ENCOMPASS_QUEUE_LIMIT)
+    ).all()
+    ctx.listed_ids("encompass_notice", *(row.notice_id for row in rows))
+    return FrontDoorNoticeQueue(
+        notices=[
+            FrontDoorNotice(
+                notice_id=row.notice_id,
+                referral_id=row.referral_id,
+                school_id=row.school_id,
+                school_urn=row.school_urn,
+                issued_at=row.issued_at,
+                due_by=row.due_by,
+                alert_reason=row.alert_reason,
+                alerted_at=row.alerted_at,
+            )
+            for row in rows
+        ]
+    )

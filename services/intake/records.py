@@ -19,7 +19,7 @@ from hub.contracts.codes import PoliceGrade
 from hub.contracts.common import ChildDetails
 from intake.domain import FamilyCase, FrontDoorRecords, ReferralStatus, months_before
 from intake.matching import PersonRecord, normalise_name
-from intake.projections import family_cases, known_people, referrals
+from intake.projections import child_schools, family_cases, known_people, referrals
 
 _CANDIDATE_COLUMNS = (
     known_people.c.person_id,
@@ -138,3 +138,14 @@ def _held_low_notices(
     for row in notices:
         held[UUID(row.family_id)].append((UUID(row.referral_id), row.received_at))
     return {family: tuple(found) for family, found in held.items()}
+
+
+def schools_of_children(conn: Connection, person_ids: Iterable[UUID]) -> dict[UUID, str]:
+    """The school staff last recorded for each child the hub knows, by person id."""
+    ids = [str(person_id) for person_id in person_ids]
+    rows = conn.execute(
+        select(child_schools.c.person_id, child_schools.c.school_id).where(
+            child_schools.c.person_id.in_(ids)
+        )
+    )
+    return {UUID(row.person_id): row.school_id for row in rows}

@@ -20,6 +20,7 @@ from pydantic import (
 from hub.contracts.codes import (
     CinFactor,
     ClosureReason,
+    IncidentLocation,
     LevelOfNeed,
     MatchField,
     PoliceGrade,
@@ -33,11 +34,12 @@ from hub.contracts.common import (
     Consent,
     HouseholdMemberDetails,
     Narrative,
+    PastDateTime,
     Referrer,
     SafeguardingOverride,
     ShortText,
 )
-from hub.contracts.identifiers import Slug
+from hub.contracts.identifiers import DfeEstablishmentNumber, SchoolUrn, Slug
 from hub.contracts.intake import (
     ConsultationAdvice,
     ConsultationAdvised,
@@ -524,3 +526,160 @@ class ConsultationView(BaseModel):
 
 class ConsultationList(BaseModel):
     items: list[ConsultationView] = Field(description="Oldest first.")
+
+
+# --- Operation Encompass ----------------------------------------------------------------
+
+
+class EncompassChildDetails(ChildDetails):
+    """A child of the household, as police record them for Operation Encompass."""
+
+    present: bool = Field(description="Whether the child was present at the incident.")
+    voice_of_child: Narrative | None = Field(
+        default=None,
+        description=(
+            "What the child saw, heard or said, whether they were spoken to and with whom:"
+            " the school is told this."
+        ),
+    )
+    school_urn: SchoolUrn | None = Field(
+        default=None, description="The child's school's unique reference number (six digits)."
+    )
+    school_dfe_number: DfeEstablishmentNumber | None = Field(
+        default=None,
+        description="The child's school's DfE establishment number as LAESTAB (seven digits).",
+    )
+
+
+_POLICE_EXAMPLE = {
+    "referrer": {
+        "organisation_id": "met-police-brent",
+        "organisation_type": "police",
+        "organisation_name": "Metropolitan Police, Brent",
+        "person_name": "PC Dan Whitfield",
+        "role": "Operation Encompass single point of contact",
+        "email": "encompass.brent@met.police.example.uk",
+    },
+    "police_reference": "CAD-4471-07MAR25",
+    "incident_at": "2025-03-07T21:40:00Z",
+    "location_type": "childs_home",
+    "domestic_abuse": True,
+    "police_grade": "medium",
+    "referral_requested": False,
+    "concerns": {
+        "factors": ["3A"],
+        "description": "Police attended a verbal argument between the adults at the home.",
+    },
+    "safeguarding_override": {
+        "reason": "Operation Encompass notification under the statutory duty on police forces.",
+        "recorded_by": "PC Dan Whitfield",
+        "recorded_at": "2025-03-07T23:00:00Z",
+    },
+    "children": [
+        {
+            "given_name": "Amira",
+            "family_name": "Hassan",
+            "date_of_birth": "2015-06-12",
+            "address": {
+                "lines": ["Flat 4", "12 Craven Park Road"],
+                "town": "London",
+                "postcode": "NW10 8SE",
+            },
+            "present": True,
+            "voice_of_child": "Amira heard shouting from upstairs and said she was frightened.",
+            "school_urn": "101234",
+        },
+        {
+            "given_name": "Yusuf",
+            "family_name": "Hassan",
+            "date_of_birth": "2019-02-03",
+            "address": {
+                "lines": ["Flat 4", "12 Craven Park Road"],
+                "town": "London",
+                "postcode": "NW10 8SE",
+            },
+            "present": False,
+            "school_dfe_number": "3042002",
+        },
+    ],
+}
+
+
+class PoliceNotificationSubmission(BaseModel):
+    """A police force's notification of an incident it attended where children live or were
+    present: a police referral (source 6), and for a domestic abuse incident one
+    Operation Encompass notice to each child's school."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_POLICE_EXAMPLE]})
+
+    referrer: Referrer = Field(description="The force's officer or Encompass point of contact.")
+    police_reference: ShortText = Field(description="The force's incident reference.")
+    incident_at: PastDateTime
+    location_type: IncidentLocation
+    domestic_abuse: bool = Field(
+        description="Only a domestic abuse incident gives Operation Encompass notices."
+    )
+    police_grade: PoliceGrade = Field(
+        description=(
+            "The force's grade. Without `referral_requested` the notification is held on the"
+            " family's record as a low one, counting towards cumulative concern."
+        )
+    )
+    referral_requested: bool = Field(
+        default=False,
+        description="True when police ask the front door to triage it as a referral now.",
+    )
+    urgency: Urgency = Urgency.ROUTINE
+    concerns: Concerns
+    consent: Consent | None = None
+    safeguarding_override: SafeguardingOverride | None = None
+    children: list[EncompassChildDetails] = Field(min_length=1, max_length=20)
+    household_members: list[HouseholdMemberDetails] = Field(default_factory=list, max_length=30)
+
+    @model_validator(mode="after")
+    def _consented_or_overridden(self) -> Self:
+        if self.consent is None and self.safeguarding_override is None:
+            raise ValueError("give consent or a safeguarding_override (or both)")
+        return self
+
+
+class EncompassNoticeReceipt(BaseModel):
+    """One child's notice: in the order the children were given."""
+
+    notice_id: UUID
+    due_by: AwareDatetime = Field(description="The start of the next school day.")
+
+
+class PoliceNotificationAccepted(BaseModel):
+    """The notification, received. Nothing about the family or which schools the hub
+    found: that is not the notifying force's to learn (issue 14)."""
+
+    referral_id: UUID
+    status: ReferralStatus
+    received_at: AwareDatetime
+    notices: list[EncompassNoticeReceipt]
+
+
+class NoticeAcknowledged(BaseModel):
+    notice_id: UUID
+    acknowledged_at: AwareDatetime
+    in_time: bool = Field(description="Acknowledged before the notice's deadline.")
+
+
+class FrontDoorNotice(BaseModel):
+    """A notice the front door must act on; the referral holds the child."""
+
+    notice_id: UUID
+    referral_id: UUID
+    school_id: str | None = Field(description="Absent when no school is known for the child.")
+    school_urn: str | None
+    issued_at: AwareDatetime
+    due_by: AwareDatetime
+    alert_reason: str = Field(description="`no_school` or `unacknowledged`.")
+    alerted_at: AwareDatetime
+
+
+class FrontDoorNoticeQueue(BaseModel):
+    """Unacknowledged notices the front door was alerted about, the soonest due first."""
+
+    notices: list[FrontDoorNotice]

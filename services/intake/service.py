@@ -10,6 +10,8 @@ from hub.http.subject_access import family_router
 from hub.service import ServiceDefinition, create_service_app
 from intake import queries, subject_access
 from intake.api import router
+from intake.deadlines import EncompassDeadlineWatch
+from intake.encompass_api import router as encompass_router
 from intake.fhir_api import router as fhir_router
 from intake.projections import PROJECTIONS
 from intake.settings import intake_settings
@@ -26,18 +28,25 @@ definition = ServiceDefinition(
     routers=[
         token_router,
         router,
+        encompass_router,
         fhir_router,
         subject_access.router,
         family_router(queries.family_records),
     ],
     issues_tokens=True,
+    workers=[lambda runtime: EncompassDeadlineWatch(runtime, intake_settings())],
     projections=PROJECTIONS,
     # Allocation's CaseAllocated tells a referrer who the lead professional is; case
-    # plan's step-downs and closures tell matching which families have open cases.
+    # plan's step-downs and closures tell matching which families have open cases, and
+    # the schools it records for children where their Encompass notices go.
     consumes=[service_topic("allocation"), service_topic("caseplan")],
 )
 
 
 def create_app() -> FastAPI:
-    intake_settings()  # a misconfigured EARLYHELP_INTAKE_* stops the service at start
+    # A misconfigured EARLYHELP_INTAKE_*, school calendar or schools file stops the
+    # service at start, not at the first police notification.
+    settings = intake_settings()
+    settings.school_calendar()
+    settings.schools()
     return create_service_app(definition)

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hub.contracts.codes import LevelOfNeed, Urgency
+from hub.schools import SchoolRegistry
+from hub.settings import REPO_ROOT
 from intake.domain import FrontDoorRules
+from intake.encompass import SchoolCalendar
 
 
 class IntakeSettings(BaseSettings):
@@ -64,6 +68,25 @@ class IntakeSettings(BaseSettings):
         ge=1,
         le=24,
         description="How far back, in months, low-graded notifications count towards escalation.",
+    )
+
+    # Operation Encompass (docs/encompass.md).
+    school_calendar_file: Path = Field(
+        default=REPO_ROOT / "config" / "school-calendar.yaml",
+        description=(
+            "The authority's school calendar: time zone, school-day start, weekend, closures,"
+            " and how long before a notice's deadline the front door is alerted."
+        ),
+    )
+    schools_file: Path = Field(
+        default=REPO_ROOT / "config" / "schools.yaml",
+        description="The authority's schools: URN and DfE number of each school partner.",
+    )
+    encompass_check_seconds: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="How often the deadline watch looks for notices close to their deadline.",
     )
 
     # Subject access: intake gathers every service's answer over HTTP (docs/operations.md).
@@ -124,12 +147,28 @@ class IntakeSettings(BaseSettings):
         }[urgency]
         return timedelta(hours=hours)
 
+    def school_calendar(self) -> SchoolCalendar:
+        return _calendar(self.school_calendar_file)
+
+    def schools(self) -> SchoolRegistry:
+        return _schools(self.schools_file)
+
     def front_door_rules(self) -> FrontDoorRules:
         return FrontDoorRules(
             re_referral_months=self.re_referral_months,
             escalation_notice_count=self.escalation_notice_count,
             escalation_window_months=self.escalation_window_months,
         )
+
+
+@lru_cache(maxsize=4)
+def _calendar(path: Path) -> SchoolCalendar:
+    return SchoolCalendar.load(path)
+
+
+@lru_cache(maxsize=4)
+def _schools(path: Path) -> SchoolRegistry:
+    return SchoolRegistry.load(path)
 
 
 @lru_cache(maxsize=1)

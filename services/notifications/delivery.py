@@ -41,6 +41,7 @@ from sqlalchemy import select
 
 from hub.clock import utc_now
 from hub.db import Database
+from hub.schools import SchoolRegistry
 from hub.settings import HubSettings
 from notifications.delivering.circuit import Circuit
 from notifications.delivering.claiming import Claiming
@@ -58,7 +59,7 @@ from notifications.delivering.recording import Recording
 from notifications.delivering.sending import Sending, webhook_client_for
 from notifications.encryption import SecretBox
 from notifications.fanout import backlog, fan_out, purge
-from notifications.mail import Mailer, plan_review_reminders
+from notifications.mail import EncompassMail, Mailer, plan_review_reminders
 from notifications.policy import SharingPolicy
 from notifications.settings import NotificationsSettings
 from notifications.tables import (
@@ -88,6 +89,9 @@ class DeliveryWorker(Claiming, Sending, Recording, Circuit, Emailing):
         self._clock = clock
         self._rng = random.Random()
         self._mailer = Mailer(settings, settings.mailbox_dir or hub_settings.var_dir / "mailbox")
+        self._encompass = EncompassMail(
+            SchoolRegistry.load(settings.schools_file), settings.front_door_email
+        )
         self._http = webhook_client_for(settings)
         self._pool = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="webhook")
         self._producer: KafkaProducer | None = None
@@ -152,7 +156,13 @@ class DeliveryWorker(Claiming, Sending, Recording, Circuit, Emailing):
             retention = timedelta(days=settings.retention_days)
             with self._db.write() as conn:
                 fanned = fan_out(
-                    conn, self._policy, now, window, settings.worker_batch_size, retention
+                    conn,
+                    self._policy,
+                    now,
+                    window,
+                    settings.worker_batch_size,
+                    retention,
+                    self._encompass,
                 )
                 if remind:
                     plan_review_reminders(conn, now.date(), settings.review_reminder_days, now)

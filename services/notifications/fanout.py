@@ -4,7 +4,8 @@ Fan-out reads the journal in the order events were consumed and, for each
 subscription that wants the event type and exists since the event happened,
 asks the policy what that partner may see given what the hub knows of the
 referral and case (`relation`: referrer, school of a child on the case, member of
-the case's team under its consent or a live override). An allowed event becomes
+the case's team under its consent or a live override, the school an Operation
+Encompass notice names). An allowed event becomes
 one delivery row per subscription, holding the minimised CloudEvent; the row's
 key (subscription, event) makes fan-out, replays and projection rebuilds
 idempotent, and gives the delivery its stable webhook-id. The policy is asked
@@ -35,7 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
 from hub.contracts.codes import ConsentScope, PartnerOrganisationType
-from hub.contracts.intake import IntakeEvent
+from hub.contracts.intake import EncompassNoticeIssued, IntakeEvent
 from hub.contracts.registry import EVENT_TYPES
 from hub.sql import insert_if_absent
 from notifications import mail
@@ -109,6 +110,11 @@ def relation(conn: Connection, partner_id: str, entry: JournalEntry, today: date
     Every send asks again (see `notifications.delivering.claiming`), so a member removed
     or consent withdrawn since the event withholds what is still queued.
     """
+    if entry.event_type == EncompassNoticeIssued.event_type:
+        # An Operation Encompass notice goes to the one school it names, under the
+        # statutory duty to tell the child's school: nothing else relates anyone to it.
+        notified = entry.data.get("school_id") == partner_id
+        return Relation(notified_school=notified, basis="statutory_duty" if notified else None)
     referral_id, case_id = entry.data.get("referral_id"), entry.data.get("case_id")
     own = select(referral_facts.c.partner_reference).where(
         referral_facts.c.referrer_id == partner_id
@@ -381,6 +387,7 @@ def fan_out(
     window: timedelta,
     limit: int,
     retention: timedelta | None = None,
+    encompass: mail.EncompassMail | None = None,
 ) -> int:
     """Turn journalled events whose facts are known into deliveries and e-mails; returns
     how many."""
@@ -415,7 +422,7 @@ def fan_out(
                     conn, deliveries, _new_delivery(sub.subscription_id, entry, body, now)
                 )
         if not stale:
-            mail.plan_for_event(conn, policy, entry, now)
+            mail.plan_for_event(conn, policy, entry, now, encompass)
         conn.execute(
             update(event_journal).where(event_journal.c.seq == row.seq).values(fanned_out=True)
         )

@@ -1,5 +1,6 @@
 """E-mail to people: referrers hear what became of their referral, lead professionals of
-their cases and of reviews falling due.
+their cases and of reviews falling due, schools' designated safeguarding leads of their
+pupils' Operation Encompass notices, and the front door of notices it must act on.
 
 E-mails are planned in the same transaction as fan-out, one row per message and
 recipient (so an event never e-mails anyone twice), then sent by the delivery
@@ -12,9 +13,11 @@ status and the referrer's own reference.
 from __future__ import annotations
 
 import hashlib
+import json
 import mailbox
 import smtplib
 import ssl
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,8 +26,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 
 from hub.contracts.allocation import CaseAllocated
-from hub.contracts.codes import TriageRoute
-from hub.contracts.intake import ReferralTriaged
+from hub.contracts.codes import (
+    EncompassAlertReason,
+    IncidentLocation,
+    PartnerOrganisationType,
+    TriageRoute,
+)
+from hub.contracts.intake import EncompassNoticeAlerted, EncompassNoticeIssued, ReferralTriaged
+from hub.schools import SchoolRegistry
 from hub.sql import insert_if_absent
 from notifications.policy import Partner, Relation, SharingPolicy, share
 from notifications.settings import NotificationsSettings
@@ -68,6 +77,42 @@ Sign in to the hub to prepare it with the family and the agencies around them.
 
 This message was sent automatically by the Early Help Hub; please do not reply.
 """
+_ENCOMPASS_NOTICE = """\
+Operation Encompass notice {police_reference}
+
+For the designated safeguarding lead of your school. Police attended a domestic
+abuse incident that {child_name} (born {date_of_birth}) lives with or was
+present at.
+
+When: {incident_at}
+Where: {location}
+Was the child present: {present}
+The voice of the child: {voice}
+
+Please read this before school starts at {due_by}, so that the school can support
+{child_name} today. Share it only with staff who need to know.
+
+Acknowledge it through your school's connection to the hub (notice {notice_id}):
+POST /v1/encompass-notices/{notice_id}/acknowledgement
+
+This message was sent automatically by the Early Help Hub; please do not reply.
+"""
+_FRONT_DOOR_ALERT = """\
+Operation Encompass notice {notice_id} needs the front door.
+
+{why}
+The school must be told before {due_by}.
+Open referral {referral_id} in the hub for the child, and the queue of notices
+(GET /v1/encompass-notices on intake) for every notice waiting.
+
+This message was sent automatically by the Early Help Hub; please do not reply.
+"""
+_ALERT_REASONS = {
+    EncompassAlertReason.NO_SCHOOL: "No school is known for the child: find it and tell its"
+    " designated safeguarding lead.",
+    EncompassAlertReason.UNACKNOWLEDGED: "The school ({school}) has not acknowledged it and"
+    " its deadline is near: telephone the designated safeguarding lead.",
+}
 _NEXT_STEP = {
     TriageRoute.EARLY_HELP: "A locality early help team will take the case; you will hear "
     "when it is allocated.",
@@ -85,6 +130,7 @@ def _plan(
     subject: str,
     body: str,
     now: datetime,
+    disclosure: dict[str, Any] | None = None,
 ) -> None:
     if not recipient:
         return
@@ -101,6 +147,7 @@ def _plan(
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
+            "disclosure": json.dumps(disclosure) if disclosure else None,
         },
     )
 
@@ -126,10 +173,108 @@ def _referrer_view(
     return shared.data if shared else None
 
 
-def plan_for_event(
-    conn: Connection, policy: SharingPolicy, entry: JournalEntry, now: datetime
+@dataclass(frozen=True)
+class EncompassMail:
+    """Who Operation Encompass e-mails go to: each school's designated safeguarding lead
+    (config/schools.yaml), and the front door for notices it must act on."""
+
+    schools: SchoolRegistry
+    front_door_email: str | None = None
+
+
+def _when(value: str) -> str:
+    """An ISO timestamp from the journal, as the e-mail shows it."""
+    return datetime.fromisoformat(value).strftime("%A %d %B %Y, %H:%M UTC")
+
+
+def _plan_encompass(
+    conn: Connection,
+    policy: SharingPolicy,
+    entry: JournalEntry,
+    encompass: EncompassMail,
+    now: datetime,
 ) -> None:
-    if entry.event_type == ReferralTriaged.event_type:
+    data = entry.data
+    if entry.event_type == EncompassNoticeAlerted.event_type:
+        reason = EncompassAlertReason(data["reason"])
+        _plan(
+            conn,
+            f"{entry.event_id}/encompass-alert",
+            encompass.front_door_email,
+            "encompass-alert",
+            f"Operation Encompass: {reason.label.split(':')[0].lower()}",
+            _FRONT_DOOR_ALERT.format(
+                notice_id=data["notice_id"],
+                why=_ALERT_REASONS[reason].format(school=data.get("school_id")),
+                due_by=_when(data["due_by"]),
+                referral_id=data["referral_id"],
+            ),
+            now,
+        )
+        return
+    school = encompass.schools.get(data.get("school_id") or "")
+    if school is None:
+        return  # no school: the front door hears of it from the notice's alert
+    # What the policy lets this school have of the notice, exactly as its webhook would.
+    shared = share(
+        policy,
+        Partner(school.school_id, PartnerOrganisationType.SCHOOL),
+        entry.event_type,
+        data,
+        Relation(notified_school=True, basis="statutory_duty"),
+    )
+    if shared is None:
+        return
+    view, child = shared.data, shared.data.get("child", {})
+    name = " ".join(part for part in (child.get("given_name"), child.get("family_name")) if part)
+    _plan(
+        conn,
+        f"{entry.event_id}/encompass-notice",
+        school.safeguarding_lead_email,
+        "encompass-notice",
+        f"Operation Encompass notice {view.get('police_reference', '')}: please read before"
+        " school starts",
+        _ENCOMPASS_NOTICE.format(
+            police_reference=view.get("police_reference", ""),
+            child_name=name or "a pupil",
+            date_of_birth=child.get("date_of_birth", "not given"),
+            incident_at=_when(view["incident_at"]) if "incident_at" in view else "not given",
+            location=(
+                IncidentLocation(view["location_type"]).label
+                if "location_type" in view
+                else "not given"
+            ),
+            present="yes" if child.get("present") else "no",
+            voice=child.get("voice_of_child") or "not recorded",
+            due_by=_when(view["due_by"]) if "due_by" in view else "the next school day",
+            notice_id=view.get("notice_id", ""),
+        ),
+        now,
+        disclosure={
+            "family_id": entry.family_id,
+            "partner_id": school.school_id,
+            "event_id": entry.event_id,
+            "event_type": entry.event_type,
+            "fields": json.dumps(shared.restricted_paths),
+            "rules": ",".join(shared.restricted_rules)[:500],
+            "basis": "statutory_duty",
+        }
+        if shared.restricted_paths
+        else None,
+    )
+
+
+def plan_for_event(
+    conn: Connection,
+    policy: SharingPolicy,
+    entry: JournalEntry,
+    now: datetime,
+    encompass: EncompassMail | None = None,
+) -> None:
+    if entry.event_type in _ENCOMPASS_EVENT_TYPES:
+        if encompass is not None:
+            _plan_encompass(conn, policy, entry, encompass, now)
+    elif entry.event_type == ReferralTriaged.event_type:
         for referral in _referrers(conn, referral_id=entry.data["referral_id"]):
             view = _referrer_view(policy, referral, entry)
             if view is None:
@@ -185,6 +330,9 @@ def plan_for_event(
             ),
             now,
         )
+
+
+_ENCOMPASS_EVENT_TYPES = (EncompassNoticeIssued.event_type, EncompassNoticeAlerted.event_type)
 
 
 def plan_review_reminders(conn: Connection, today: date, days_ahead: int, now: datetime) -> None:

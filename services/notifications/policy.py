@@ -37,6 +37,7 @@ class Condition(StrEnum):
     REFERRER = "referrer"
     SCHOOL_OF_CHILD = "school_of_child"
     TEAM_MEMBER_WITH_CONSENT = "team_member_with_consent"
+    NOTIFIED_SCHOOL = "notified_school"
 
 
 class PolicyError(ValueError):
@@ -141,9 +142,11 @@ class Relation:
     referrer: bool = False
     school_of_child: bool = False
     team_member_with_consent: bool = False
+    notified_school: bool = False
     # The partner's own reference for the referral, when it is the referrer.
     partner_reference: str | None = None
-    # Under what restricted detail may go (`consent` or `override`), when it may.
+    # Under what restricted detail may go (`consent`, `override`, or `statutory_duty` for
+    # an Operation Encompass notice to the child's school), when it may.
     basis: str | None = None
 
     def holds(self, condition: Condition) -> bool:
@@ -151,6 +154,7 @@ class Relation:
             Condition.REFERRER: self.referrer,
             Condition.SCHOOL_OF_CHILD: self.school_of_child,
             Condition.TEAM_MEMBER_WITH_CONSENT: self.team_member_with_consent,
+            Condition.NOTIFIED_SCHOOL: self.notified_school,
         }[condition]
 
 

@@ -37,6 +37,7 @@ from hub.contracts.caseplan import (
 from hub.contracts.codes import ClosureReason, ConsentScope
 from hub.contracts.intake import (
     ConsultationEvent,
+    EncompassNoticeAlerted,
     MatchConfirmed,
     ReferralReceived,
     ReferralTriaged,
@@ -96,6 +97,11 @@ _INSERT_JOURNAL = insert(event_journal)
 # What the journal keeps of an event besides what the policy could share: what fan-out
 # needs to find the event's referral and case.
 _KEYS = ("referral_id", "case_id")
+# What the front door's e-mail about an Operation Encompass alert says: the notice, why,
+# its school and deadline; nothing about the child (that stays in the referral).
+_FRONT_DOOR_FIELDS = {
+    EncompassNoticeAlerted.event_type: ("notice_id", "reason", "school_id", "due_by"),
+}
 _policy: list[SharingPolicy] = []
 
 
@@ -111,7 +117,11 @@ def _journal_paths(event_type: str) -> tuple[str, ...]:
         from notifications.settings import notifications_settings
 
         _policy.append(SharingPolicy.load(notifications_settings().policy_file))
-    return (*_KEYS, *_policy[0].journal_paths(event_type))
+    return (
+        *_KEYS,
+        *_FRONT_DOOR_FIELDS.get(event_type, ()),
+        *_policy[0].journal_paths(event_type),
+    )
 
 
 def journalled(event_type: str, event: EventData) -> str:

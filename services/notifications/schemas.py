@@ -189,17 +189,20 @@ class Disclosure(BaseModel):
 
     disclosed_at: datetime
     partner_id: str = Field(description="The partner organisation's client id.")
-    channel: Literal["webhook", "partner_topic"]
+    channel: Literal["webhook", "partner_topic", "email"]
     case_id: str | None
     event_id: str
     event_type: str
-    delivery_id: str = Field(description="The webhook-id of the delivery.")
+    delivery_id: str = Field(
+        description="The webhook-id of the delivery (the Message-ID of an e-mail)."
+    )
     fields: list[str] = Field(description="The restricted fields sent, as sharing-policy paths.")
     rules: list[str] = Field(description="The policy rules (condition/category) that allowed them.")
-    basis: Literal["consent", "override", "agreement"] = Field(
+    basis: Literal["consent", "override", "agreement", "statutory_duty"] = Field(
         description="consent: the case's consent covered sharing with partner agencies; "
-        "override: a live safeguarding override; agreement: a restricted rule of the "
-        "partner's own agreement on another condition (referrer, school of a child)."
+        "override: a live safeguarding override; statutory_duty: an Operation Encompass "
+        "notice to the child's school; agreement: a restricted rule of the partner's own "
+        "agreement on another condition (referrer, school of a child)."
     )
 
 

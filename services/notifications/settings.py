@@ -29,6 +29,23 @@ class NotificationsSettings(BaseSettings):
         default=REPO_ROOT / "config" / "sharing-policy.yaml",
         description="The information-sharing policy: which partner may receive what.",
     )
+    schools_file: Path = Field(
+        default=REPO_ROOT / "config" / "schools.yaml",
+        description=(
+            "The authority's schools: where each school's designated safeguarding lead"
+            " receives Operation Encompass notices by e-mail."
+        ),
+    )
+    front_door_email: str | None = Field(
+        default=None,
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description=(
+            "The front door's shared mailbox: alerted of Operation Encompass notices with no"
+            " known school, or unacknowledged close to their deadline. Unset: no such e-mail"
+            " (the queue and the metric still show them)."
+        ),
+    )
     allow_http_webhooks: bool | None = Field(
         default=None,
         description=(
@@ -142,7 +159,7 @@ class NotificationsSettings(BaseSettings):
         "logs are kept; the delivery worker then purges them (the disclosure record stays).",
     )
 
-    @field_validator("smtp_cafile", "smtp_password_file", mode="before")
+    @field_validator("smtp_cafile", "smtp_password_file", "front_door_email", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -247,7 +247,8 @@ disclosures = Table(
     Column("fields", Text, nullable=False),
     # The restricted rules that let them out (`condition/category`), comma-separated.
     Column("rules", String(500), nullable=False),
-    Column("basis", String(20), nullable=False),  # consent | override
+    # consent | override | agreement | statutory_duty
+    Column("basis", String(20), nullable=False),
     Column("disclosed_at", UtcDateTime(), nullable=False),
 )
 
@@ -279,5 +280,9 @@ emails = Table(
     Column("last_error", String(500), nullable=True),
     Column("leased_until", UtcDateTime(), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
+    # (0009) For an e-mail holding restricted detail (an Operation Encompass notice to a
+    # school's safeguarding lead): the disclosure record's row, as JSON, written when it
+    # is sent.
+    Column("disclosure", Text, nullable=True),
 )
 Index("ix_emails_due", emails.c.status, emails.c.next_attempt_at)

@@ -1,9 +1,10 @@
 """Case plan's events of the team around the family, consent, overrides and schools
 (issue 14), and of services started (issue 21), reach every consumer of its topic.
-Allocation and intake follow none of them, so their consumers pass them by (counted as
-ignored, never dead-lettered: see shared/tests/kafka/test_projection_consumer.py); a
-projection that starts to follow one must then handle it, which this test makes a
-deliberate change."""
+Allocation follows none of them, and intake only the schools recorded for children
+(where an Operation Encompass notice goes, issue 22), so their consumers pass the others
+by (counted as ignored, never dead-lettered: see
+shared/tests/kafka/test_projection_consumer.py); a projection that starts to follow one
+must then handle it, which this test makes a deliberate change."""
 
 import pytest
 
@@ -36,6 +37,10 @@ SHARING_EVENTS = [
         ServiceStarted,
     )
 ]
+FOLLOWED = {
+    "allocation": set(),
+    "intake": {("encompass", ChildSchoolRecorded.event_type)},
+}
 
 
 @pytest.mark.parametrize("service", ["allocation", "intake"])
@@ -48,7 +53,7 @@ def test_consumers_of_the_caseplan_topic_pass_the_sharing_events_by(service):
         for event_type in SHARING_EVENTS
         if projection.handles(event_type)
     }
-    assert followed == set()
+    assert followed == FOLLOWED[service]
 
 
 CONSULTATION_EVENTS = [

@@ -65,6 +65,9 @@ GET    /v1/consultations                                                       -
 GET    /v1/consultations/{consultation_id}                                     s       s       s       s       a       -       -       -       -       -       -
 POST   /v1/consultations/{consultation_id}/advice                              -       -       -       -       a       -       -       -       -       -       -
 POST   /v1/consultations/{consultation_id}/referral                            s       s       s       s       -       -       -       -       -       -       -
+POST   /v1/police-notifications                                                -       -       a       -       -       -       -       -       -       -       -
+POST   /v1/encompass-notices/{notice_id}/acknowledgement                       s       -       -       -       a       -       -       -       -       -       -
+GET    /v1/encompass-notices                                                   -       -       -       -       a       -       -       -       -       -       -
 POST   /fhir/$process-message                                                  a       a       a       a       -       -       -       -       -       -       -
 POST   /fhir/ServiceRequest                                                    a       a       a       a       -       -       -       -       -       -       -
 GET    /fhir/metadata                                                          a       a       a       a       a       a       a       a       a       a       a
@@ -250,6 +253,15 @@ def _intake_records(client) -> Records:
                             headers=bearer(client.settings, COLUMNS[column]))  # fmt: skip
         assert asked.status_code == 201, asked.text
         consultation_of[column] = asked.json()["consultation_id"]
+    # Police notify an incident: the example's first child is at Harlesden, the second at
+    # St Mary's (a school of config/schools.yaml that is not the school column's).
+    notified = client.post(
+        "/v1/police-notifications",
+        json=_example(client, "POST", "/v1/police-notifications"),
+        headers=bearer(client.settings, COLUMNS["police"]),
+    )
+    assert notified.status_code == 202, notified.text
+    harlesden, st_marys = (n["notice_id"] for n in notified.json()["notices"])
     by_identity, tokens = {}, {}
     for column in COLUMNS:
         mine = referral_of.get(column, referral_of["school"])
@@ -262,6 +274,7 @@ def _intake_records(client) -> Records:
                 consultation_of.get(column, consultation_of["school"]),
                 consultation_of["health" if column == "school" else "school"],
             ),
+            "notice_id": (harlesden, st_marys),
             "match_id": (str(uuid4()),) * 2,
             # Subject access: information governance only, for any family or person.
             "family_id": (str(uuid4()),) * 2,

@@ -514,6 +514,7 @@ def _exported_metric_names() -> set[str]:
     """Every sample name the hub's Prometheus metrics can expose."""
     import hub.consumer
     import hub.outbox
+    import intake.deadlines
     from hub.http.middleware import http_metrics
 
     suffixes = {
@@ -529,6 +530,7 @@ def _exported_metric_names() -> set[str]:
             if family.name.startswith("earlyhelp_"):
                 names |= {family.name + suffix for suffix in suffixes[family.type]}
     assert hub.consumer.CONSUMER_LAG is not None and hub.outbox.OUTBOX_BACKLOG is not None
+    assert intake.deadlines.ALERTS is not None
     return names
 
 

@@ -347,15 +347,19 @@ def test_every_workload_container_is_hardened_and_bounded(overlay: str) -> None:
 # Each service setting that names a file, and the repository's default for it. A service
 # whose file is missing refuses to start (found by make deploy-check: allocation and
 # notifications never started in compose or Kubernetes before these were mounted).
-CONFIG_FILES = {
-    "allocation": ("EARLYHELP_ALLOCATION_REGISTRY_FILE", "registry.yaml"),
-    "notifications": ("EARLYHELP_NOTIFICATIONS_POLICY_FILE", "sharing-policy.yaml"),
-}
+CONFIG_FILES = [
+    ("allocation", "EARLYHELP_ALLOCATION_REGISTRY_FILE", "registry.yaml"),
+    ("intake", "EARLYHELP_INTAKE_SCHOOLS_FILE", "schools.yaml"),
+    ("intake", "EARLYHELP_INTAKE_SCHOOL_CALENDAR_FILE", "school-calendar.yaml"),
+    ("notifications", "EARLYHELP_NOTIFICATIONS_POLICY_FILE", "sharing-policy.yaml"),
+    ("notifications", "EARLYHELP_NOTIFICATIONS_SCHOOLS_FILE", "schools.yaml"),
+]
 
 
-@pytest.mark.parametrize("service", sorted(CONFIG_FILES))
-def test_compose_and_kubernetes_give_each_service_its_configuration_files(service) -> None:
-    variable, name = CONFIG_FILES[service]
+@pytest.mark.parametrize(("service", "variable", "name"), CONFIG_FILES)
+def test_compose_and_kubernetes_give_each_service_its_configuration_files(
+    service, variable, name
+) -> None:
     compose = load([DEPLOY / "compose.yaml"], SECRETS)["services"][service]
     path = compose["environment"][variable]
     (mount,) = [v for v in compose["volumes"] if isinstance(v, dict) and v["target"] == path]

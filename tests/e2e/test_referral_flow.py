@@ -2,17 +2,21 @@
 
 Four service processes, their own databases and the broker: a partner posts a
 referral to intake and it reaches allocation, caseplan and notifications through
-Kafka only, exactly once, however the request or the record is repeated.
+Kafka only, exactly once, however the request or the record is repeated. A police
+force's Operation Encompass notification reaches each child's school, is
+acknowledged, and is counted in case plan's report.
 """
 
 from __future__ import annotations
 
+import mailbox
 from uuid import uuid4
 
 import httpx
 import pytest
 from kafka import KafkaProducer
 
+from intake.schemas import PoliceNotificationSubmission
 from tests.e2e.support import (
     CONSUMERS,
     INTAKE_DLQ,
@@ -289,3 +293,64 @@ def test_a_poison_record_is_dead_lettered_by_every_consumer_and_the_flow_goes_on
     wait_everywhere(hub, [referral])
     wait_settled(hub)
     assert_exactly_once(client, hub, [referral])
+
+
+POLICE_NOTIFICATION = PoliceNotificationSubmission.model_config["json_schema_extra"]["examples"][0]
+HARLESDEN_DSL = "dsl@harlesden-primary.example.org"
+ST_MARYS_DSL = "safeguarding@st-marys-primary.example.org"
+
+
+def test_a_police_notification_reaches_each_childs_school_alone_and_is_counted(
+    hub: Hub, client: httpx.Client
+) -> None:
+    """Issue 22's "done when": two children at two schools, each school's safeguarding
+    lead told of its own pupil only, before the next school day; acknowledged (by the
+    school's system, and by the front door for the school it telephoned); counted."""
+    notified = client.post(
+        hub.url("intake") + "/v1/police-notifications",
+        json=POLICE_NOTIFICATION,
+        headers=hub.auth("met-police-brent"),
+    )
+    assert notified.status_code == 202, notified.text
+    amira, yusuf = notified.json()["notices"]
+    box = hub.workdir / "var" / "mailbox"
+
+    def mail_to(recipient: str) -> list:
+        if not (box / "new").exists():
+            return []
+        return [m.get_payload() for m in mailbox.Maildir(box) if m["To"] == recipient]
+
+    wait_for(
+        lambda: mail_to(HARLESDEN_DSL) and mail_to(ST_MARYS_DSL),
+        90.0,
+        lambda: hub.logs_tail(["intake", "notifications"]),
+    )
+    [to_harlesden], [to_st_marys] = mail_to(HARLESDEN_DSL), mail_to(ST_MARYS_DSL)
+    assert "Amira Hassan" in to_harlesden and "Yusuf" not in to_harlesden
+    assert "Yusuf Hassan" in to_st_marys and "Amira" not in to_st_marys
+    for text in (to_harlesden, to_st_marys):
+        assert "Craven Park" not in text and "verbal argument" not in text
+
+    # (These processes run on the real clock: whether each acknowledgement is in time
+    # depends on when the test runs, so it is counted either way.)
+    for notice, who in ((amira, "harlesden-primary-school"), (yusuf, "front-door-demo")):
+        done = client.post(
+            hub.url("intake") + f"/v1/encompass-notices/{notice['notice_id']}/acknowledgement",
+            headers=hub.auth(who),
+        )
+        assert done.status_code == 200, done.text
+
+    def answered(school: dict) -> int:
+        return school["acknowledged_in_time"] + school["late"]
+
+    def counted() -> dict | None:
+        report = client.get(
+            hub.url("caseplan") + "/v1/reports/performance",
+            headers=hub.auth("early-help-service-manager"),
+        ).json()["encompass"]
+        schools = report["by_school"] if report else {}
+        return schools if sum(answered(s) for s in schools.values()) == 2 else None
+
+    by_school = wait_for(counted, 90.0, lambda: hub.logs_tail(["caseplan"]))
+    assert set(by_school) == {"harlesden-primary-school", "st-marys-primary"}
+    assert all(s["sent"] == 1 and answered(s) == 1 for s in by_school.values())

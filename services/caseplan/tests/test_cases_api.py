@@ -21,6 +21,8 @@ from hub.contracts.intake import (
     ConsultationAdvised,
     ConsultationReferred,
     ConsultationRequested,
+    EncompassNoticeAcknowledged,
+    EncompassNoticeIssued,
     ReferralReceived,
     ReferralTriaged,
 )
@@ -32,6 +34,7 @@ from hub.tables import event_store, outbox
 from hub.testing import bearer, settings_for
 
 PRACTITIONER, MANAGER = "samira-okafor", "harlesden-team-manager"
+HEAD = "early-help-service-manager"
 SOCIAL_CARE, SCHOOL = "brent-childrens-social-care", "harlesden-primary-school"
 TODAY = datetime.now(UTC).date()
 DOMAINS = ("child_development", "parenting_capacity", "family_and_environment")
@@ -80,6 +83,15 @@ def _wait(client, case_id, until=lambda view: True, timeout_s=20):
             return response.json()
         time.sleep(0.05)
     raise AssertionError(f"case {case_id} never reached the expected state")
+
+
+def _until(check, timeout_s=90):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.05)
+    raise AssertionError("never happened")
 
 
 def _assessment(**changes):
@@ -420,6 +432,33 @@ def test_the_performance_report_is_for_managers_in_json_and_csv(service_client, 
         headers=manager,
     )
     assert bad.status_code == 422
+    assert body["encompass"] is None  # a locality's report: notices belong to schools
+
+    # An Operation Encompass notice from intake is counted for its school in the
+    # authority-wide report.
+    now, notice_id = datetime.now(UTC), uuid4()
+    publish(
+        EncompassNoticeIssued.example().model_copy(
+            update={"notice_id": notice_id, "issued_at": now, "due_by": now + timedelta(hours=12)}
+        )
+    )
+    publish(
+        EncompassNoticeAcknowledged.example().model_copy(
+            update={"notice_id": notice_id, "acknowledged_at": now + timedelta(hours=1)}
+        )
+    )
+    head = _as(caseplan, HEAD)
+
+    def encompass():
+        report = caseplan.get("/v1/reports/performance", headers=head).json()["encompass"]
+        return report if report and report["acknowledged_in_time"] else None
+
+    measures = _until(encompass)
+    assert measures["by_school"]["harlesden-primary-school"] == {
+        "sent": 1,
+        "acknowledged_in_time": 1,
+        "late": 0,
+    }
     app.dependency_overrides.pop(clock, None)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 
 from hub.privacy import describe_error
 from notifications.delivering.common import (
@@ -16,6 +17,7 @@ from notifications.delivering.common import (
     log_failure,
 )
 from notifications.tables import (
+    disclosures,
     emails,
 )
 
@@ -95,6 +97,19 @@ class Emailing:
                     )
                     .values(values)
                 )
+                if error is None and row.disclosure:
+                    # Sent: restricted detail left the hub, so it goes on the record.
+                    conn.execute(
+                        insert(disclosures),
+                        json.loads(row.disclosure)
+                        | {
+                            "case_id": None,
+                            "subscription_id": "",
+                            "channel": "email",
+                            "message_id": message["Message-ID"],
+                            "disclosed_at": now,
+                        },
+                    )
             EMAILS.labels("sent" if error is None else "failed").inc()
         except Exception as exc:
             log_failure("sending an e-mail failed: %s", exc)

@@ -292,3 +292,19 @@ class ProgressRating(LabelledCode):
     SAME = "same", "No change"
     IMPROVED = "improved", "Improved"
     ACHIEVED = "achieved", "Outcome achieved"
+
+
+class IncidentLocation(LabelledCode):
+    """Where the police attended an incident (Operation Encompass notifications)."""
+
+    CHILDS_HOME = "childs_home", "The child's home"
+    OTHER_HOME = "other_home", "Another private address"
+    PUBLIC_PLACE = "public_place", "A public place"
+    OTHER = "other", "Elsewhere"
+
+
+class EncompassAlertReason(LabelledCode):
+    """Why the front door is alerted about an Operation Encompass notice."""
+
+    NO_SCHOOL = "no_school", "No school known for the child: the front door must find it"
+    UNACKNOWLEDGED = "unacknowledged", "The school has not acknowledged it close to its deadline"

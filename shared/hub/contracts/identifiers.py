@@ -148,3 +148,11 @@ Slug = Annotated[
     str,
     StringConstraints(pattern=f"^{SLUG_PATTERN.pattern}$", min_length=1, max_length=64),
 ]
+
+# A school's unique reference number (URN) on Get Information about Schools: six digits.
+SchoolUrn = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$", min_length=6, max_length=6)]
+# A school's DfE establishment number as LAESTAB: the three-digit local authority code
+# followed by the four-digit establishment number, e.g. 3042001.
+DfeEstablishmentNumber = Annotated[
+    str, StringConstraints(pattern=r"^[0-9]{7}$", min_length=7, max_length=7)
+]

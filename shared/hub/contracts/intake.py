@@ -1,6 +1,6 @@
 """Events the intake service (the front door) publishes on `earlyhelp.intake.v1`."""
 
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 from uuid import UUID
 
 from pydantic import AwareDatetime, ConfigDict, Field, model_validator
@@ -8,6 +8,8 @@ from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 from hub.contracts.base import EventData
 from hub.contracts.codes import (
     CinFactor,
+    EncompassAlertReason,
+    IncidentLocation,
     LabelledCode,
     LevelOfNeed,
     MatchField,
@@ -31,7 +33,7 @@ from hub.contracts.common import (
     ValueObject,
     duplicates,
 )
-from hub.contracts.identifiers import Slug
+from hub.contracts.identifiers import SchoolUrn, Slug
 
 
 class IntakeEvent(EventData):
@@ -547,6 +549,180 @@ class ConsultationReferred(ConsultationEvent):
                     "family_id": _CONSULTATION_FAMILY_ID,
                     "referral_id": "0f8e3f52-7c1d-4b6a-8e2f-9d4c5b6a7e81",
                     "referred_at": "2025-02-21T09:00:00Z",
+                }
+            ]
+        }
+    )
+
+
+# --- Operation Encompass ----------------------------------------------------------------
+#
+# A police notification about a domestic abuse incident is a referral (ReferralReceived,
+# source 6) and, for each child, one Operation Encompass notice to that child's school.
+# One notice per child, so that a school's notice holds its own pupil and nobody else.
+
+_NOTICE_EXAMPLE = {
+    "referral_id": "0f8e3f52-7c1d-4b6a-8e2f-9d4c5b6a7e81",
+    "family_id": "5b0c1c8e-2f4a-4d7b-9a51-3c2e8f6d1a90",
+    "notice_id": "7e2d9c41-5b3a-4f60-8e1d-2c4b6a8f0e13",
+}
+
+
+class EncompassNoticeEvent(IntakeEvent):
+    """An event about one Operation Encompass notice. Its subject is the police referral
+    the notice came with, as for every front-door event; `notice_id` names the notice."""
+
+    notice_id: UUID
+
+
+class EncompassChild(ValueObject):
+    """The child, as the Operation Encompass guidance says the school is told of them."""
+
+    person_id: UUID = Field(description="The hub's id for this child.")
+    given_name: Name
+    family_name: Name
+    date_of_birth: DateOfBirth | None = None
+    present: bool = Field(description="Whether the child was present at the incident.")
+    voice_of_child: Narrative | None = Field(
+        default=None,
+        description=(
+            "What the child saw, heard or said, as the officer recorded it (whether they were"
+            " spoken to, and with whom)."
+        ),
+    )
+
+
+class EncompassNoticeIssued(EncompassNoticeEvent):
+    """Police told the hub of a domestic abuse incident a child lived with or was present
+    at: the child's school must hear of it before the next school day starts."""
+
+    event_type: ClassVar[str] = "earlyhelp.encompass.notice_issued.v1"
+    schema_version: ClassVar[int] = 1
+
+    police_force: Slug = Field(description="The police partner (client id) that notified.")
+    police_reference: ShortText = Field(description="The force's incident reference.")
+    incident_at: AwareDatetime
+    location_type: IncidentLocation
+    domestic_abuse: bool = Field(description="Whether police recorded it as domestic abuse.")
+    child: EncompassChild
+    school_id: Slug | None = Field(
+        default=None,
+        description=(
+            "The school partner (client id) the notice goes to; absent when no school is"
+            " known for the child, and then the front door finds it."
+        ),
+    )
+    school_urn: SchoolUrn | None = Field(
+        default=None, description="The school's unique reference number, when known."
+    )
+    school_known_from: Literal["notification", "hub_record"] | None = Field(
+        default=None,
+        description=(
+            "Where the school came from: the police notification (URN or DfE number), or the"
+            " school staff recorded for the child on a case."
+        ),
+    )
+    issued_at: AwareDatetime
+    due_by: AwareDatetime = Field(
+        description="The start of the next school day, by the authority's school calendar."
+    )
+
+    @model_validator(mode="after")
+    def _school_consistent(self) -> Self:
+        if (self.school_id is None) != (self.school_known_from is None):
+            raise ValueError("school_known_from is given exactly when school_id is")
+        if self.due_by <= self.issued_at:
+            raise ValueError("due_by must come after issued_at")
+        return self
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _NOTICE_EXAMPLE
+                | {
+                    "police_force": "met-police-brent",
+                    "police_reference": "CAD-4471-03MAR25",
+                    "incident_at": "2025-03-07T21:40:00Z",
+                    "location_type": "childs_home",
+                    "domestic_abuse": True,
+                    "child": {
+                        "person_id": "c1a2b3c4-d5e6-4f70-8a91-b2c3d4e5f601",
+                        "given_name": "Amira",
+                        "family_name": "Hassan",
+                        "date_of_birth": "2015-06-12",
+                        "present": True,
+                        "voice_of_child": (
+                            "Amira was upstairs and heard shouting; she told the officer, with"
+                            " her grandmother present, that she was frightened."
+                        ),
+                    },
+                    "school_id": "harlesden-primary-school",
+                    "school_urn": "101234",
+                    "school_known_from": "notification",
+                    "issued_at": "2025-03-07T23:05:00Z",
+                    "due_by": "2025-03-10T08:30:00Z",
+                }
+            ]
+        }
+    )
+
+
+class EncompassNoticeAcknowledged(EncompassNoticeEvent):
+    """The school's designated safeguarding lead acknowledged the notice: through the
+    school's system, or to the front door, which telephoned the school and records it."""
+
+    event_type: ClassVar[str] = "earlyhelp.encompass.notice_acknowledged.v1"
+    schema_version: ClassVar[int] = 1
+
+    school_id: Slug | None = Field(
+        description="The notice's school; absent when it had none and the front door found it."
+    )
+    acknowledged_at: AwareDatetime
+    acknowledged_by: Actor = Field(
+        description="The school partner system (client id), or the front-door staff member."
+    )
+    by_telephone: bool = Field(
+        default=False,
+        description="The front door told the school by telephone and recorded it for them.",
+    )
+    in_time: bool = Field(description="Acknowledged before the notice's deadline.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _NOTICE_EXAMPLE
+                | {
+                    "school_id": "harlesden-primary-school",
+                    "acknowledged_at": "2025-03-10T07:52:00Z",
+                    "acknowledged_by": "harlesden-primary-school",
+                    "in_time": True,
+                }
+            ]
+        }
+    )
+
+
+class EncompassNoticeAlerted(EncompassNoticeEvent):
+    """The front door must act on a notice: no school is known for the child, or the
+    school has not acknowledged it and its deadline is near."""
+
+    event_type: ClassVar[str] = "earlyhelp.encompass.notice_alerted.v1"
+    schema_version: ClassVar[int] = 1
+
+    reason: EncompassAlertReason
+    school_id: Slug | None = None
+    due_by: AwareDatetime
+    alerted_at: AwareDatetime
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _NOTICE_EXAMPLE
+                | {
+                    "reason": "unacknowledged",
+                    "school_id": "harlesden-primary-school",
+                    "due_by": "2025-03-10T08:30:00Z",
+                    "alerted_at": "2025-03-10T07:30:00Z",
                 }
             ]
         }
