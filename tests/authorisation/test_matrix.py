@@ -201,7 +201,7 @@ def test_every_identity_has_a_column():
 # --- records in and out of each identity's scope ---------------------------------------
 
 
-def _wait(check, what, timeout_s=30.0):
+def _wait(check, what, timeout_s=90.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()

@@ -61,9 +61,10 @@ def test_a_referral_reaches_every_service(hub: Hub, client: httpx.Client) -> Non
         "referral_source": body["referral_source"],
         "partner_reference": body["partner_reference"],
         "police_notification": None,
-        # Nothing decided yet: no triage outcome, allocation or withdrawal to report.
+        # Nothing decided yet: no triage outcome, allocation, closure or withdrawal to report.
         "triage": None,
         "allocation": None,
+        "closure": None,
         "withdrawal": None,
     }
 

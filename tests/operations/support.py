@@ -90,7 +90,7 @@ class KeyedPoster(threading.Thread):
         with self._lock:
             return len(self.outcomes.accepted)
 
-    def wait_accepted(self, more: int, timeout_s: float = 30) -> None:
+    def wait_accepted(self, more: int, timeout_s: float = 90) -> None:
         target = self.count() + more
         wait_for(lambda: self.count() >= target, timeout_s, f"fewer than {target} accepted")
 

@@ -28,7 +28,7 @@ def as_(client, who, scopes=None):
     return bearer(client.settings, who, scopes)
 
 
-def wait_until(check, timeout_s=20.0, message="condition never held"):
+def wait_until(check, timeout_s=90.0, message="condition never held"):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()

@@ -75,7 +75,7 @@ def _panel(publish, allocated, review_date, decided_at=None):
     return event
 
 
-def _wait(client, case_id, until=lambda view: True, timeout_s=20):
+def _wait(client, case_id, until=lambda view: True, timeout_s=90):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         response = client.get(f"/v1/cases/{case_id}")

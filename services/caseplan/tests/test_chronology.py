@@ -32,7 +32,7 @@ def _referral(family_id):
     )
 
 
-def _chronology(client, family_id, timeout_s=20, expect=1):
+def _chronology(client, family_id, timeout_s=90, expect=1):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         response = client.get(f"/v1/families/{family_id}/chronology")

@@ -5,7 +5,12 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 from caseplan.queries import as_csv, encompass_measures
-from caseplan.schemas import Median, PerformanceReport
+from caseplan.schemas import (
+    ConsultationCounts,
+    PerformanceReport,
+    ServiceStartTime,
+    StageTime,
+)
 
 DUE = datetime(2026, 3, 9, 8, 30, tzinfo=UTC)
 
@@ -41,7 +46,13 @@ def test_after_the_deadline_every_notice_not_acknowledged_in_time_is_late():
 
 
 def test_the_csv_names_each_schools_measures():
-    none = Median(cases=0, median_days=None)
+    none = StageTime(cases=0, median_days=None, p90_days=None)
+    no_starts = ServiceStartTime(
+        **none.model_dump(),
+        within_four_weeks=0,
+        within_four_weeks_percent=None,
+        waiting_over_four_weeks_now=0,
+    )
     report = PerformanceReport(
         locality=None,
         period_from=None,
@@ -51,7 +62,7 @@ def test_the_csv_names_each_schools_measures():
         referral_to_triage=none,
         triage_to_allocation=none,
         allocation_to_assessment=none,
-        assessment_to_service_start=none,
+        assessment_to_service_start=no_starts,
         reviews=0,
         reviews_on_time=0,
         reviews_on_time_percent=None,
@@ -62,6 +73,9 @@ def test_the_csv_names_each_schools_measures():
         cases_opened=0,
         re_referrals=0,
         re_referral_percent=None,
+        consultations=ConsultationCounts(
+            requested=0, requested_by_organisation_type={}, advised_by_outcome={}, referred=0
+        ),
         supporting_families_claimable=0,
         encompass=encompass_measures(NOTICES, now=DUE + timedelta(hours=2)),
     )

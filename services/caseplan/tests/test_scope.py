@@ -23,7 +23,7 @@ from hub.testing import bearer
 PRACTITIONER, FRONT_DOOR = "samira-okafor", "front-door-demo"
 
 
-def _wait_for(client, path, who, timeout_s=20):
+def _wait_for(client, path, who, timeout_s=90):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         response = client.get(path, headers=bearer(client.settings, who))

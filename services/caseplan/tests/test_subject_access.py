@@ -14,7 +14,7 @@ IG = "information-governance-officer"
 HEAD = "early-help-service-manager"
 
 
-def _wait(check, what, timeout_s=20):
+def _wait(check, what, timeout_s=90):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():

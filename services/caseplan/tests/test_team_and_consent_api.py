@@ -75,7 +75,7 @@ def _referred_and_allocated(publish, family_id=None, lead=None, consent=True):
     return received, case_id
 
 
-def _wait(client, case_id, until, who=LEAD, timeout_s=20):
+def _wait(client, case_id, until, who=LEAD, timeout_s=90):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         response = client.get(f"/v1/cases/{case_id}", headers=_as(client, who))

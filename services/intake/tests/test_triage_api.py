@@ -81,7 +81,7 @@ def _view(intake, referral_id, who=SCHOOL):
     return response.json()
 
 
-def _published(settings, referral_id, event_type, timeout_s=20):
+def _published(settings, referral_id, event_type, timeout_s=90):
     """The CloudEvent of `event_type` about the referral, once the relay has published it."""
     reader = new_reader(settings)
     topic = service_topic("intake")

@@ -109,7 +109,7 @@ def receiver(tmp_path):
         r.stop()
 
 
-def wait_until(check, timeout_s=30.0, message="condition never held"):
+def wait_until(check, timeout_s=90.0, message="condition never held"):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()

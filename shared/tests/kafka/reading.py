@@ -6,7 +6,7 @@ from uuid import uuid4
 from kafka import KafkaConsumer
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list:
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 90) -> list:
     """Every record of `topic` from the start, waiting until `expected` have arrived."""
     consumer = KafkaConsumer(
         topic,

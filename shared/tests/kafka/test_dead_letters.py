@@ -72,7 +72,7 @@ def _publish(producer, topic, event, event_id):
     producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(10)
 
 
-def _consume(db, settings, topic, until, timeout_s=30):
+def _consume(db, settings, topic, until, timeout_s=90):
     consumer = ProjectionConsumer(settings, db, [_projection()], [topic])
     stop = threading.Event()
     thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)

@@ -93,7 +93,7 @@ def _publish(producer, topic, event, event_id=None):
     return record
 
 
-def _consume_until(db, settings, topic, done, timeout_s=20):
+def _consume_until(db, settings, topic, done, timeout_s=90):
     test_metadata.create_all(db.engine)
     consumer = ProjectionConsumer(settings, db, [_projection()], [topic])
     stop = threading.Event()

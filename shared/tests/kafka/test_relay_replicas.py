@@ -104,7 +104,7 @@ def _outbox_rows(db) -> int:
         return conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one()
 
 
-def _wait_for(condition, what, timeout_s=30):
+def _wait_for(condition, what, timeout_s=90):
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"

@@ -97,7 +97,7 @@ def _refused(settings) -> bool:
     return False
 
 
-def _wait_for(condition, timeout_s: float = 30) -> bool:
+def _wait_for(condition, timeout_s: float = 90) -> bool:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
