@@ -15,11 +15,13 @@ consumer may read allocation's CaseAllocated before intake's triage that opened
 the case. Fan-out therefore restores the order across topics: an event waits in
 the journal until its family is known (its referral or step-down consumed) and,
 for an event about a case, until the case's opening is known, so the policy is
-never asked without its facts; and it waits `ordering_window_ms` after being
-consumed, then goes out in the order events happened, so events of one family
-consumed from different topics within that window reach each subscriber in order
-(and a family's events are fanned out strictly in that order: one waiting for
-its facts holds back the family's later ones).
+never asked without its facts; and until the event it follows has been consumed.
+Every event names the family's event it follows as its producer knew the family
+(`hub.family_order`), so an event waits only when its predecessor is known to be
+missing, and then at most `ordering_max_wait_ms` (a predecessor dead-lettered
+must not hold its family for ever). Events go out in the order they happened: a
+family's events are fanned out strictly in that order, so one waiting holds back
+the family's later ones.
 """
 
 from __future__ import annotations
@@ -32,15 +34,17 @@ from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select, update
 
 from hub.contracts.codes import ConsentScope, PartnerOrganisationType
 from hub.contracts.intake import IntakeEvent
 from hub.contracts.registry import EVENT_TYPES
 from hub.sql import insert_if_absent
+from hub.tables import inbox
 from notifications import mail
 from notifications.policy import Partner, Relation, Shared, SharingPolicy, share
 from notifications.tables import (
+    JOURNAL_PROJECTION,
     case_consents,
     case_overrides,
     case_schools,
@@ -374,24 +378,50 @@ def _first_of_family_waiting() -> object:
     )
 
 
+def _predecessor_consumed_or_waited_for(waited_since: Any) -> object:
+    """The event names no predecessor, or its predecessor has been consumed, or it has
+    waited for it since `waited_since` (it was journalled before then)."""
+    return or_(
+        event_journal.c.follows.is_(None),
+        event_journal.c.follows.in_(
+            select(inbox.c.event_id).where(inbox.c.projection == JOURNAL_PROJECTION)
+        ),
+        event_journal.c.journalled_at <= waited_since,
+    )
+
+
+def _ready(waited_since: Any) -> tuple:
+    """Journalled events that may be fanned out now: facts known, predecessor consumed or
+    waited for long enough, nothing earlier of the family still waiting."""
+    return (
+        event_journal.c.fanned_out.is_(False),
+        _predecessor_consumed_or_waited_for(waited_since),
+        *_facts_known(),
+        _first_of_family_waiting(),
+    )
+
+
+_FAN_OUT_DUE = select(event_journal.c.seq).where(*_ready(bindparam("waited_since"))).limit(1)
+
+
+def fan_out_due(conn: Connection, now: datetime, max_wait: timedelta) -> bool:
+    """Whether some journalled event is ready for fan-out (a read, no writer's lock)."""
+    return conn.execute(_FAN_OUT_DUE, {"waited_since": now - max_wait}).first() is not None
+
+
 def fan_out(
     conn: Connection,
     policy: SharingPolicy,
     now: datetime,
-    window: timedelta,
+    max_wait: timedelta,
     limit: int,
     retention: timedelta | None = None,
 ) -> int:
-    """Turn journalled events whose facts are known into deliveries and e-mails; returns
-    how many."""
+    """Turn journalled events whose facts and predecessor are known into deliveries and
+    e-mails; returns how many."""
     rows = conn.execute(
         select(event_journal)
-        .where(
-            event_journal.c.fanned_out.is_(False),
-            event_journal.c.journalled_at <= now - window,
-            *_facts_known(),
-            _first_of_family_waiting(),
-        )
+        .where(*_ready(now - max_wait))
         .order_by(event_journal.c.occurred_at, event_journal.c.seq)
         .limit(limit)
     ).all()

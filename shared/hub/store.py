@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import Connection, DateTime, String, bindparam, func, insert, literal, select, text
 
+from hub import family_order
 from hub.contracts.base import EventData
 from hub.contracts.registry import event_model
 from hub.tables import event_store, outbox
@@ -62,6 +63,7 @@ class RecordedEvent:
     actor: str | None
     traceparent: str | None
     tracestate: str | None
+    follows: str | None = None
 
     def decode(self) -> EventData:
         return event_model(self.event_type).model_validate_json(self.data_json)
@@ -85,6 +87,7 @@ RECORDED_COLUMNS = (
     event_store.c.actor,
     event_store.c.traceparent,
     event_store.c.tracestate,
+    event_store.c.follows,
 )
 
 
@@ -94,6 +97,21 @@ _INSERT_OUTBOX = insert(outbox)
 _STREAM_VERSION = select(func.coalesce(func.max(event_store.c.stream_version), 0)).where(
     event_store.c.stream_id == bindparam("stream_id")
 )
+
+
+def _chain_within_families(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Each new event follows the latest event of its family the service knows; the last
+    one of each family becomes the family's head."""
+    heads: dict[str, str | None] = {}
+    for row in rows:
+        family = row["family_id"]
+        if family not in heads:
+            heads[family] = family_order.head_of(conn, family)
+        row["follows"] = heads[family]
+        heads[family] = row["event_id"]
+    latest = {row["family_id"]: row for row in rows}
+    for family, row in latest.items():
+        family_order.advance(conn, family, row["event_id"], row["occurred_at"], consumed=False)
 
 
 def recorded_from_row(row: Any) -> RecordedEvent:
@@ -111,6 +129,7 @@ def recorded_from_row(row: Any) -> RecordedEvent:
         actor=row.actor,
         traceparent=row.traceparent,
         tracestate=row.tracestate,
+        follows=row.follows,
     )
 
 
@@ -156,6 +175,7 @@ class EventStore:
             }
             for offset, pending in enumerate(events, start=1)
         ]
+        _chain_within_families(conn, rows)
         recorded = []
         for row in rows:
             position = conn.execute(_INSERT_EVENT, row).scalar_one()
