@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.tables import family_heads
 
-_HEAD = select(family_heads.c.event_id).where(family_heads.c.family_id == bindparam("family_id"))
+HEAD = select(family_heads.c.event_id).where(family_heads.c.family_id == bindparam("family_id"))
 
 
 @lru_cache(maxsize=4)
@@ -40,7 +40,7 @@ def _advance_statement(dialect_name: str, consumed: bool):
 
 def head_of(conn: Connection, family_id: str) -> str | None:
     """The id of the latest event of the family the service knows, if any."""
-    return conn.execute(_HEAD, {"family_id": family_id}).scalar()
+    return conn.execute(HEAD, {"family_id": family_id}).scalar()
 
 
 def advance(
