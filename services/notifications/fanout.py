@@ -39,7 +39,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, s
 from hub.contracts.codes import ConsentScope, PartnerOrganisationType
 from hub.contracts.intake import IntakeEvent
 from hub.contracts.registry import EVENT_TYPES
-from hub.sql import insert_if_absent
+from hub.sql import insert_all_if_absent, insert_if_absent
 from hub.tables import inbox
 from notifications import mail
 from notifications.policy import Partner, Relation, Shared, SharingPolicy, share
@@ -107,6 +107,79 @@ def partner_of(subscription: Any) -> Partner:
     return Partner(subscription.partner_id, PartnerOrganisationType(kind) if kind else None)
 
 
+# Built once, given their values at execution: every claim asks these for each delivery,
+# and building a statement costs more than running it.
+_OWN_REFERRAL = (
+    select(referral_facts.c.partner_reference)
+    .where(
+        referral_facts.c.referrer_id == bindparam("partner_id"),
+        referral_facts.c.referral_id == bindparam("referral_id"),
+    )
+    .limit(1)
+)
+_OWN_REFERRAL_OF_CASE = (
+    select(referral_facts.c.partner_reference)
+    .where(
+        referral_facts.c.referrer_id == bindparam("partner_id"),
+        referral_facts.c.case_id == bindparam("case_id"),
+    )
+    .order_by(referral_facts.c.referral_id)
+    .limit(1)
+)
+_SCHOOL_OF_CASE = select(
+    or_(
+        exists().where(
+            case_schools.c.case_id == bindparam("case_id"),
+            case_schools.c.school_id == bindparam("partner_id"),
+        ),
+        exists().where(
+            referral_facts.c.case_id == bindparam("case_id"),
+            referral_facts.c.referrer_id == bindparam("partner_id"),
+        ),
+    )
+)
+_MEMBER = (
+    team_members.c.case_id == bindparam("case_id"),
+    team_members.c.member_id == bindparam("partner_id"),
+)
+_MEMBER_NOW = select(exists().where(*_MEMBER, team_members.c.removed_at.is_(None)))
+_MEMBER_THEN = select(
+    exists().where(
+        *_MEMBER,
+        team_members.c.added_at <= bindparam("occurred_at"),
+        or_(
+            team_members.c.removed_at.is_(None),
+            team_members.c.removed_at > bindparam("occurred_at"),
+        ),
+    )
+)
+_CASE_CONSENT = select(case_consents.c.purposes, case_consents.c.set_at).where(
+    case_consents.c.case_id == bindparam("case_id")
+)
+_CASE_OVERRIDE = select(
+    case_overrides.c.state, case_overrides.c.review_date, case_overrides.c.set_at
+).where(case_overrides.c.case_id == bindparam("case_id"))
+
+
+def _referral_of_case_with(flag: Any, since_decision: bool) -> Any:
+    """Whether a referral of the case carries `flag`, among those triaged after the case's
+    own decision at :set_at when `since_decision` (theirs stand until it decides)."""
+    where = [referral_facts.c.case_id == bindparam("case_id"), flag]
+    if since_decision:
+        where.append(referral_facts.c.triaged_at > bindparam("set_at"))
+    return select(exists().where(*where))
+
+
+_REFERRAL_CONSENTED = {
+    since: _referral_of_case_with(referral_facts.c.consent_to_share, since)
+    for since in (False, True)
+}
+_REFERRAL_OVERRIDDEN = {
+    since: _referral_of_case_with(referral_facts.c.safeguarding_override, since)
+    for since in (False, True)
+}
+
+
 def relation(conn: Connection, partner_id: str, entry: JournalEntry, today: date) -> Relation:
     """What the hub knows, now, of `partner_id`'s relation to the event's referral and case.
 
@@ -114,33 +187,22 @@ def relation(conn: Connection, partner_id: str, entry: JournalEntry, today: date
     or consent withdrawn since the event withholds what is still queued.
     """
     referral_id, case_id = entry.data.get("referral_id"), entry.data.get("case_id")
-    own = select(referral_facts.c.partner_reference).where(
-        referral_facts.c.referrer_id == partner_id
-    )
+    referred = None
     if referral_id is not None:
-        own = own.where(referral_facts.c.referral_id == referral_id)
+        referred = conn.execute(
+            _OWN_REFERRAL, {"partner_id": partner_id, "referral_id": referral_id}
+        ).first()
     elif case_id is not None:
-        own = own.where(referral_facts.c.case_id == case_id)
-    else:
-        own = None
-    referred = (
-        conn.execute(own.order_by(referral_facts.c.referral_id).limit(1)).first()
-        if own is not None
-        else None
-    )
+        referred = conn.execute(
+            _OWN_REFERRAL_OF_CASE, {"partner_id": partner_id, "case_id": case_id}
+        ).first()
     if case_id is None:
         return Relation(
             referrer=referred is not None,
             partner_reference=referred.partner_reference if referred is not None else None,
         )
-    school = _exists(
-        conn,
-        exists().where(case_schools.c.case_id == case_id, case_schools.c.school_id == partner_id),
-    ) or _exists(
-        conn,
-        exists().where(
-            referral_facts.c.case_id == case_id, referral_facts.c.referrer_id == partner_id
-        ),
+    school = bool(
+        conn.execute(_SCHOOL_OF_CASE, {"partner_id": partner_id, "case_id": case_id}).scalar()
     )
     basis = _member_basis(conn, partner_id, case_id, entry.occurred_at, today)
     return Relation(
@@ -152,29 +214,16 @@ def relation(conn: Connection, partner_id: str, entry: JournalEntry, today: date
     )
 
 
-def _exists(conn: Connection, clause) -> bool:
-    return bool(conn.execute(select(clause)).scalar())
-
-
 def _member_basis(
     conn: Connection, partner_id: str, case_id: str, occurred_at: datetime, today: date
 ) -> str | None:
     """`consent` or `override` when the partner is on the case's team now, was on it when
     the event happened, and the case's consent or a live override lets restricted detail
     go; None otherwise."""
-    mine = (team_members.c.case_id == case_id, team_members.c.member_id == partner_id)
-    member_now = _exists(conn, exists().where(*mine, team_members.c.removed_at.is_(None)))
-    if not member_now:
+    member = {"case_id": case_id, "partner_id": partner_id}
+    if not conn.execute(_MEMBER_NOW, member).scalar():
         return None
-    member_then = _exists(
-        conn,
-        exists().where(
-            *mine,
-            team_members.c.added_at <= occurred_at,
-            or_(team_members.c.removed_at.is_(None), team_members.c.removed_at > occurred_at),
-        ),
-    )
-    if not member_then:
+    if not conn.execute(_MEMBER_THEN, member | {"occurred_at": occurred_at}).scalar():
         return None
     if _consented(conn, case_id):
         return "consent"
@@ -183,50 +232,28 @@ def _member_basis(
     return None
 
 
-def _referrals_of_case_since(case_id: str, set_at: datetime | None) -> tuple:
-    """The referrals whose triage opened or joined the case after the case's own decision
-    at `set_at` (all of them when the case has none): theirs stand until it decides."""
-    where = [referral_facts.c.case_id == case_id]
-    if set_at is not None:
-        where.append(referral_facts.c.triaged_at > set_at)
-    return tuple(where)
-
-
 def _consented(conn: Connection, case_id: str) -> bool:
-    recorded = conn.execute(
-        select(case_consents.c.purposes, case_consents.c.set_at).where(
-            case_consents.c.case_id == case_id
-        )
-    ).first()
+    recorded = conn.execute(_CASE_CONSENT, {"case_id": case_id}).first()
     if recorded is not None and str(ConsentScope.SHARE_WITH_PARTNERS) in json.loads(
         recorded.purposes
     ):
         return True
-    return _exists(
-        conn,
-        exists().where(
-            *_referrals_of_case_since(case_id, recorded.set_at if recorded else None),
-            referral_facts.c.consent_to_share,
-        ),
-    )
+    return _referral_says(conn, _REFERRAL_CONSENTED, case_id, recorded)
 
 
 def _overridden(conn: Connection, case_id: str, today: date) -> bool:
-    decided = conn.execute(
-        select(case_overrides.c.state, case_overrides.c.review_date, case_overrides.c.set_at).where(
-            case_overrides.c.case_id == case_id
-        )
-    ).first()
+    decided = conn.execute(_CASE_OVERRIDE, {"case_id": case_id}).first()
     # Recorded, not ended, and its review date not passed: it lapses after that day.
     if decided is not None and decided.state == "recorded" and decided.review_date >= today:
         return True
-    return _exists(
-        conn,
-        exists().where(
-            *_referrals_of_case_since(case_id, decided.set_at if decided else None),
-            referral_facts.c.safeguarding_override,
-        ),
-    )
+    return _referral_says(conn, _REFERRAL_OVERRIDDEN, case_id, decided)
+
+
+def _referral_says(conn: Connection, statements: dict, case_id: str, decision: Any) -> bool:
+    """A referral of the case says so, and the case has not decided since it was triaged."""
+    set_at = decision.set_at if decision is not None else None
+    values = {"case_id": case_id} | ({"set_at": set_at} if set_at is not None else {})
+    return bool(conn.execute(statements[set_at is not None], values).scalar())
 
 
 def pseudonym(partner_id: str, family_id: str) -> str:
@@ -434,6 +461,7 @@ def fan_out(
         # An event older than the retention period (journalled again by a rebuild) goes
         # to no one: its deliveries, if any, were purged with it.
         stale = retention is not None and entry.occurred_at < now - retention
+        new = []
         for sub in subs:
             # A subscription hears of what happens from its creation; earlier events
             # reach it only when the partner asks for a replay.
@@ -441,15 +469,20 @@ def fan_out(
                 continue
             body = shared_with(policy, sub, entry, relation_of)
             if body is not None:
-                insert_if_absent(
-                    conn, deliveries, _new_delivery(sub.subscription_id, entry, body, now)
-                )
+                new.append(_new_delivery(sub.subscription_id, entry, body, now))
+        # Inserted in the event's order, one statement for all its subscriptions.
+        insert_all_if_absent(conn, deliveries, new)
         if not stale:
             mail.plan_for_event(conn, policy, entry, now)
-        conn.execute(
-            update(event_journal).where(event_journal.c.seq == row.seq).values(fanned_out=True)
-        )
+    conn.execute(_FANNED_OUT, [{"fanned_seq": row.seq} for row in rows])
     return len(rows)
+
+
+_FANNED_OUT = (
+    update(event_journal)
+    .where(event_journal.c.seq == bindparam("fanned_seq"))
+    .values(fanned_out=True)
+)
 
 
 def replay(

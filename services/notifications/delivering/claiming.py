@@ -8,6 +8,7 @@ sent, its attempt log saying so. One it still allows goes with what it allows no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,14 @@ from notifications.delivering.common import (
     WITHHELD,
     Job,
 )
-from notifications.fanout import OPEN_STATUSES, allowed, journal_entry, relations
+from notifications.fanout import (
+    OPEN_STATUSES,
+    JournalEntry,
+    allowed,
+    journal_entry,
+    relations,
+)
+from notifications.policy import Relation
 from notifications.tables import (
     deliveries,
     delivery_attempts,
@@ -158,10 +166,13 @@ class Claiming:
                         .returning(deliveries.c.id)
                     ).scalars()
                 )
+                # Asked once per event and partner in this transaction, however many of the
+                # partner's subscriptions want the event: the facts cannot differ between them.
+                facts: dict[str, tuple[JournalEntry | None, Callable[[str], Relation]]] = {}
                 for row in chosen:
                     if row.id not in claimed:
                         continue
-                    now_allowed = self._allowed_now(conn, row, now)
+                    now_allowed = self._allowed_now(conn, row, now, facts)
                     if now_allowed is None:
                         continue
                     jobs.append(self._job(row, row.endpoint, now, now_allowed))
@@ -170,13 +181,24 @@ class Claiming:
                 self._in_flight[job.endpoint] = self._in_flight.get(job.endpoint, 0) + 1
         return jobs
 
-    def _allowed_now(self, conn, row: Any, now: datetime):
+    def _allowed_now(
+        self,
+        conn,
+        row: Any,
+        now: datetime,
+        facts: dict[str, tuple[JournalEntry | None, Callable[[str], Relation]]],
+    ):
         """What the policy lets the delivery carry now, the stored body brought up to date;
-        None, and the delivery withheld, when it lets nothing go."""
-        entry = journal_entry(conn, row.event_id)
+        None, and the delivery withheld, when it lets nothing go. `facts` keeps each event's
+        journal entry and its partners' relations for the rest of the claim."""
+        if row.event_id not in facts:
+            entry = journal_entry(conn, row.event_id)
+            relation_of = relations(conn, entry, now.date()) if entry is not None else None
+            facts[row.event_id] = (entry, relation_of)
+        entry, relation_of = facts[row.event_id]
         found = (
-            allowed(self._policy, row, entry, relations(conn, entry, now.date()))
-            if entry is not None
+            allowed(self._policy, row, entry, relation_of)
+            if entry is not None and relation_of is not None
             else None
         )
         if found is None:
