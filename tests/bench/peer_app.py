@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -45,7 +46,9 @@ class Referrals(Application):
     is_snapshotting_enabled = False
 
 
+@cache
 def _referrals() -> Referrals:
+    """The application, made on the first request (importing this module makes nothing)."""
     return Referrals(
         env={
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -64,7 +67,6 @@ def token(secret: str, subject: str = "bench-partner") -> str:
 
 app = FastAPI(title="eventsourcing peer", openapi_url=None, docs_url=None, redoc_url=None)
 _secret = os.environ.get("PEER_TOKEN_SECRET", "")
-_app = _referrals()
 
 
 def _caller(authorization: str | None) -> str:
@@ -91,6 +93,6 @@ def accept(
 ) -> JSONResponse:
     _caller(authorization)
     referral = Referral(submission.model_dump(mode="json"))
-    _app.save(referral)
+    _referrals().save(referral)
     referral_id: UUID = referral.id
     return JSONResponse({"referral_id": str(referral_id)}, status_code=202)
