@@ -29,6 +29,9 @@ class Profile:
     samples: int
     threads: list[tuple[str, float]] = field(default_factory=list)
     functions: list[tuple[str, float]] = field(default_factory=list)
+    # Each sample counted once, for the innermost listed function on its stack: what the
+    # time is spent doing, rather than what it is spent under.
+    innermost: list[tuple[str, float]] = field(default_factory=list)
 
 
 def py_spy() -> str | None:
@@ -67,6 +70,7 @@ def summarise(collapsed: str, service: str, top: int = 14) -> Profile:
     total = 0
     threads: Counter[str] = Counter()
     functions: Counter[str] = Counter()
+    innermost: Counter[str] = Counter()
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -76,14 +80,17 @@ def summarise(collapsed: str, service: str, top: int = 14) -> Profile:
         frames = stack.split(";")
         threads[_thread_name(frames[0])] += count
         seen = set()
+        deepest = None
         for frame in frames[1:]:
             matched = _FRAME.match(frame)
-            if matched is None:
+            if matched is None or not matched["file"].startswith(_OURS + _LIBRARIES):
                 continue
             name = f"{matched['function']} ({matched['file']})"
-            if name not in seen and matched["file"].startswith(_OURS + _LIBRARIES):
+            deepest = name
+            if name not in seen:
                 seen.add(name)
                 functions[name] += count
+        innermost[deepest or "(outside the listed code)"] += count
     if not total:
         return Profile(service, 0)
     return Profile(
@@ -91,6 +98,7 @@ def summarise(collapsed: str, service: str, top: int = 14) -> Profile:
         total,
         [(name, n / total) for name, n in threads.most_common(6)],
         [(name, n / total) for name, n in functions.most_common(top)],
+        [(name, n / total) for name, n in innermost.most_common(top)],
     )
 
 

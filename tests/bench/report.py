@@ -350,9 +350,16 @@ def _where_the_time_goes(profiles: Sequence[Profile]) -> list[str]:
             + ", ".join(f"{name} {share:.0%}" for name, share in found.threads)
             + ".",
             "",
-            "| share | function |",
+            "| share, with what it calls | function |",
             "|---:|---|",
             *(f"| {share:.0%} | `{name}` |" for name, share in found.functions),
+            "",
+            "Each sample once, for the innermost of those functions on its stack (what the "
+            "time is spent doing):",
+            "",
+            "| share | innermost function |",
+            "|---:|---|",
+            *(f"| {share:.0%} | `{name}` |" for name, share in found.innermost),
         ]
     return out
 
