@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--fanout-steady-seconds", type=float, default=20.0, help="(c) seconds of the latency run"
     )
     parser.add_argument(
+        "--fanout-light-rate",
+        type=float,
+        default=5.0,
+        help="(c) events per second of a latency run this machine can keep up with (0: none)",
+    )
+    parser.add_argument(
         "--burst-requests", type=int, default=200, help="(d) bad token requests sent at once"
     )
     parser.add_argument(
@@ -166,14 +172,17 @@ def main(argv: list[str] | None = None) -> int:
                     profile=True,
                 )
             )
-            # Latency: a steady arrival rate, as events come in a working day.
-            if args.fanout_steady_rate:
+            # Latency: a steady arrival rate, as events come in a working day; the target's
+            # rate, and one light enough for this machine to keep up with.
+            for rate in (args.fanout_steady_rate, args.fanout_light_rate):
+                if not rate:
+                    continue
                 fanout.append(
                     measure_fanout(
-                        workdir / "c-steady",
-                        events=round(args.fanout_steady_rate * args.fanout_steady_seconds),
+                        workdir / f"c-steady-{rate:g}",
+                        events=round(rate * args.fanout_steady_seconds),
                         subscribers=args.fanout_subscribers,
-                        rate=args.fanout_steady_rate,
+                        rate=rate,
                     )
                 )
         if args.only in (None, "d"):
