@@ -109,6 +109,10 @@ class DeliveryWorker(Claiming, Sending, Recording, Circuit, Emailing):
         )
         self._thread.start()
 
+    def wake(self) -> None:
+        """Look for work now (an event was journalled), not at the next poll."""
+        self._wake.set()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop claiming; attempts in flight finish and are recorded (their leases expire else)."""
         self._stop.set()

@@ -158,6 +158,12 @@ class ProjectionConsumer:
             HANDLER_FAILURES.labels(self._service, topic)
         self._waiting: dict[TopicPartition, _Wait] = {}
         self._waiting_lock = threading.Lock()
+        self._after_apply: list[Callable[[], None]] = []
+
+    def after_apply(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (quick, never raising) each time a record's effects commit, so
+        work that follows from them (notifications' fan-out) need not wait for a poll."""
+        self._after_apply.append(listener)
 
     def degradation(self) -> str | None:
         """Why the consumer is not keeping up, for /readyz; None while it is."""
@@ -378,6 +384,9 @@ class ProjectionConsumer:
                         family_order.advance(
                             conn, meta.family_id, meta.event_id, meta.occurred_at, consumed=True
                         )
+                if applied:
+                    for listener in self._after_apply:
+                        listener()
                 outcome = "applied" if applied else "duplicate"
                 CONSUMED.labels(self._service, record.topic, outcome).inc()
                 # Inside the record's span: the line carries the producer's trace id.
