@@ -47,7 +47,6 @@ from notifications.delivering.circuit import Circuit
 from notifications.delivering.claiming import Claiming
 from notifications.delivering.common import (
     _BACKLOG_EVERY_S,
-    _FAN_OUT_DUE,
     BACKLOG,
     CIRCUIT_OPEN,
     Attempt,
@@ -58,7 +57,7 @@ from notifications.delivering.email import Emailing
 from notifications.delivering.recording import Recording
 from notifications.delivering.sending import Sending, webhook_client_for
 from notifications.encryption import SecretBox
-from notifications.fanout import backlog, fan_out, purge
+from notifications.fanout import backlog, fan_out, fan_out_due, purge
 from notifications.mail import EncompassMail, Mailer, plan_review_reminders
 from notifications.policy import SharingPolicy
 from notifications.settings import NotificationsSettings
@@ -114,6 +113,10 @@ class DeliveryWorker(Claiming, Sending, Recording, Circuit, Emailing):
         )
         self._thread.start()
 
+    def wake(self) -> None:
+        """Look for work now (an event was journalled), not at the next poll."""
+        self._wake.set()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop claiming; attempts in flight finish and are recorded (their leases expire else)."""
         self._stop.set()
@@ -148,18 +151,18 @@ class DeliveryWorker(Claiming, Sending, Recording, Circuit, Emailing):
         settings = self._settings
         recorded = self._record_results()
         now = self._clock()
-        window = timedelta(milliseconds=settings.ordering_window_ms)
+        max_wait = timedelta(milliseconds=settings.ordering_max_wait_ms)
         remind = time.monotonic() - self._last_reminders >= settings.review_check_seconds
         fanned = 0
         # Most rounds have nothing to fan out: a read says so without the writer's lock.
-        if remind or self._fan_out_due(now - window):
+        if remind or self._fan_out_due(now, max_wait):
             retention = timedelta(days=settings.retention_days)
             with self._db.write() as conn:
                 fanned = fan_out(
                     conn,
                     self._policy,
                     now,
-                    window,
+                    max_wait,
                     settings.worker_batch_size,
                     retention,
                     self._encompass,
@@ -178,7 +181,6 @@ class DeliveryWorker(Claiming, Sending, Recording, Circuit, Emailing):
             self._last_backlog = time.monotonic()
         return bool(recorded or fanned or jobs or sent)
 
-    def _fan_out_due(self, journalled_by: datetime) -> bool:
+    def _fan_out_due(self, now: datetime, max_wait: timedelta) -> bool:
         with self._db.read() as conn:
-            due = conn.execute(_FAN_OUT_DUE, {"journalled_by": journalled_by}).first()
-            return due is not None
+            return fan_out_due(conn, now, max_wait)

@@ -16,11 +16,13 @@ consumer may read allocation's CaseAllocated before intake's triage that opened
 the case. Fan-out therefore restores the order across topics: an event waits in
 the journal until its family is known (its referral or step-down consumed) and,
 for an event about a case, until the case's opening is known, so the policy is
-never asked without its facts; and it waits `ordering_window_ms` after being
-consumed, then goes out in the order events happened, so events of one family
-consumed from different topics within that window reach each subscriber in order
-(and a family's events are fanned out strictly in that order: one waiting for
-its facts holds back the family's later ones).
+never asked without its facts; and until the event it follows has been consumed.
+Every event names the family's event it follows as its producer knew the family
+(`hub.family_order`), so an event waits only when its predecessor is known to be
+missing, and then at most `ordering_max_wait_ms` (a predecessor dead-lettered
+must not hold its family for ever). Events go out in the order they happened: a
+family's events are fanned out strictly in that order, so one waiting holds back
+the family's later ones.
 """
 
 from __future__ import annotations
@@ -33,15 +35,17 @@ from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select, update
 
 from hub.contracts.codes import ConsentScope, PartnerOrganisationType
 from hub.contracts.intake import EncompassNoticeIssued, IntakeEvent
 from hub.contracts.registry import EVENT_TYPES
-from hub.sql import insert_if_absent
+from hub.sql import insert_all_if_absent, insert_if_absent
+from hub.tables import inbox
 from notifications import mail
 from notifications.policy import Partner, Relation, Shared, SharingPolicy, share
 from notifications.tables import (
+    JOURNAL_PROJECTION,
     case_consents,
     case_overrides,
     case_schools,
@@ -104,6 +108,79 @@ def partner_of(subscription: Any) -> Partner:
     return Partner(subscription.partner_id, PartnerOrganisationType(kind) if kind else None)
 
 
+# Built once, given their values at execution: every claim asks these for each delivery,
+# and building a statement costs more than running it.
+_OWN_REFERRAL = (
+    select(referral_facts.c.partner_reference)
+    .where(
+        referral_facts.c.referrer_id == bindparam("partner_id"),
+        referral_facts.c.referral_id == bindparam("referral_id"),
+    )
+    .limit(1)
+)
+_OWN_REFERRAL_OF_CASE = (
+    select(referral_facts.c.partner_reference)
+    .where(
+        referral_facts.c.referrer_id == bindparam("partner_id"),
+        referral_facts.c.case_id == bindparam("case_id"),
+    )
+    .order_by(referral_facts.c.referral_id)
+    .limit(1)
+)
+_SCHOOL_OF_CASE = select(
+    or_(
+        exists().where(
+            case_schools.c.case_id == bindparam("case_id"),
+            case_schools.c.school_id == bindparam("partner_id"),
+        ),
+        exists().where(
+            referral_facts.c.case_id == bindparam("case_id"),
+            referral_facts.c.referrer_id == bindparam("partner_id"),
+        ),
+    )
+)
+_MEMBER = (
+    team_members.c.case_id == bindparam("case_id"),
+    team_members.c.member_id == bindparam("partner_id"),
+)
+_MEMBER_NOW = select(exists().where(*_MEMBER, team_members.c.removed_at.is_(None)))
+_MEMBER_THEN = select(
+    exists().where(
+        *_MEMBER,
+        team_members.c.added_at <= bindparam("occurred_at"),
+        or_(
+            team_members.c.removed_at.is_(None),
+            team_members.c.removed_at > bindparam("occurred_at"),
+        ),
+    )
+)
+_CASE_CONSENT = select(case_consents.c.purposes, case_consents.c.set_at).where(
+    case_consents.c.case_id == bindparam("case_id")
+)
+_CASE_OVERRIDE = select(
+    case_overrides.c.state, case_overrides.c.review_date, case_overrides.c.set_at
+).where(case_overrides.c.case_id == bindparam("case_id"))
+
+
+def _referral_of_case_with(flag: Any, since_decision: bool) -> Any:
+    """Whether a referral of the case carries `flag`, among those triaged after the case's
+    own decision at :set_at when `since_decision` (theirs stand until it decides)."""
+    where = [referral_facts.c.case_id == bindparam("case_id"), flag]
+    if since_decision:
+        where.append(referral_facts.c.triaged_at > bindparam("set_at"))
+    return select(exists().where(*where))
+
+
+_REFERRAL_CONSENTED = {
+    since: _referral_of_case_with(referral_facts.c.consent_to_share, since)
+    for since in (False, True)
+}
+_REFERRAL_OVERRIDDEN = {
+    since: _referral_of_case_with(referral_facts.c.safeguarding_override, since)
+    for since in (False, True)
+}
+
+
 def relation(conn: Connection, partner_id: str, entry: JournalEntry, today: date) -> Relation:
     """What the hub knows, now, of `partner_id`'s relation to the event's referral and case.
 
@@ -116,33 +193,22 @@ def relation(conn: Connection, partner_id: str, entry: JournalEntry, today: date
         notified = entry.data.get("school_id") == partner_id
         return Relation(notified_school=notified, basis="statutory_duty" if notified else None)
     referral_id, case_id = entry.data.get("referral_id"), entry.data.get("case_id")
-    own = select(referral_facts.c.partner_reference).where(
-        referral_facts.c.referrer_id == partner_id
-    )
+    referred = None
     if referral_id is not None:
-        own = own.where(referral_facts.c.referral_id == referral_id)
+        referred = conn.execute(
+            _OWN_REFERRAL, {"partner_id": partner_id, "referral_id": referral_id}
+        ).first()
     elif case_id is not None:
-        own = own.where(referral_facts.c.case_id == case_id)
-    else:
-        own = None
-    referred = (
-        conn.execute(own.order_by(referral_facts.c.referral_id).limit(1)).first()
-        if own is not None
-        else None
-    )
+        referred = conn.execute(
+            _OWN_REFERRAL_OF_CASE, {"partner_id": partner_id, "case_id": case_id}
+        ).first()
     if case_id is None:
         return Relation(
             referrer=referred is not None,
             partner_reference=referred.partner_reference if referred is not None else None,
         )
-    school = _exists(
-        conn,
-        exists().where(case_schools.c.case_id == case_id, case_schools.c.school_id == partner_id),
-    ) or _exists(
-        conn,
-        exists().where(
-            referral_facts.c.case_id == case_id, referral_facts.c.referrer_id == partner_id
-        ),
+    school = bool(
+        conn.execute(_SCHOOL_OF_CASE, {"partner_id": partner_id, "case_id": case_id}).scalar()
     )
     basis = _member_basis(conn, partner_id, case_id, entry.occurred_at, today)
     return Relation(
@@ -154,29 +220,16 @@ def relation(conn: Connection, partner_id: str, entry: JournalEntry, today: date
     )
 
 
-def _exists(conn: Connection, clause) -> bool:
-    return bool(conn.execute(select(clause)).scalar())
-
-
 def _member_basis(
     conn: Connection, partner_id: str, case_id: str, occurred_at: datetime, today: date
 ) -> str | None:
     """`consent` or `override` when the partner is on the case's team now, was on it when
     the event happened, and the case's consent or a live override lets restricted detail
     go; None otherwise."""
-    mine = (team_members.c.case_id == case_id, team_members.c.member_id == partner_id)
-    member_now = _exists(conn, exists().where(*mine, team_members.c.removed_at.is_(None)))
-    if not member_now:
+    member = {"case_id": case_id, "partner_id": partner_id}
+    if not conn.execute(_MEMBER_NOW, member).scalar():
         return None
-    member_then = _exists(
-        conn,
-        exists().where(
-            *mine,
-            team_members.c.added_at <= occurred_at,
-            or_(team_members.c.removed_at.is_(None), team_members.c.removed_at > occurred_at),
-        ),
-    )
-    if not member_then:
+    if not conn.execute(_MEMBER_THEN, member | {"occurred_at": occurred_at}).scalar():
         return None
     if _consented(conn, case_id):
         return "consent"
@@ -185,50 +238,28 @@ def _member_basis(
     return None
 
 
-def _referrals_of_case_since(case_id: str, set_at: datetime | None) -> tuple:
-    """The referrals whose triage opened or joined the case after the case's own decision
-    at `set_at` (all of them when the case has none): theirs stand until it decides."""
-    where = [referral_facts.c.case_id == case_id]
-    if set_at is not None:
-        where.append(referral_facts.c.triaged_at > set_at)
-    return tuple(where)
-
-
 def _consented(conn: Connection, case_id: str) -> bool:
-    recorded = conn.execute(
-        select(case_consents.c.purposes, case_consents.c.set_at).where(
-            case_consents.c.case_id == case_id
-        )
-    ).first()
+    recorded = conn.execute(_CASE_CONSENT, {"case_id": case_id}).first()
     if recorded is not None and str(ConsentScope.SHARE_WITH_PARTNERS) in json.loads(
         recorded.purposes
     ):
         return True
-    return _exists(
-        conn,
-        exists().where(
-            *_referrals_of_case_since(case_id, recorded.set_at if recorded else None),
-            referral_facts.c.consent_to_share,
-        ),
-    )
+    return _referral_says(conn, _REFERRAL_CONSENTED, case_id, recorded)
 
 
 def _overridden(conn: Connection, case_id: str, today: date) -> bool:
-    decided = conn.execute(
-        select(case_overrides.c.state, case_overrides.c.review_date, case_overrides.c.set_at).where(
-            case_overrides.c.case_id == case_id
-        )
-    ).first()
+    decided = conn.execute(_CASE_OVERRIDE, {"case_id": case_id}).first()
     # Recorded, not ended, and its review date not passed: it lapses after that day.
     if decided is not None and decided.state == "recorded" and decided.review_date >= today:
         return True
-    return _exists(
-        conn,
-        exists().where(
-            *_referrals_of_case_since(case_id, decided.set_at if decided else None),
-            referral_facts.c.safeguarding_override,
-        ),
-    )
+    return _referral_says(conn, _REFERRAL_OVERRIDDEN, case_id, decided)
+
+
+def _referral_says(conn: Connection, statements: dict, case_id: str, decision: Any) -> bool:
+    """A referral of the case says so, and the case has not decided since it was triaged."""
+    set_at = decision.set_at if decision is not None else None
+    values = {"case_id": case_id} | ({"set_at": set_at} if set_at is not None else {})
+    return bool(conn.execute(statements[set_at is not None], values).scalar())
 
 
 def pseudonym(partner_id: str, family_id: str) -> str:
@@ -380,25 +411,51 @@ def _first_of_family_waiting() -> object:
     )
 
 
+def _predecessor_consumed_or_waited_for(waited_since: Any) -> object:
+    """The event names no predecessor, or its predecessor has been consumed, or it has
+    waited for it since `waited_since` (it was journalled before then)."""
+    return or_(
+        event_journal.c.follows.is_(None),
+        event_journal.c.follows.in_(
+            select(inbox.c.event_id).where(inbox.c.projection == JOURNAL_PROJECTION)
+        ),
+        event_journal.c.journalled_at <= waited_since,
+    )
+
+
+def _ready(waited_since: Any) -> tuple:
+    """Journalled events that may be fanned out now: facts known, predecessor consumed or
+    waited for long enough, nothing earlier of the family still waiting."""
+    return (
+        event_journal.c.fanned_out.is_(False),
+        _predecessor_consumed_or_waited_for(waited_since),
+        *_facts_known(),
+        _first_of_family_waiting(),
+    )
+
+
+_FAN_OUT_DUE = select(event_journal.c.seq).where(*_ready(bindparam("waited_since"))).limit(1)
+
+
+def fan_out_due(conn: Connection, now: datetime, max_wait: timedelta) -> bool:
+    """Whether some journalled event is ready for fan-out (a read, no writer's lock)."""
+    return conn.execute(_FAN_OUT_DUE, {"waited_since": now - max_wait}).first() is not None
+
+
 def fan_out(
     conn: Connection,
     policy: SharingPolicy,
     now: datetime,
-    window: timedelta,
+    max_wait: timedelta,
     limit: int,
     retention: timedelta | None = None,
     encompass: mail.EncompassMail | None = None,
 ) -> int:
-    """Turn journalled events whose facts are known into deliveries and e-mails; returns
-    how many."""
+    """Turn journalled events whose facts and predecessor are known into deliveries and
+    e-mails; returns how many."""
     rows = conn.execute(
         select(event_journal)
-        .where(
-            event_journal.c.fanned_out.is_(False),
-            event_journal.c.journalled_at <= now - window,
-            *_facts_known(),
-            _first_of_family_waiting(),
-        )
+        .where(*_ready(now - max_wait))
         .order_by(event_journal.c.occurred_at, event_journal.c.seq)
         .limit(limit)
     ).all()
@@ -411,6 +468,7 @@ def fan_out(
         # An event older than the retention period (journalled again by a rebuild) goes
         # to no one: its deliveries, if any, were purged with it.
         stale = retention is not None and entry.occurred_at < now - retention
+        new = []
         for sub in subs:
             # A subscription hears of what happens from its creation; earlier events
             # reach it only when the partner asks for a replay.
@@ -418,15 +476,20 @@ def fan_out(
                 continue
             body = shared_with(policy, sub, entry, relation_of)
             if body is not None:
-                insert_if_absent(
-                    conn, deliveries, _new_delivery(sub.subscription_id, entry, body, now)
-                )
+                new.append(_new_delivery(sub.subscription_id, entry, body, now))
+        # Inserted in the event's order, one statement for all its subscriptions.
+        insert_all_if_absent(conn, deliveries, new)
         if not stale:
             mail.plan_for_event(conn, policy, entry, now, encompass)
-        conn.execute(
-            update(event_journal).where(event_journal.c.seq == row.seq).values(fanned_out=True)
-        )
+    conn.execute(_FANNED_OUT, [{"fanned_seq": row.seq} for row in rows])
     return len(rows)
+
+
+_FANNED_OUT = (
+    update(event_journal)
+    .where(event_journal.c.seq == bindparam("fanned_seq"))
+    .values(fanned_out=True)
+)
 
 
 def replay(

@@ -49,6 +49,7 @@ from hub.projections import EventMeta, Projection
 from hub.sql import UtcDateTime, insert_if_absent
 from notifications.policy import SharingPolicy, minimise
 from notifications.tables import (
+    JOURNAL_PROJECTION,
     case_consents,
     case_overrides,
     case_reviews,
@@ -79,7 +80,7 @@ referral_feedback = Table(
 # first projection, `referral_feedback`, so that databases which already hold its
 # inbox and checkpoints go on from them.
 sharing = Projection(
-    "referral_feedback",
+    JOURNAL_PROJECTION,
     [
         referral_feedback,
         event_journal,
@@ -143,8 +144,10 @@ def _journal_and_learn(conn: Connection, event: EventData, meta: EventMeta) -> N
             "subject": meta.subject,
             "case_id": str(case_id) if (case_id := getattr(event, "case_id", None)) else None,
             "occurred_at": meta.occurred_at,
-            # When it was consumed: fan-out waits a moment for other topics (see fanout.py).
+            # When it was consumed: a missing predecessor is waited for from then, for a
+            # bounded time (see fanout.py).
             "journalled_at": utc_now(),
+            "follows": meta.follows,
             "data": journalled(meta.event_type, event),
             "fanned_out": False,
             "traceparent": traceparent,

@@ -49,6 +49,9 @@ class _Delivery:
             warn_of_subscriptions_the_api_would_refuse(conn)
 
     def start(self) -> None:
+        # A journalled event is fanned out as soon as it may be, not at the next poll.
+        if self._runtime.consumer is not None:
+            self._runtime.consumer.after_apply(self._worker.wake)
         self._worker.start()
 
     def stop(self) -> None:

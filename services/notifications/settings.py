@@ -54,12 +54,13 @@ class NotificationsSettings(BaseSettings):
         ),
     )
 
-    ordering_window_ms: int = Field(
-        default=2000,
+    ordering_max_wait_ms: int = Field(
+        default=30_000,
         ge=0,
         description=(
-            "How long a consumed event waits before fan-out, so that a family's events read "
-            "from different topics go out in the order they happened."
+            "How long a consumed event waits at most for the family's event it follows, when "
+            "that one has not been consumed yet (it may come late from another topic, or have "
+            "been dead-lettered); an event whose predecessor is known does not wait."
         ),
     )
     retry_base_ms: int = Field(

@@ -33,6 +33,9 @@ metadata = MetaData()
 
 # Every event the service consumed, as published, in the order it was consumed:
 # the source of fan-out and of replays from a point in time.
+# The projection that keeps the journal: its inbox says which events have been consumed.
+JOURNAL_PROJECTION = "referral_feedback"
+
 event_journal = Table(
     "event_journal",
     metadata,
@@ -52,6 +55,8 @@ event_journal = Table(
     # it on, so their webhook attempts belong to the referral's trace.
     Column("traceparent", String(55), nullable=True),
     Column("tracestate", String(TRACESTATE_MAX_CHARS), nullable=True),
+    # (0010) The family's event this one follows (hub.family_order): fan-out waits for it.
+    Column("follows", String(36), nullable=True),
 )
 Index("ix_event_journal_pending", event_journal.c.fanned_out, event_journal.c.seq)
 

@@ -32,6 +32,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge
 from sqlalchemy import exc as sa_exc
 
+from hub import family_order
 from hub.contracts.envelope import Envelope, UndecodableMessage, from_kafka
 from hub.contracts.topics import dlq_topic
 from hub.db import Database
@@ -157,6 +158,12 @@ class ProjectionConsumer:
             HANDLER_FAILURES.labels(self._service, topic)
         self._waiting: dict[TopicPartition, _Wait] = {}
         self._waiting_lock = threading.Lock()
+        self._after_apply: list[Callable[[], None]] = []
+
+    def after_apply(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (quick, never raising) each time a record's effects commit, so
+        work that follows from them (notifications' fan-out) need not wait for a poll."""
+        self._after_apply.append(listener)
 
     def degradation(self) -> str | None:
         """Why the consumer is not keeping up, for /readyz; None while it is."""
@@ -363,15 +370,23 @@ class ProjectionConsumer:
     ) -> list[str]:
         try:
             data = envelope.decode_data()
+            meta = meta_of(envelope, origin=origin, position=record.offset)
         except UndecodableMessage as exc:
             self._dead_letter(record, f"invalid data: {exc}", attempts=1)
             return []
-        meta = meta_of(envelope, origin=origin, position=record.offset)
         attempts = self._settings.consumer_max_attempts
         for attempt in range(1, attempts + 1):
             try:
                 with self._db.write() as conn:
                     applied = [p.name for p in followers if p.apply(conn, data, meta)]
+                    if applied:
+                        # The service's next event of the family follows what it knows now.
+                        family_order.advance(
+                            conn, meta.family_id, meta.event_id, meta.occurred_at, consumed=True
+                        )
+                if applied:
+                    for listener in self._after_apply:
+                        listener()
                 outcome = "applied" if applied else "duplicate"
                 CONSUMED.labels(self._service, record.topic, outcome).inc()
                 # Inside the record's span: the line carries the producer's trace id.

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from hub.contracts.envelope import SOURCE_PREFIX, Envelope, schema_uri
+from uuid import UUID
+
+from hub.contracts.envelope import SOURCE_PREFIX, Envelope, UndecodableMessage, schema_uri
 from hub.projections import STORE_ORIGIN, EventMeta
 from hub.store import RecordedEvent
+
+# The CloudEvents extension attribute naming the family's event this one follows.
+FOLLOWS = "follows"
 
 
 def source_of(service: str) -> str:
@@ -28,7 +33,19 @@ def envelope_of(event: RecordedEvent, service: str) -> Envelope:
         traceparent=event.traceparent,
         tracestate=event.tracestate,
         data=event.data_json.encode(),
+        extensions={FOLLOWS: event.follows} if event.follows else {},
     )
+
+
+def follows_of(envelope: Envelope) -> str | None:
+    """The id of the family's event this one follows (hub.family_order), if it names one."""
+    follows = envelope.extensions.get(FOLLOWS)
+    if follows is None:
+        return None
+    try:
+        return str(UUID(follows))
+    except ValueError:
+        raise UndecodableMessage(f"ce_{FOLLOWS} is not an event id") from None
 
 
 def meta_of(envelope: Envelope, *, origin: str, position: int) -> EventMeta:
@@ -41,6 +58,7 @@ def meta_of(envelope: Envelope, *, origin: str, position: int) -> EventMeta:
         subject=envelope.subject,
         origin=origin,
         position=position,
+        follows=follows_of(envelope),
     )
 
 
@@ -54,4 +72,5 @@ def meta_of_recorded(event: RecordedEvent, service: str) -> EventMeta:
         subject=event.subject,
         origin=STORE_ORIGIN,
         position=event.position,
+        follows=event.follows,
     )

@@ -133,3 +133,22 @@ def create_audit_log_v1(op: Operations) -> None:
 
 def drop_audit_log_v1(op: Operations) -> None:
     op.drop_table("audit_log")
+
+
+def add_family_order_v2(op: Operations) -> None:
+    """Each event names the family's event it follows (`event_store.follows`), from the
+    latest event of each family the service knows (`family_heads`)."""
+    with op.batch_alter_table("event_store") as batch:
+        batch.add_column(sa.Column("follows", sa.String(36), nullable=True))
+    op.create_table(
+        "family_heads",
+        sa.Column("family_id", sa.String(36), primary_key=True),
+        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def drop_family_order_v2(op: Operations) -> None:
+    op.drop_table("family_heads")
+    with op.batch_alter_table("event_store") as batch:
+        batch.drop_column("follows")

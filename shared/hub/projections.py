@@ -33,6 +33,8 @@ class EventMeta:
     # "store" for the service's own events, "<topic>/<partition>" for Kafka
     origin: str
     position: int
+    # The family's event this one follows, as its producer knew the family (hub.family_order).
+    follows: str | None = None
 
 
 Handler = Callable[[Connection, EventData, EventMeta], None]

@@ -41,6 +41,18 @@ def insert_if_absent(conn: Connection, table: Table, values: Mapping[str, Any]) 
     return conn.execute(statement, dict(values)).first() is not None
 
 
+@lru_cache(maxsize=256)
+def _insert_all_if_absent_statement(dialect_name: str, table: Table):
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+def insert_all_if_absent(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert each row unless its key exists, in one executemany."""
+    if rows:
+        conn.execute(_insert_all_if_absent_statement(conn.dialect.name, table), list(rows))
+
+
 def upsert(
     conn: Connection,
     table: Table,

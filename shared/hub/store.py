@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import Connection, DateTime, String, bindparam, func, insert, literal, select, text
 
+from hub import family_order
 from hub.contracts.base import EventData
 from hub.contracts.registry import event_model
 from hub.tables import event_store, outbox
@@ -62,6 +63,7 @@ class RecordedEvent:
     actor: str | None
     traceparent: str | None
     tracestate: str | None
+    follows: str | None = None
 
     def decode(self) -> EventData:
         return event_model(self.event_type).model_validate_json(self.data_json)
@@ -85,6 +87,7 @@ RECORDED_COLUMNS = (
     event_store.c.actor,
     event_store.c.traceparent,
     event_store.c.tracestate,
+    event_store.c.follows,
 )
 
 
@@ -94,6 +97,25 @@ _INSERT_OUTBOX = insert(outbox)
 _STREAM_VERSION = select(func.coalesce(func.max(event_store.c.stream_version), 0)).where(
     event_store.c.stream_id == bindparam("stream_id")
 )
+_STREAM_VERSION_AND_HEAD = select(
+    _STREAM_VERSION.scalar_subquery(), family_order.HEAD.scalar_subquery()
+)
+
+
+def _chain_within_families(
+    conn: Connection, rows: list[dict[str, Any]], heads: dict[str, str | None]
+) -> None:
+    """Each new event follows the latest event of its family the service knows (`heads`,
+    read here for a family not in it); the last one of each family becomes its head."""
+    for row in rows:
+        family = row["family_id"]
+        if family not in heads:
+            heads[family] = family_order.head_of(conn, family)
+        row["follows"] = heads[family]
+        heads[family] = row["event_id"]
+    latest = {row["family_id"]: row for row in rows}
+    for family, row in latest.items():
+        family_order.advance(conn, family, row["event_id"], row["occurred_at"], consumed=False)
 
 
 def recorded_from_row(row: Any) -> RecordedEvent:
@@ -111,6 +133,7 @@ def recorded_from_row(row: Any) -> RecordedEvent:
         actor=row.actor,
         traceparent=row.traceparent,
         tracestate=row.tracestate,
+        follows=row.follows,
     )
 
 
@@ -135,7 +158,11 @@ class EventStore:
         if not events:
             return []
         self.serialise_appends(conn)
-        actual = self.stream_version(conn, stream_id)
+        family = str(events[0].data.family_id)
+        # One statement for both: each costs more in the driver than in SQLite.
+        actual, head = conn.execute(
+            _STREAM_VERSION_AND_HEAD, {"stream_id": stream_id, "family_id": family}
+        ).one()
         if actual != expected_version:
             raise ConcurrencyConflict(stream_id, expected_version, actual)
         now = datetime.now(UTC)
@@ -156,6 +183,7 @@ class EventStore:
             }
             for offset, pending in enumerate(events, start=1)
         ]
+        _chain_within_families(conn, rows, {family: head})
         recorded = []
         for row in rows:
             position = conn.execute(_INSERT_EVENT, row).scalar_one()

@@ -41,9 +41,22 @@ event_store = Table(
     Column("actor", String(200), nullable=True),
     Column("traceparent", String(55), nullable=True),
     Column("tracestate", String(TRACESTATE_MAX_CHARS), nullable=True),
+    # (v2) The id of the family's event this one follows, as the service knew the family
+    # when it decided (its own events and those it consumed): the CloudEvent's `follows`.
+    Column("follows", String(36), nullable=True),
     UniqueConstraint("stream_id", "stream_version", name="uq_event_store_stream_version"),
 )
 Index("ix_event_store_family", event_store.c.family_id, event_store.c.position)
+
+# (v2) The latest event of each family the service knows, its own or consumed: the event
+# the service's next event of the family follows.
+family_heads = Table(
+    "family_heads",
+    metadata,
+    Column("family_id", String(36), primary_key=True),
+    Column("event_id", String(36), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+)
 
 outbox = Table(
     "outbox",

@@ -8,6 +8,7 @@ no Docker engine is reachable).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -257,28 +258,41 @@ def service_client(database_url, kafka_bootstrap, tmp_path):
 @pytest.fixture
 def publish(kafka_bootstrap):
     """Publish an event on its producer's topic as that service's relay would:
-    `publish(event, event_id=None, time=None)`, acknowledged before it returns."""
+    `publish(event, event_id=None, time=None, follows=...)`, acknowledged before it returns.
+
+    Like the services, each event names the family's event it follows (`hub.family_order`):
+    by default the one this fixture published last for the family; `follows=None` names
+    none, `follows=<event id>` that one."""
     from datetime import UTC, datetime
 
     from kafka import KafkaProducer
 
     from hub.contracts.envelope import envelope_for, to_kafka
     from hub.contracts.topics import service_topic
+    from hub.envelopes import FOLLOWS
 
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    heads: dict[str, str] = {}
+    last_published = object()
 
-    def send(event, event_id=None, time=None):
-        record = to_kafka(
-            envelope_for(
-                event,
-                event_id=event_id or str(uuid.uuid4()),
-                source_service=event.producer,
-                time=time or datetime.now(UTC),
-                sequence=None,
-            )
+    def send(event, event_id=None, time=None, follows=last_published):
+        event_id = event_id or str(uuid.uuid4())
+        family = str(event.family_id)
+        follows = heads.get(family) if follows is last_published else follows
+        envelope = envelope_for(
+            event,
+            event_id=event_id,
+            source_service=event.producer,
+            time=time or datetime.now(UTC),
+            sequence=None,
         )
+        if follows is not None:
+            envelope = dataclasses.replace(envelope, extensions={FOLLOWS: follows})
+        record = to_kafka(envelope)
         topic = service_topic(event.producer)
         producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(10)
+        heads[family] = event_id
+        return event_id
 
     yield send
     producer.close()

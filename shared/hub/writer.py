@@ -1,8 +1,9 @@
 """Group commit: one writer thread runs queued write transactions together.
 
-Each piece of work gets its own savepoint inside a shared transaction, so one
-that fails is rolled back alone, and none is answered before the shared commit
-succeeded. Concurrent requests then cost one BEGIN and one COMMIT between them,
+The pieces of work run in one shared transaction, and none is answered before
+its commit succeeded. One that fails is undone alone: the group is undone and run
+again with a savepoint around each piece (a group with no failure, the usual
+case, pays for no savepoint). Concurrent requests then cost one BEGIN and one COMMIT between them,
 and the database's single write lock (SQLite) is never fought over; their answers
 go back to the event loop in one hop per group, not one wake-up per request.
 """
@@ -48,6 +49,15 @@ def _settle(outcomes: list[Outcome]) -> None:
             queued.future.set_result(value)
         else:
             queued.future.set_exception(error)
+
+
+class _WriteFailed(Exception):
+    """A write of a group without savepoints failed: the group's transaction is undone."""
+
+    def __init__(self, queued: _Queued, error: Exception) -> None:
+        super().__init__(str(error))
+        self.queued = queued
+        self.error = error
 
 
 class GroupCommitWriter:
@@ -99,25 +109,47 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, batch: list[_Queued]) -> None:
-        outcomes: list[Outcome] = []
         try:
-            with self._db.write() as conn:
-                for queued in batch:
-                    savepoint = conn.begin_nested()
-                    try:
-                        value = queued.context.run(queued.work, conn)
-                    except Exception as exc:
-                        savepoint.rollback()
-                        outcomes.append((queued, None, exc))
-                    else:
-                        savepoint.commit()
-                        outcomes.append((queued, value, None))
+            # Most groups have no failing write, so they run without a savepoint around each
+            # (two statements apiece). A write that fails undoes the whole group, which runs
+            # again with a savepoint around each write, so the failing one alone is undone.
+            # Nothing is answered before the group's commit, so running a write again is
+            # as if it had run once.
+            outcomes = self._transact(batch, isolated=False)
+            if outcomes is None:
+                outcomes = self._transact(batch, isolated=True)
         except Exception as exc:
             log.error("a group commit of %d writes failed: %s", len(batch), describe_error(exc))
             self._answer([(queued, None, exc) for queued in batch])
             return
         self._after_commit()
         self._answer(outcomes)
+
+    def _transact(self, batch: list[_Queued], *, isolated: bool) -> list[Outcome] | None:
+        """The group in one transaction, committed; None (all undone) when a write of a
+        group of several failed and they were not `isolated` by savepoints."""
+        outcomes: list[Outcome] = []
+        try:
+            with self._db.write() as conn:
+                for queued in batch:
+                    savepoint = conn.begin_nested() if isolated else None
+                    try:
+                        value = queued.context.run(queued.work, conn)
+                    except Exception as exc:
+                        if savepoint is None:
+                            raise _WriteFailed(queued, exc) from exc
+                        savepoint.rollback()
+                        outcomes.append((queued, None, exc))
+                    else:
+                        if savepoint is not None:
+                            savepoint.commit()
+                        outcomes.append((queued, value, None))
+        except _WriteFailed as failed:
+            if len(batch) > 1:
+                return None
+            # Alone in its group: undoing the group undid it, and nothing else.
+            return [(failed.queued, None, failed.error)]
+        return outcomes
 
     @staticmethod
     def _answer(outcomes: list[Outcome]) -> None:

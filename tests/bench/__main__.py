@@ -14,8 +14,10 @@ from tests.bench.load import BenchError, require_wrk
 from tests.bench.measure import (
     REPO_ROOT,
     EndToEnd,
+    PeerComparison,
     Throughput,
     log,
+    measure_against_peer,
     measure_end_to_end,
     measure_throughput,
 )
@@ -49,14 +51,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--fanout-subscribers", type=int, default=20, help="(c) webhook subscribers, one port each"
     )
     parser.add_argument(
-        "--fanout-rate", type=float, default=0.0, help="(c) events per second; 0: all at once"
+        "--fanout-steady-rate",
+        type=float,
+        default=50.0,
+        help="(c) events per second of the latency run (0: no latency run)",
+    )
+    parser.add_argument(
+        "--fanout-steady-seconds", type=float, default=20.0, help="(c) seconds of the latency run"
+    )
+    parser.add_argument(
+        "--fanout-light-rate",
+        type=float,
+        default=5.0,
+        help="(c) events per second of a latency run this machine can keep up with (0: none)",
     )
     parser.add_argument(
         "--burst-requests", type=int, default=200, help="(d) bad token requests sent at once"
     )
     parser.add_argument(
+        "--peer-rounds", type=int, default=2, help="(a-peer) rounds of intake, peer and floor"
+    )
+    parser.add_argument(
         "--only",
-        choices=("a", "b", "c", "d"),
+        choices=("a", "a-peer", "b", "c", "d"),
         help="run one part only; its section replaces that part's in the existing report",
     )
     parser.add_argument(
@@ -80,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.only in (None, "a"):
+    if args.only in (None, "a", "a-peer"):
         require_wrk()
     facts = machine_facts()
     log(
@@ -91,10 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     # Each referral is about children no other one mentions; warm-ups get their own, so
     # that no measured referral is matched to a family a warm-up created.
     open_loop_count = args.warmup_referrals + round(args.rate * args.seconds)
-    bodies = distinct_referrals(2 * args.referrals + open_loop_count)
+    peer_count = args.peer_rounds * args.referrals // 2
+    bodies = distinct_referrals(2 * args.referrals + open_loop_count + peer_count)
     warmup_file, body_file = workdir / "warmup.jsonl", workdir / "referrals.jsonl"
     warmup_file.write_bytes(b"\n".join(bodies[: args.referrals]))
     body_file.write_bytes(b"\n".join(bodies[args.referrals : 2 * args.referrals]))
+    peer_bodies = bodies[2 * args.referrals + open_loop_count :]
+    peer_files = [workdir / f"peer-round-{n + 1}.jsonl" for n in range(args.peer_rounds)]
+    for number, path in enumerate(peer_files):
+        share = len(peer_bodies) // len(peer_files)
+        path.write_bytes(b"\n".join(peer_bodies[number * share : (number + 1) * share]))
     settings: dict[str, object] = {
         "threads": args.threads,
         "connections": args.connections,
@@ -105,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_referrals": args.warmup_referrals,
     }
     throughput: Throughput | None = None
+    against_peer: PeerComparison | None = None
     end_to_end: EndToEnd | None = None
-    fanout: FanOut | None = None
+    fanout: list[FanOut] = []
     token_burst: TokenBurst | None = None
     try:
         if args.only in (None, "a"):
@@ -120,21 +144,47 @@ def main(argv: list[str] | None = None) -> int:
                 warmup_s=args.warmup,
                 with_validation_only=not args.no_context_run,
             )
+        if args.only in (None, "a-peer") and args.peer_rounds:
+            against_peer = measure_against_peer(
+                workdir / "a-peer",
+                peer_files,
+                warmup_file,
+                threads=args.threads,
+                connections=args.connections,
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+            )
         if args.only in (None, "b"):
             end_to_end = measure_end_to_end(
                 workdir / "b",
-                bodies[2 * args.referrals :],
+                bodies[2 * args.referrals : 2 * args.referrals + open_loop_count],
                 rate=args.rate,
                 duration_s=args.seconds,
                 warmup=args.warmup_referrals,
             )
         if args.only in (None, "c"):
-            fanout = measure_fanout(
-                workdir / "c",
-                events=args.fanout_events,
-                subscribers=args.fanout_subscribers,
-                rate=args.fanout_rate,
+            # Throughput: everything published at once, the service as busy as it gets.
+            fanout.append(
+                measure_fanout(
+                    workdir / "c-burst",
+                    events=args.fanout_events,
+                    subscribers=args.fanout_subscribers,
+                    profile=True,
+                )
             )
+            # Latency: a steady arrival rate, as events come in a working day; the target's
+            # rate, and one light enough for this machine to keep up with.
+            for rate in (args.fanout_steady_rate, args.fanout_light_rate):
+                if not rate:
+                    continue
+                fanout.append(
+                    measure_fanout(
+                        workdir / f"c-steady-{rate:g}",
+                        events=round(rate * args.fanout_steady_seconds),
+                        subscribers=args.fanout_subscribers,
+                        rate=rate,
+                    )
+                )
         if args.only in (None, "d"):
             token_burst = measure_token_burst(workdir / "d", requests=args.burst_requests)
     except BenchError as exc:
@@ -146,7 +196,13 @@ def main(argv: list[str] | None = None) -> int:
             log(f"work directory kept: {workdir}")
 
     report = render(
-        facts, throughput, end_to_end, settings=settings, fanout=fanout, token_burst=token_burst
+        facts,
+        throughput,
+        end_to_end,
+        settings=settings,
+        fanout=fanout,
+        token_burst=token_burst,
+        peer=against_peer,
     )
     print()
     print(report)
@@ -160,14 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     problems = [
         *(throughput.problems if throughput else []),
+        *(against_peer.problems if against_peer else []),
         *(end_to_end.problems if end_to_end else []),
-        *(fanout.problems if fanout else []),
+        *(problem for run in fanout for problem in run.problems),
         *(token_burst.problems if token_burst else []),
     ]
     for problem in problems:
         print(f"[bench] INVALID: {problem}", file=sys.stderr)
     # A missed target is a finding, not a failure; an invalid run is a failure.
-    for name, _wanted, measured, met in targets(throughput, end_to_end, fanout, token_burst):
+    for name, _wanted, measured, met in targets(
+        throughput, end_to_end, fanout, token_burst, against_peer
+    ):
         verdict = "no target" if met is None else "met" if met else "NOT met"
         log(f"{name}: {measured} -> {verdict}")
     return 1 if problems else 0

@@ -16,7 +16,15 @@ then waits until every subscriber has acknowledged every event.
 
 - deliveries per second = deliveries acknowledged ÷ (last acknowledgement - first
   event's time);
+- deliveries per CPU-second = deliveries acknowledged ÷ the notifications process's CPU
+  seconds while they were published and delivered, beside the floor: a bare loop in
+  the bench process that signs each of the same bodies (Standard Webhooks, the
+  service's own `signing`) and POSTs it with httpx to the same receiver, per CPU-second
+  of that loop;
 - latency of a delivery = when the receiver answered it - the event's time.
+
+Each event names the family's event it follows, as the services' relays publish them
+(`hub.family_order`), so fan-out waits only for a predecessor not yet consumed.
 
 Nothing here asserts a figure; lost or duplicated deliveries, an event
 delivered out of its family's order, or an unverified signature make the run
@@ -30,7 +38,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -44,9 +52,13 @@ from hub.contracts.caseplan import AssessmentCompleted
 from hub.contracts.envelope import envelope_for, to_kafka
 from hub.contracts.intake import ReferralReceived, ReferralTriaged
 from hub.contracts.topics import service_topic
+from hub.envelopes import FOLLOWS
+from notifications import signing
 from notifications.settings import NotificationsSettings
+from tests.bench import profile as profiling
 from tests.bench.load import BenchError
 from tests.bench.measure import PRODUCTION_ENV, log
+from tests.bench.profile import Profile
 from tests.bench.system import CpuUsage, cpu_between, sample_cpu
 from tests.harness import Hub
 from tests.webhook_receiver import RECORD, WebhookReceiver
@@ -71,8 +83,12 @@ class FanOut:
     missing: int  # deliveries never acknowledged
     out_of_order: int  # deliveries acknowledged before an earlier event of their family
     unverified: int  # requests whose signature did not verify
-    ordering_window_ms: int
+    ordering_max_wait_ms: int
     cpu: CpuUsage | None = None
+    # Signed httpx POSTs per CPU-second of a bare loop to the same receiver (the floor).
+    floor_posts_per_cpu_s: float = 0.0
+    # py-spy's samples of the notifications service while it delivered (first 20 s).
+    profile: Profile | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -86,6 +102,17 @@ class FanOut:
     @property
     def deliveries_per_s(self) -> float:
         return self.delivered / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def notifications_cpu_s(self) -> float:
+        if self.cpu is None:
+            return 0.0
+        return self.cpu.cores.get("notifications", 0.0) * self.cpu.wall_s
+
+    @property
+    def deliveries_per_cpu_s(self) -> float:
+        cpu_s = self.notifications_cpu_s
+        return self.delivered / cpu_s if cpu_s > 0 else 0.0
 
     @property
     def problems(self) -> list[str]:
@@ -133,26 +160,26 @@ class Publisher:
     def __init__(self, bootstrap: str) -> None:
         self._producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
         self.sent: dict[str, tuple[str, int, datetime]] = {}  # id -> (family, place, time)
+        self._heads: dict[str, str] = {}  # family -> the last event published of it
 
     def send(self, events: list, place_offset: int = 0) -> None:
         for place, event in enumerate(events, start=place_offset):
             event_id, now = str(uuid4()), datetime.now(UTC)
-            record = to_kafka(
-                envelope_for(
-                    event,
-                    event_id=event_id,
-                    source_service=event.producer,
-                    time=now,
-                    sequence=None,
-                )
+            family = str(event.family_id)
+            envelope = envelope_for(
+                event, event_id=event_id, source_service=event.producer, time=now, sequence=None
             )
+            if family in self._heads:
+                envelope = replace(envelope, extensions={FOLLOWS: self._heads[family]})
+            self._heads[family] = event_id
+            record = to_kafka(envelope)
             self._producer.send(
                 service_topic(event.producer),
                 key=record.key,
                 value=record.value,
                 headers=record.headers,
             )
-            self.sent[event_id] = (str(event.family_id), place, now)
+            self.sent[event_id] = (family, place, now)
 
     def flush(self) -> None:
         self._producer.flush(30)
@@ -222,7 +249,9 @@ def _fanout_system(workdir: Path, subscribers: int) -> Iterator[tuple[Hub, Webho
         broker.stop()
 
 
-def _subscribe(hub: Hub, receiver: WebhookReceiver, subscribers: int) -> None:
+def _subscribe(hub: Hub, receiver: WebhookReceiver, subscribers: int) -> list[tuple[str, str]]:
+    """Subscribe the school once per listener; each subscription's (url, secret)."""
+    endpoints = []
     with httpx.Client(timeout=15) as client:
         for number in range(subscribers):
             name = f"subscriber-{number + 1:02d}"
@@ -237,7 +266,40 @@ def _subscribe(hub: Hub, receiver: WebhookReceiver, subscribers: int) -> None:
             )
             if created.status_code != 201:
                 raise BenchError(f"subscribing failed: {created.status_code} {created.text}")
-            receiver.configure(name, secret=created.json()["secret"])
+            secret = created.json()["secret"]
+            receiver.configure(name, secret=secret)
+            endpoints.append((receiver.url(name, listener=number), secret))
+    return endpoints
+
+
+def measure_post_floor(endpoints: list[tuple[str, str]], bodies: list[bytes], posts: int) -> float:
+    """Signed httpx POSTs per CPU-second of a bare loop in this process: each of `bodies`
+    signed with its endpoint's secret and POSTed, round robin over the endpoints."""
+    with httpx.Client(timeout=15) as client:
+        cpu_before = time.process_time()
+        for number in range(posts):
+            url, secret = endpoints[number % len(endpoints)]
+            body = bodies[number % len(bodies)]
+            headers = signing.headers([secret], f"msg_floor{number}", int(time.time()), body)
+            headers["content-type"] = "application/cloudevents+json; charset=utf-8"
+            answered = client.post(url, content=body, headers=headers)
+            if answered.status_code != 204:
+                raise BenchError(f"the receiver refused a floor POST: {answered.status_code}")
+        cpu_s = time.process_time() - cpu_before
+    return posts / cpu_s if cpu_s > 0 else 0.0
+
+
+def _delivered_bodies(folder: Path, limit: int) -> list[bytes]:
+    """Bodies the service delivered (as the receiver recorded them), for the floor to send."""
+    bodies = []
+    with open(folder / RECORD, "rb") as record:
+        for line in record:
+            entry = json.loads(line)
+            if entry["accepted"] and entry.get("event"):
+                bodies.append(json.dumps(entry["event"], separators=(",", ":")).encode())
+                if len(bodies) == limit:
+                    break
+    return bodies
 
 
 def _wait(acks: Acknowledged, count: int, timeout_s: float, hub: Hub) -> float | None:
@@ -263,12 +325,17 @@ def _process_cpu_s(pid: int | None) -> float:
 
 
 def measure_fanout(
-    workdir: Path, *, events: int = 1000, subscribers: int = 20, rate: float = 0.0
+    workdir: Path,
+    *,
+    events: int = 1000,
+    subscribers: int = 20,
+    rate: float = 0.0,
+    profile: bool = False,
 ) -> FanOut:
     families = max(1, events // PER_FAMILY)
     events = families * PER_FAMILY
     with _fanout_system(workdir, subscribers) as (hub, receiver):
-        _subscribe(hub, receiver, subscribers)
+        endpoints = _subscribe(hub, receiver, subscribers)
         publisher = Publisher(hub.bootstrap_servers)
         acks = Acknowledged(receiver.state_dir)
         try:
@@ -285,6 +352,11 @@ def measure_fanout(
                 + (f"{rate:g} events/s" if rate else "published at once")
             )
             cpu_before, receiver_before = sample_cpu(), _process_cpu_s(receiver.pid)
+            sampling = (
+                profiling.start(hub.pid("notifications"), 20, workdir / "profile.txt")
+                if profile
+                else None
+            )
             started = time.monotonic()
             for number in range(families):
                 publisher.send(family_events(f"{number:05d}"))
@@ -300,21 +372,29 @@ def measure_fanout(
                 log("    not every delivery arrived in time")
             time.sleep(1.0)  # anything sent twice, or late, shows now
             acks.poll()
+            sampled = profiling.finish(sampling, workdir / "profile.txt", "notifications")
         finally:
             publisher.close()
-        default_window = NotificationsSettings.model_fields["ordering_window_ms"].default
+        default_wait = NotificationsSettings.model_fields["ordering_max_wait_ms"].default
         env = hub.env("notifications")
-        window = int(env.get("EARLYHELP_NOTIFICATIONS_ORDERING_WINDOW_MS", default_window))
+        max_wait = int(env.get("EARLYHELP_NOTIFICATIONS_ORDERING_MAX_WAIT_MS", default_wait))
+        floor_posts = min(events * subscribers, 4000)
+        log(f"(c) floor: {floor_posts} signed httpx POSTs to the same receiver in a bare loop")
+        floor = measure_post_floor(
+            endpoints, _delivered_bodies(receiver.state_dir, 500), floor_posts
+        )
 
     cpu = cpu_between(cpu_before, cpu_after, reaped_label=None)
     cpu.cores["webhook receiver"] = (receiver_after - receiver_before) / cpu.wall_s
     measured = {k: v for k, v in publisher.sent.items() if k not in warm}
     result = _summarise(acks.requests[warm_requests:], measured, subscribers, cpu)
-    result.rate, result.publish_s, result.ordering_window_ms = rate, publish_s, window
+    result.rate, result.publish_s, result.ordering_max_wait_ms = rate, publish_s, max_wait
+    result.floor_posts_per_cpu_s, result.profile = floor, sampled
     log(
         f"    {result.delivered:,} of {result.expected:,} deliveries, "
-        f"{result.deliveries_per_s:,.0f}/s; p99 event to delivery "
-        f"{_percentile(result.latencies_ms, 99):,.0f} ms"
+        f"{result.deliveries_per_s:,.0f}/s, {result.deliveries_per_cpu_s:,.0f} per CPU-second "
+        f"(floor {floor:,.0f}, ratio {result.deliveries_per_cpu_s / floor:.2f}); "
+        f"p99 event to delivery {_percentile(result.latencies_ms, 99):,.0f} ms"
     )
     return result
 
@@ -367,6 +447,6 @@ def _summarise(
         missing=len(sent) * subscribers - len(acknowledged),
         out_of_order=out_of_order,
         unverified=unverified,
-        ordering_window_ms=0,
+        ordering_max_wait_ms=0,
         cpu=cpu,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from hub.broker import EmbeddedBroker, free_port
+from tests.bench import profile as profiling
 from tests.bench.load import (
     BenchError,
     OpenLoopRun,
@@ -29,6 +32,7 @@ from tests.bench.observe import (
     outbox_backlog_metric,
     wait_until_idle,
 )
+from tests.bench.profile import Profile
 from tests.harness import STAFF, Hub, count_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -69,12 +73,30 @@ def running_hub(workdir: Path) -> Iterator[Hub]:
 @contextmanager
 def bare_server(workdir: Path) -> Iterator[str]:
     """tests/bench/bare_app.py under uvicorn: uvloop + httptools, one worker, like a service."""
+    with _uvicorn("tests.bench.bare_app:app", workdir / "bare.log") as base:
+        yield base
+
+
+@contextmanager
+def peer_server(workdir: Path) -> Iterator[tuple[str, str]]:
+    """tests/bench/peer_app.py (the `eventsourcing` peer) served as the bare app is, on its
+    own SQLite file; its base URL and an Authorization header it accepts."""
+    from tests.bench.peer_app import token
+
+    secret = secrets.token_hex(32)
+    env = {"PEER_DATABASE": str(workdir / "peer.db"), "PEER_TOKEN_SECRET": secret}
+    with _uvicorn("tests.bench.peer_app:app", workdir / "peer.log", env) as base:
+        yield base, f"Bearer {token(secret)}"
+
+
+@contextmanager
+def _uvicorn(app: str, log_file: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
     command = [
         sys.executable,
         "-m",
         "uvicorn",
-        "tests.bench.bare_app:app",
+        app,
         "--host",
         "127.0.0.1",
         "--port",
@@ -87,13 +109,19 @@ def bare_server(workdir: Path) -> Iterator[str]:
         "warning",
         "--no-access-log",
     ]
-    with open(workdir / "bare.log", "ab") as output:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT)
+    with open(log_file, "ab") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
     try:
         deadline = time.monotonic() + 30
         while not _port_open(port):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"the bare app did not start: see {workdir / 'bare.log'}")
+                raise BenchError(f"{app} did not start: see {log_file}")
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -203,6 +231,124 @@ def measure_throughput(
         return Throughput(
             bare, intake, validation_only, backlog_metric, backlog_rows, drain, stored
         )
+
+
+# --- (a-peer) intake against the eventsourcing peer (issue 19) --------------------------
+
+
+@dataclass
+class PeerRound:
+    intake: WrkResult
+    peer: WrkResult
+    floor: WrkResult
+
+    @property
+    def ratio(self) -> float:
+        """Intake's req/s ÷ the peer's."""
+        return self.intake.rps / self.peer.rps if self.peer.rps else 0.0
+
+
+@dataclass
+class PeerComparison:
+    rounds: list[PeerRound]
+    # py-spy's samples of intake during its first round.
+    profile: Profile | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        found = []
+        for number, r in enumerate(self.rounds, start=1):
+            for run in (r.intake, r.peer, r.floor):
+                if run.non2xx:
+                    found.append(f"round {number}: {run.target} answered {run.non2xx} non-2xx")
+                if run.socket_error_count:
+                    found.append(f"round {number}: {run.target} socket errors {run.socket_errors}")
+                if run.requests == 0:
+                    found.append(f"round {number}: {run.target} completed no request")
+        return found
+
+
+def cpu_ms_per_request(run: WrkResult, label: str) -> float:
+    """CPU milliseconds the server process `label` spent per request completed."""
+    if run.cpu is None or not run.requests:
+        return float("nan")
+    return run.cpu.cores.get(label, 0.0) * run.cpu.wall_s * 1000 / run.requests
+
+
+def measure_against_peer(
+    workdir: Path,
+    body_files: list[Path],
+    warmup_file: Path,
+    *,
+    threads: int,
+    connections: int,
+    duration_s: int,
+    warmup_s: int,
+) -> PeerComparison:
+    """Intake alone (its broker, SQLite), the eventsourcing peer and the validation-only
+    floor, each served by one uvicorn worker, measured by the same wrk, alternated: one
+    round per body file, so that no referral intake sees twice is matched to the first."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(free_port(), log_path=workdir / "broker.log")
+    broker.start()
+    hub = Hub(
+        workdir,
+        broker.bootstrap_servers,
+        backend="sqlite",
+        services=("intake",),
+        extra_env=PRODUCTION_ENV,
+    )
+    try:
+        hub.start(timeout_s=90)
+        with bare_server(workdir) as bare_base, peer_server(workdir) as (peer_base, peer_auth):
+            common = {"threads": threads, "connections": connections}
+            targets = [
+                ("intake", hub.url("intake") + "/v1/referrals", hub.auth()["Authorization"]),
+                ("peer", peer_base + "/v1/referrals", peer_auth),
+                ("validation only", bare_base + "/v1/referrals-validated", peer_auth),
+            ]
+            if warmup_s:
+                log(f"(a-peer) warm-up: {warmup_s}s each on intake, the peer and the floor")
+                for name, url, auth in targets:
+                    run_wrk(
+                        url,
+                        body_file=warmup_file,
+                        target=name,
+                        duration_s=warmup_s,
+                        authorization=auth,
+                        **common,
+                    )
+            measured = []
+            profile = None
+            for number, body_file in enumerate(body_files, start=1):
+                runs = []
+                for name, url, auth in targets:
+                    log(f"(a-peer) round {number}, {name}: wrk -t{threads} -c{connections}")
+                    sampling = None
+                    if number == 1 and name == "intake":
+                        sampling = profiling.start(
+                            hub.pid("intake"), duration_s, workdir / "intake-profile.txt"
+                        )
+                    run = run_wrk(
+                        url,
+                        body_file=body_file,
+                        target=name,
+                        duration_s=duration_s,
+                        authorization=auth,
+                        **common,
+                    )
+                    log(f"    {run.rps:,.0f} req/s, p50 {run.p50_ms:.1f}, p99 {run.p99_ms:.1f} ms")
+                    if sampling is not None:
+                        profile = profiling.finish(
+                            sampling, workdir / "intake-profile.txt", "intake"
+                        )
+                    runs.append(run)
+                measured.append(PeerRound(*runs))
+                log(f"    intake ÷ peer: {measured[-1].ratio:.2f}")
+        return PeerComparison(measured, profile)
+    finally:
+        hub.stop()
+        broker.stop()
 
 
 def _s(seconds: float | None) -> str:

@@ -6,7 +6,8 @@ import math
 from collections.abc import Sequence
 
 from tests.bench.fanout import FanOut
-from tests.bench.measure import EndToEnd, Throughput
+from tests.bench.measure import EndToEnd, PeerComparison, Throughput, cpu_ms_per_request
+from tests.bench.profile import Profile
 from tests.bench.system import CpuUsage
 from tests.bench.token_burst import TokenBurst
 
@@ -15,6 +16,9 @@ E2E_P99_TARGET_MS = 250.0
 REFERRAL_PATH_RATIO_TARGET = 0.6  # issue 3: the full referral path at -c32
 REFERRAL_PATH_P99_TARGET_MS = 100.0
 HEALTHZ_DURING_BURST_TARGET_MS = 100.0  # issue 15
+PEER_RATIO_TARGET = 1.5  # issue 19: intake req/s ÷ the eventsourcing peer's
+FANOUT_FLOOR_RATIO_TARGET = 0.5  # issue 19: deliveries per CPU-second ÷ the signed-POST floor's
+FANOUT_P99_TARGET_MS = 500.0  # issue 19: at a steady 50 events/s to 20 subscribers
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -41,10 +45,13 @@ def _opt_s(value: float | None) -> str:
 def targets(
     a: Throughput | None,
     b: EndToEnd | None,
-    c: FanOut | None = None,
+    c: Sequence[FanOut] = (),
     d: TokenBurst | None = None,
+    peer: PeerComparison | None = None,
 ) -> list[tuple[str, str, str, bool | None]]:
     rows: list[tuple[str, str, str, bool | None]] = []
+    if peer is not None and peer.rounds:
+        rows += _peer_rows(peer)
     if a is not None:
         valid = not a.problems
         rows.append(
@@ -79,8 +86,8 @@ def targets(
                 (p99 < E2E_P99_TARGET_MS) if complete and not math.isnan(p99) else False,
             )
         )
-    if c is not None:
-        rows.append(_fanout_row(c))
+    if c:
+        rows += _fanout_rows(c)
     if d is not None:
         rows.append(_token_burst_row(d))
     return rows
@@ -119,8 +126,9 @@ def render(
     b: EndToEnd | None,
     *,
     settings: dict[str, object],
-    fanout: FanOut | None = None,
+    fanout: Sequence[FanOut] = (),
     token_burst: TokenBurst | None = None,
+    peer: PeerComparison | None = None,
 ) -> str:
     out: list[str] = [
         "# Benchmarks",
@@ -145,16 +153,28 @@ def render(
         "| Target | Wanted | Measured | Met |",
         "|---|---|---|---|",
     ]
-    for name, wanted, measured, met in targets(a, b, fanout, token_burst):
+    for name, wanted, measured, met in targets(a, b, fanout, token_burst, peer):
         out.append(f"| {name} | {wanted} | {measured} | {_yes(met)} |")
+    if peer is not None and peer.rounds:
+        out += _peer_section(peer, settings)
     if a is not None:
         out += _throughput_section(a, settings)
     if b is not None:
         out += _latency_section(b, settings)
-    if fanout is not None:
+    if fanout:
         out += _fanout_section(fanout)
     if token_burst is not None:
         out += _token_burst_section(token_burst, facts)
+    profiles = [
+        found
+        for found in (
+            peer.profile if peer is not None else None,
+            *(run.profile for run in fanout),
+        )
+        if found is not None
+    ]
+    if profiles:
+        out += _where_the_time_goes(profiles)
     out += _method(settings)
     out += _notes(facts, a, b)
     return "\n".join(out) + "\n"
@@ -230,6 +250,117 @@ def _throughput_section(a: Throughput, settings: dict[str, object]) -> list[str]
     if cpu:
         out += ["", "CPU used during each measured run, in cores (CPU seconds ÷ wall seconds):", ""]
         out += cpu
+    return out
+
+
+# --- (a-peer) intake against the eventsourcing peer (tests/bench/peer_app.py) -----------
+
+
+def _peer_rows(p: PeerComparison) -> list[tuple[str, str, str, bool | None]]:
+    valid = not p.problems
+    ratios = [r.ratio for r in p.rounds]
+    p99s = [r.intake.p99_ms for r in p.rounds]
+    mark = "" if valid else " (run invalid)"
+    return [
+        (
+            "(a-peer) intake req/s ÷ the eventsourcing peer's (issue 19), each round",
+            f">= {PEER_RATIO_TARGET}",
+            ", ".join(f"{x:.2f}" for x in ratios) + mark,
+            min(ratios) >= PEER_RATIO_TARGET if valid else False,
+        ),
+        (
+            "(a-peer) intake p99 at -c32 beside the peer (issue 19), each round",
+            f"< {REFERRAL_PATH_P99_TARGET_MS:.0f} ms",
+            ", ".join(_ms(x) for x in p99s) + mark,
+            max(p99s) < REFERRAL_PATH_P99_TARGET_MS if valid else False,
+        ),
+    ]
+
+
+def _peer_section(p: PeerComparison, settings: dict[str, object]) -> list[str]:
+    columns = [(n, r) for n, r in enumerate(p.rounds, start=1)]
+
+    def row(name: str, cell) -> str:
+        cells = [cell(run) for _n, r in columns for run in (r.intake, r.peer, r.floor)]
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    labels = {"intake": "intake", "peer": "peer", "validation only": "bare"}
+
+    def cpu(run) -> str:
+        return _ms(cpu_ms_per_request(run, labels[run.target]))
+
+    header = "| | " + " | ".join(
+        f"round {n}: {name}" for n, _r in columns for name in ("intake", "peer", "floor")
+    )
+    out = [
+        "",
+        "## (a-peer) Intake against the eventsourcing peer",
+        "",
+        f"`wrk -t{settings['threads']} -c{settings['connections']} "
+        f"-d{settings['duration_s']}s`, distinct referral bodies (each round its own), each "
+        "server one uvicorn worker on uvloop + httptools, run one after the other and "
+        "alternated. **intake**: intake alone with its broker on SQLite (auth, validation, "
+        "matching, store, idempotency, outbox; the relay publishing). **peer** "
+        "(`tests/bench/peer_app.py`): FastAPI with an HS256 JWT check, the same "
+        "`ReferralSubmission` validation, and a `Referral` aggregate saved through an "
+        "`eventsourcing` Application on SQLite (its notification log stands for the outbox; "
+        "no matching, no idempotency record, nothing published). **floor**: the body "
+        "validated only. CPU per request is the server process's alone (intake's "
+        "includes its relay thread, not the broker).",
+        "",
+        header + " |",
+        "|---|" + "---:|" * (3 * len(columns)),
+        row("Requests/s", lambda r: f"{r.rps:,.0f}"),
+        row("Latency p50", lambda r: _ms(r.p50_ms)),
+        row("Latency p99", lambda r: _ms(r.p99_ms)),
+        row("CPU per request", cpu),
+        row("Non-2xx / socket errors", lambda r: f"{r.non2xx} / {r.socket_error_count}"),
+        "",
+    ]
+    for n, r in columns:
+        out.append(
+            f"- Round {n}: intake ÷ peer **{r.ratio:.2f}** in req/s "
+            f"(target >= {PEER_RATIO_TARGET}); intake ÷ floor "
+            f"{r.intake.rps / r.floor.rps if r.floor.rps else math.nan:.2f}; peer ÷ floor "
+            f"{r.peer.rps / r.floor.rps if r.floor.rps else math.nan:.2f}; CPU per request "
+            "intake ÷ peer "
+            f"{cpu_ms_per_request(r.intake, 'intake') / cpu_ms_per_request(r.peer, 'peer'):.2f}."
+        )
+    if p.problems:
+        out += ["", "**The run is invalid:** " + "; ".join(p.problems) + "."]
+    return out
+
+
+def _where_the_time_goes(profiles: Sequence[Profile]) -> list[str]:
+    out = [
+        "",
+        "## Where the time goes",
+        "",
+        "py-spy (`tests/bench/profile.py`) sampled each service 100 times a second while "
+        "the bench loaded it: intake during its first round beside the peer, notifications "
+        "during the fan-out published at once. Only samples of the thread holding the GIL "
+        "count, so a share is of the CPU the process's Python code got. A function's share "
+        "includes what it calls; the hub's own functions and the libraries a design choice "
+        "decides (SQLAlchemy's execute, pydantic, PyJWT, OpenTelemetry, httpx) are listed.",
+    ]
+    for found in profiles:
+        out += [
+            "",
+            f"**{found.service}** ({found.samples:,} samples). Threads: "
+            + ", ".join(f"{name} {share:.0%}" for name, share in found.threads)
+            + ".",
+            "",
+            "| share, with what it calls | function |",
+            "|---:|---|",
+            *(f"| {share:.0%} | `{name}` |" for name, share in found.functions),
+            "",
+            "Each sample once, for the innermost of those functions on its stack (what the "
+            "time is spent doing):",
+            "",
+            "| share | innermost function |",
+            "|---:|---|",
+            *(f"| {share:.0%} | `{name}` |" for name, share in found.innermost),
+        ]
     return out
 
 
@@ -334,53 +465,122 @@ def _notes(facts: dict[str, str], a: Throughput | None, b: EndToEnd | None) -> l
 # --- (c) fan-out (tests/bench/fanout.py) -------------------------------------------------
 
 
-def _fanout_row(c: FanOut) -> tuple[str, str, str, bool | None]:
-    p99 = percentile(c.latencies_ms, 99)
-    return (
-        f"(c) fan-out, {c.events:,} events to {c.subscribers} webhook subscribers: "
-        "deliveries/s and p99 event to delivery",
-        "none set (issue 6 asks for the figures)",
-        f"{c.deliveries_per_s:,.0f}/s, {_ms(p99)}" + ("" if not c.problems else " (run invalid)"),
-        None,
-    )
+def _fanout_rows(runs: Sequence[FanOut]) -> list[tuple[str, str, str, bool | None]]:
+    """Throughput against the floor from the run published at once; latency from the
+    run at a steady rate."""
+    rows: list[tuple[str, str, str, bool | None]] = []
+    burst = next((c for c in runs if not c.rate), None)
+    steady = next((c for c in runs if c.rate), None)
+    light = [c for c in runs if c.rate and c is not steady]
+    if burst is not None:
+        ratio = (
+            burst.deliveries_per_cpu_s / burst.floor_posts_per_cpu_s
+            if burst.floor_posts_per_cpu_s
+            else math.nan
+        )
+        valid = not burst.problems
+        rows.append(
+            (
+                f"(c) fan-out (issue 19), {burst.events:,} events at once to "
+                f"{burst.subscribers} subscribers: deliveries per notifications CPU-second "
+                "÷ signed-POST floor's",
+                f">= {FANOUT_FLOOR_RATIO_TARGET}",
+                f"{burst.deliveries_per_cpu_s:,.0f} ÷ {burst.floor_posts_per_cpu_s:,.0f} = "
+                f"{ratio:.2f}" + ("" if valid else " (run invalid)"),
+                ratio >= FANOUT_FLOOR_RATIO_TARGET if valid and not math.isnan(ratio) else False,
+            )
+        )
+    if steady is not None:
+        p99 = percentile(steady.latencies_ms, 99)
+        valid = not steady.problems
+        rows.append(
+            (
+                f"(c) fan-out (issue 19) at a steady {steady.rate:g} events/s to "
+                f"{steady.subscribers} subscribers: p99 event to delivery",
+                f"< {FANOUT_P99_TARGET_MS:.0f} ms",
+                _ms(p99) + ("" if valid else " (run invalid)"),
+                p99 < FANOUT_P99_TARGET_MS if valid and not math.isnan(p99) else False,
+            )
+        )
+    for c in light:
+        rows.append(
+            (
+                f"(c) context: at {c.rate:g} events/s to {c.subscribers} subscribers, a rate "
+                "this machine keeps up with: p99 event to delivery",
+                "none (shows that no event waits a fixed time)",
+                _ms(percentile(c.latencies_ms, 99)) + ("" if not c.problems else " (run invalid)"),
+                None,
+            )
+        )
+    return rows
 
 
-def _fanout_section(c: FanOut) -> list[str]:
-    values = c.latencies_ms
-    sent = f"at {c.rate:g} events/s" if c.rate else "all at once"
+def _fanout_section(runs: Sequence[FanOut]) -> list[str]:
+    def row(name: str, cell) -> str:
+        return f"| {name} | " + " | ".join(cell(c) for c in runs) + " |"
+
+    def sent(c: FanOut) -> str:
+        return f"{c.events:,} at {c.rate:g} events/s" if c.rate else f"{c.events:,} at once"
+
+    def ratio(c: FanOut) -> str:
+        if not c.floor_posts_per_cpu_s:
+            return "n/a"
+        return f"{c.deliveries_per_cpu_s / c.floor_posts_per_cpu_s:.2f}"
+
     out = [
         "",
         "## (c) Webhook fan-out",
         "",
-        f"{c.events:,} events ({c.events // 4:,} families: referral, triage, allocation, "
-        f"assessment) published {sent} on the services' topics as their relays would, "
-        f"each to {c.subscribers} webhook subscriptions of the referring school; the "
+        "Events (families of four: referral, triage, allocation, assessment) published on the "
+        "services' topics as their relays would, each naming the family's event it follows "
+        "(`follows`), each to the webhook subscriptions of the referring school; the "
         "notifications service (`earlyhelp serve`, SQLite, `make run` defaults) signs and "
-        f"POSTs each to a webhook receiver process listening on {c.subscribers} ports "
+        "POSTs each to a webhook receiver process listening on one port per subscriber "
         "(`tests/webhook_receiver.py`: verifies every signature, records every request "
         "before answering 204). Latency = when the receiver answered minus the event's "
-        "`time` (stamped as it was published); it includes the ordering window of "
-        f"{c.ordering_window_ms:,} ms every event waits before fan-out "
-        "(`EARLYHELP_NOTIFICATIONS_ORDERING_WINDOW_MS`).",
+        "`time` (stamped as it was published). No event waits a fixed time: one waits only "
+        "while the event it follows has not been consumed, at most "
+        f"{runs[0].ordering_max_wait_ms:,} ms (`EARLYHELP_NOTIFICATIONS_ORDERING_MAX_WAIT_MS`). "
+        "The floor: a bare loop in the bench process signing the same bodies (the service's "
+        "own Standard Webhooks signing) and POSTing them with one httpx client to the same "
+        "receiver, measured after each run; its CPU is the loop's, the service's is the "
+        "notifications process's (the broker's is in the CPU table).",
         "",
-        "| | |",
-        "|---|---:|",
-        f"| Deliveries expected (events times subscribers) | {c.expected:,} |",
-        f"| Acknowledged | {c.delivered:,} |",
-        f"| Missing / acknowledged twice / out of family order | {c.missing:,} / "
-        f"{c.duplicates:,} / {c.out_of_order:,} |",
-        f"| Refused attempts (retried) | {c.refused:,} |",
-        f"| Publishing took | {c.publish_s:.2f} s |",
-        f"| First event to last delivery | {c.wall_s:.1f} s |",
-        f"| **Deliveries per second** | **{c.deliveries_per_s:,.0f}** |",
-        f"| Event to delivery p50 | {_ms(percentile(values, 50))} |",
-        f"| Event to delivery p95 | {_ms(percentile(values, 95))} |",
-        f"| **Event to delivery p99** | **{_ms(percentile(values, 99))}** |",
-        f"| Event to delivery max | {_ms(max(values) if values else math.nan)} |",
+        "| | " + " | ".join(f"run {n + 1}" for n in range(len(runs))) + " |",
+        "|---|" + "---:|" * len(runs),
+        row("Events published", sent),
+        row("Subscribers", lambda c: str(c.subscribers)),
+        row("Deliveries expected (events times subscribers)", lambda c: f"{c.expected:,}"),
+        row("Acknowledged", lambda c: f"{c.delivered:,}"),
+        row(
+            "Missing / acknowledged twice / out of family order",
+            lambda c: f"{c.missing:,} / {c.duplicates:,} / {c.out_of_order:,}",
+        ),
+        row("Refused attempts (retried)", lambda c: f"{c.refused:,}"),
+        row("Publishing took", lambda c: f"{c.publish_s:.2f} s"),
+        row("First event to last delivery", lambda c: f"{c.wall_s:.1f} s"),
+        row("Deliveries per second", lambda c: f"{c.deliveries_per_s:,.0f}"),
+        row("Notifications CPU", lambda c: f"{c.notifications_cpu_s:.1f} s"),
+        row(
+            "**Deliveries per notifications CPU-second**",
+            lambda c: f"**{c.deliveries_per_cpu_s:,.0f}**",
+        ),
+        row(
+            "Floor: signed httpx POSTs per CPU-second", lambda c: f"{c.floor_posts_per_cpu_s:,.0f}"
+        ),
+        row("**Ratio to the floor**", lambda c: f"**{ratio(c)}**"),
+        row("Event to delivery p50", lambda c: _ms(percentile(c.latencies_ms, 50))),
+        row("Event to delivery p95", lambda c: _ms(percentile(c.latencies_ms, 95))),
+        row("**Event to delivery p99**", lambda c: f"**{_ms(percentile(c.latencies_ms, 99))}**"),
+        row(
+            "Event to delivery max",
+            lambda c: _ms(max(c.latencies_ms) if c.latencies_ms else math.nan),
+        ),
     ]
-    if c.problems:
-        out += ["", "**The run is invalid:** " + "; ".join(c.problems) + "."]
-    cpu = _cpu_table([("fan-out run", c.cpu)])
+    for number, c in enumerate(runs, start=1):
+        if c.problems:
+            out += ["", f"**Run {number} is invalid:** " + "; ".join(c.problems) + "."]
+    cpu = _cpu_table([(f"run {n + 1}", c.cpu) for n, c in enumerate(runs)])
     if cpu:
         out += ["", "CPU used while the events were published and delivered, in cores:", ""]
         out += cpu

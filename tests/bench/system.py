@@ -57,6 +57,8 @@ def _label(cmdline: list[str]) -> str | None:
         return cmdline[cmdline.index("serve") + 1]
     if "tests.bench.bare_app" in joined:
         return "bare"
+    if "tests.bench.peer_app" in joined:
+        return "peer"
     if (cmdline and "tansu" in Path(cmdline[0]).name) or "--listener-url" in cmdline:
         return "broker"
     if cmdline and Path(cmdline[0]).name == "wrk":

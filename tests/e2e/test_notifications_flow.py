@@ -71,7 +71,6 @@ def test_a_referral_reaches_partners_webhooks_signed_minimised_and_in_order(
         backend,
         # As `make run` has it: no keys configured, so one is generated into var/.
         extra_env={
-            "EARLYHELP_NOTIFICATIONS_ORDERING_WINDOW_MS": "300",
             # The receivers are on this machine: the operator's allow-list lets them in.
             "EARLYHELP_NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
             "EARLYHELP_NOTIFICATIONS_SECRET_KEYS": "",
@@ -177,7 +176,6 @@ def test_notifications_killed_mid_retry_while_the_receiver_fails_and_goes_down_l
         backend,
         services=("intake", "notifications"),
         extra_env={
-            "EARLYHELP_NOTIFICATIONS_ORDERING_WINDOW_MS": "300",
             # The receivers are on this machine: the operator's allow-list lets them in.
             "EARLYHELP_NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
             "EARLYHELP_NOTIFICATIONS_RETRY_BASE_MS": "100",

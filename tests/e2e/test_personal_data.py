@@ -283,7 +283,6 @@ def test_personal_values_reach_no_log_header_span_metric_or_problem(
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "EARLYHELP_LOG_LEVEL": "DEBUG",
             "EARLYHELP_HTTP_ACCESS_LOG": "true",
-            "EARLYHELP_NOTIFICATIONS_ORDERING_WINDOW_MS": "300",
             # The receiver is plain http on 127.0.0.1; PostgreSQL hubs otherwise want https.
             "EARLYHELP_NOTIFICATIONS_ALLOW_HTTP_WEBHOOKS": "true",
         },

@@ -169,7 +169,6 @@ def test_one_trace_from_the_partners_post_through_every_consumer_to_its_webhook(
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "EARLYHELP_LOG_LEVEL": "DEBUG",
-        "EARLYHELP_NOTIFICATIONS_ORDERING_WINDOW_MS": "300",
     }
     with Hub(tmp_path / "hub", own_broker.bootstrap_servers, extra_env=otel) as hub:
         # The referring school subscribes to hear of its own referrals by webhook.

@@ -117,6 +117,16 @@ class Referral:
     def event(self, name: str):
         return dict(self.life)[name]
 
+    def follows(self, name: str) -> str | None:
+        """The event the producer names as the one this follows (`hub.family_order`): the
+        family's previous event in the life, whatever order they are delivered in."""
+        family = self.event(name).family_id
+        earlier = [n for n, event in self.life[: self._place(name)] if event.family_id == family]
+        return str(self.event_ids[earlier[-1]]) if earlier else None
+
+    def _place(self, name: str) -> int:
+        return [n for n, _ in self.life].index(name)
+
     def roles(self) -> dict[str, str]:
         """{identifier: its role}, for comparing two referrals' rows."""
         roles = {str(value): f"<{role}>" for role, value in self.ids.items()}
@@ -200,6 +210,7 @@ def test_every_pair_of_a_referrals_events_ends_the_same_in_either_order(
                     referral.event(name),
                     event_id=str(referral.event_ids[name]),
                     time=referral.times[name],
+                    follows=referral.follows(name),
                 )
                 sent.add(str(referral.event_ids[name]))
         deadline = time.monotonic() + 60

@@ -8,24 +8,103 @@ sent, its attempt log saying so. One it still allows goes with what it allows no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 
 from notifications.delivering.common import (
     _OPENED_SECRETS,
     WITHHELD,
     Job,
 )
-from notifications.fanout import OPEN_STATUSES, allowed, journal_entry, relations
+from notifications.fanout import (
+    OPEN_STATUSES,
+    JournalEntry,
+    allowed,
+    journal_entry,
+    relations,
+)
+from notifications.policy import Relation
 from notifications.tables import (
     deliveries,
     delivery_attempts,
     endpoints,
     subscriptions,
 )
+
+_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.subscription_id,
+    deliveries.c.message_id,
+    deliveries.c.event_id,
+    deliveries.c.event_type,
+    deliveries.c.body,
+    deliveries.c.traceparent,
+    deliveries.c.tracestate,
+    deliveries.c.attempts,
+    deliveries.c.first_attempt_at,
+    deliveries.c.next_attempt_at,
+    deliveries.c.family_id,
+    subscriptions.c.partner_id,
+    subscriptions.c.partner_type,
+    subscriptions.c.event_types,
+    subscriptions.c.channel,
+    subscriptions.c.url,
+    subscriptions.c.endpoint,
+    subscriptions.c.topic,
+    subscriptions.c.secret_encrypted,
+    subscriptions.c.previous_secret_encrypted,
+    subscriptions.c.previous_secret_until,
+)
+
+
+def _due_statement(status: str):
+    """Due deliveries of one status, oldest first, whose endpoint can take one now and
+    that head their family's queue for their subscription; built once, given `now`, the
+    endpoints already busy and the limit at execution."""
+    earlier = deliveries.alias("earlier")
+    held_back = exists().where(
+        earlier.c.subscription_id == deliveries.c.subscription_id,
+        earlier.c.family_id == deliveries.c.family_id,
+        earlier.c.status.in_(OPEN_STATUSES),
+        or_(
+            earlier.c.occurred_at < deliveries.c.occurred_at,
+            and_(
+                earlier.c.occurred_at == deliveries.c.occurred_at,
+                earlier.c.id < deliveries.c.id,
+            ),
+        ),
+    )
+    now = bindparam("now")
+    # One status at a time, so the (status, next_attempt_at) index yields the rows in
+    # order and the scan stops at the limit, however long the backlog.
+    return (
+        select(*_COLUMNS)
+        .join(subscriptions, subscriptions.c.subscription_id == deliveries.c.subscription_id)
+        .where(
+            deliveries.c.status == status,
+            deliveries.c.next_attempt_at <= now,
+            or_(deliveries.c.leased_until.is_(None), deliveries.c.leased_until < now),
+            subscriptions.c.status == "active",
+            # Endpoints that cannot take a delivery now are left out here, so that a dead
+            # or slow endpoint's backlog never fills the others' batch.
+            subscriptions.c.endpoint.not_in(
+                select(endpoints.c.endpoint).where(
+                    endpoints.c.state != "closed", endpoints.c.open_until > now
+                )
+            ),
+            subscriptions.c.endpoint.not_in(bindparam("busy", expanding=True)),
+            ~held_back,
+        )
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(bindparam("limit"))
+    )
+
+
+_DUE = [_due_statement(status) for status in OPEN_STATUSES]
 
 
 class Claiming:
@@ -42,76 +121,11 @@ class Claiming:
         with self._lock:
             taken = dict(self._in_flight)
         busy = [name for name, count in taken.items() if count >= settings.endpoint_max_in_flight]
-        earlier = deliveries.alias("earlier")
-        held_back = exists().where(
-            earlier.c.subscription_id == deliveries.c.subscription_id,
-            earlier.c.family_id == deliveries.c.family_id,
-            earlier.c.status.in_(OPEN_STATUSES),
-            or_(
-                earlier.c.occurred_at < deliveries.c.occurred_at,
-                and_(
-                    earlier.c.occurred_at == deliveries.c.occurred_at,
-                    earlier.c.id < deliveries.c.id,
-                ),
-            ),
-        )
-        columns = (
-            deliveries.c.id,
-            deliveries.c.subscription_id,
-            deliveries.c.message_id,
-            deliveries.c.event_id,
-            deliveries.c.event_type,
-            deliveries.c.body,
-            deliveries.c.traceparent,
-            deliveries.c.tracestate,
-            deliveries.c.attempts,
-            deliveries.c.first_attempt_at,
-            deliveries.c.next_attempt_at,
-            deliveries.c.family_id,
-            subscriptions.c.partner_id,
-            subscriptions.c.partner_type,
-            subscriptions.c.event_types,
-            subscriptions.c.channel,
-            subscriptions.c.url,
-            subscriptions.c.endpoint,
-            subscriptions.c.topic,
-            subscriptions.c.secret_encrypted,
-            subscriptions.c.previous_secret_encrypted,
-            subscriptions.c.previous_secret_until,
-        )
-
-        def due(status: str):
-            # One status at a time, so the (status, next_attempt_at) index yields the rows
-            # in order and the scan stops at the limit, however long the backlog.
-            return (
-                select(*columns)
-                .join(
-                    subscriptions,
-                    subscriptions.c.subscription_id == deliveries.c.subscription_id,
-                )
-                .where(
-                    deliveries.c.status == status,
-                    deliveries.c.next_attempt_at <= now,
-                    or_(deliveries.c.leased_until.is_(None), deliveries.c.leased_until < now),
-                    subscriptions.c.status == "active",
-                    # Endpoints that cannot take a delivery now are left out here, so that
-                    # a dead or slow endpoint's backlog never fills the others' batch.
-                    subscriptions.c.endpoint.not_in(
-                        select(endpoints.c.endpoint).where(
-                            endpoints.c.state != "closed", endpoints.c.open_until > now
-                        )
-                    ),
-                    subscriptions.c.endpoint.not_in(busy),
-                    ~held_back,
-                )
-                .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-                .limit(capacity * 4)
-            )
-
+        busy_now = {"now": now, "busy": busy, "limit": capacity * 4}
         jobs: list[Job] = []
         with self._db.write() as conn:
             rows = sorted(
-                (row for status in OPEN_STATUSES for row in conn.execute(due(status))),
+                (row for due in _DUE for row in conn.execute(due, busy_now)),
                 key=lambda row: (row.next_attempt_at, row.id),
             )
             names = {r.endpoint for r in rows}
@@ -158,10 +172,13 @@ class Claiming:
                         .returning(deliveries.c.id)
                     ).scalars()
                 )
+                # Asked once per event and partner in this transaction, however many of the
+                # partner's subscriptions want the event: the facts cannot differ between them.
+                facts: dict[str, tuple[JournalEntry | None, Callable[[str], Relation]]] = {}
                 for row in chosen:
                     if row.id not in claimed:
                         continue
-                    now_allowed = self._allowed_now(conn, row, now)
+                    now_allowed = self._allowed_now(conn, row, now, facts)
                     if now_allowed is None:
                         continue
                     jobs.append(self._job(row, row.endpoint, now, now_allowed))
@@ -170,13 +187,24 @@ class Claiming:
                 self._in_flight[job.endpoint] = self._in_flight.get(job.endpoint, 0) + 1
         return jobs
 
-    def _allowed_now(self, conn, row: Any, now: datetime):
+    def _allowed_now(
+        self,
+        conn,
+        row: Any,
+        now: datetime,
+        facts: dict[str, tuple[JournalEntry | None, Callable[[str], Relation]]],
+    ):
         """What the policy lets the delivery carry now, the stored body brought up to date;
-        None, and the delivery withheld, when it lets nothing go."""
-        entry = journal_entry(conn, row.event_id)
+        None, and the delivery withheld, when it lets nothing go. `facts` keeps each event's
+        journal entry and its partners' relations for the rest of the claim."""
+        if row.event_id not in facts:
+            entry = journal_entry(conn, row.event_id)
+            relation_of = relations(conn, entry, now.date()) if entry is not None else None
+            facts[row.event_id] = (entry, relation_of)
+        entry, relation_of = facts[row.event_id]
         found = (
-            allowed(self._policy, row, entry, relations(conn, entry, now.date()))
-            if entry is not None
+            allowed(self._policy, row, entry, relation_of)
+            if entry is not None and relation_of is not None
             else None
         )
         if found is None:

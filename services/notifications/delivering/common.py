@@ -8,13 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import bindparam, select
 
 from hub.observability import tracer
 from hub.privacy import describe_error, error_stack
-from notifications.tables import (
-    event_journal,
-)
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -58,17 +54,9 @@ _BACKLOG_EVERY_S = 1.0
 # Decrypted secrets kept in memory, by their encrypted form (a subscription's changes
 # with each rotation): Fernet would otherwise run for every attempt.
 _OPENED_SECRETS = 1024
+
+
 # Asked on every round of the worker: built once.
-_FAN_OUT_DUE = (
-    select(event_journal.c.seq)
-    .where(
-        event_journal.c.fanned_out.is_(False),
-        event_journal.c.journalled_at <= bindparam("journalled_by"),
-    )
-    .limit(1)
-)
-
-
 @dataclass(frozen=True)
 class Job:
     delivery_pk: int

@@ -129,7 +129,6 @@ FAST = {
     "circuit_failure_threshold": 50,
     "circuit_cooldown_ms": 300,
     "worker_poll_ms": 20,
-    "ordering_window_ms": 300,
     "review_check_seconds": 0.1,
     "webhook_timeout_ms": 2000,
     "delivery_lease_ms": 5000,

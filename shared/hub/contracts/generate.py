@@ -81,6 +81,15 @@ def _headers_schema() -> dict[str, Any]:
             "pattern": "^[0-9]{20}$",
             "description": "Position in the producer's event store, zero-padded to sort.",
         },
+        "ce_follows": {
+            "type": "string",
+            "format": "uuid",
+            "description": (
+                "The id of the family's event this one follows: the latest event of the family "
+                "its producer knew (its own or consumed) when it decided. A consumer of several "
+                "topics that has not yet seen that event knows exactly what it is waiting for."
+            ),
+        },
         "ce_dataclassification": {
             "type": "string",
             "enum": [code.value for code in DataClassification],
@@ -89,7 +98,7 @@ def _headers_schema() -> dict[str, Any]:
         "traceparent": {"type": "string", "description": "W3C trace context."},
         "tracestate": {"type": "string", "description": "W3C trace context."},
     }
-    optional = {"ce_sequence", "traceparent", "tracestate"}
+    optional = {"ce_sequence", "ce_follows", "traceparent", "tracestate"}
     return {
         "type": "object",
         "description": "CloudEvents 1.0 attributes in Kafka binary mode.",
@@ -237,7 +246,9 @@ Do not edit these files: change the models and run `{REGENERATE_COMMAND}`. The t
 CloudEvents {SPECVERSION} in Kafka binary mode: attributes in `ce_*` headers, the JSON `data`
 as the record value, the family id as the record key (and `ce_partitionkey`), so that
 each family's events stay in order. `ce_sequence` is the producer's store position,
-`ce_dataclassification` is `restricted` unless stated, `traceparent` and `tracestate`
+`ce_follows` (absent on a family's first event) the id of the family's event this one
+follows as its producer knew the family, so that a family's order can be restored across
+topics, `ce_dataclassification` is `restricted` unless stated, `traceparent` and `tracestate`
 are plain headers.
 
 ## Topics

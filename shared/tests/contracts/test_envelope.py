@@ -267,3 +267,16 @@ def test_data_must_agree_with_the_envelope():
 def test_envelope_refuses_reserved_extension_names():
     with pytest.raises(ValueError, match="cannot be a CloudEvents extension"):
         replace(referral_envelope(), extensions={"subject": "x"})
+
+
+def test_the_event_a_record_follows_reaches_the_consumer_and_must_be_an_event_id():
+    from hub.envelopes import meta_of
+
+    follows = "0b8e0b5c-3f7a-4d1e-9c2b-6a5d4e3f2a10"
+    record = to_kafka(replace(referral_envelope(), extensions={"follows": follows}))
+    assert ("ce_follows", follows.encode()) in record.headers
+    envelope = from_kafka(record.key, record.value, record.headers)
+    assert meta_of(envelope, origin="t/0", position=0).follows == follows
+    assert meta_of(referral_envelope(), origin="t/0", position=0).follows is None
+    with pytest.raises(UndecodableMessage, match="ce_follows is not an event id"):
+        meta_of(replace(envelope, extensions={"follows": "Amira"}), origin="t/0", position=0)

@@ -134,3 +134,47 @@ def test_enqueue_from_queues_stored_events_again_without_doubling_pending_ones(d
         pending = conn.execute(select(outbox.c.position).order_by("position")).scalars().all()
     assert queued == 2
     assert pending == [e.position for e in recorded[1:]]
+
+
+def test_each_event_follows_the_latest_of_its_family_the_service_knows(db):
+    """Its own events and the ones it consumed (`family_order.advance`) alike, so that a
+    consumer of several topics knows which event it must have seen first; its own next
+    event follows the one it appended, whatever the clocks say."""
+    from datetime import UTC, datetime, timedelta
+
+    from hub import family_order
+
+    store = EventStore(TOPIC)
+    family, other = uuid4(), uuid4()
+    consumed_from_another_topic = str(uuid4())
+    with db.write() as conn:
+        first, second = store.append(
+            conn,
+            "referral-f",
+            0,
+            [PendingEvent(referral_received(family)), PendingEvent(referral_received(family))],
+        )
+        (alone,) = store.append(conn, "referral-g", 0, [PendingEvent(referral_received(other))])
+        family_order.advance(
+            conn,
+            str(family),
+            consumed_from_another_topic,
+            datetime.now(UTC) + timedelta(hours=1),
+            consumed=True,
+        )
+        # Consumed late, older than what the service knows: the head stays.
+        family_order.advance(
+            conn, str(family), str(uuid4()), datetime(2020, 1, 1, tzinfo=UTC), consumed=True
+        )
+        (third,) = store.append(conn, "referral-f", 2, [PendingEvent(referral_received(family))])
+
+    assert (first.follows, second.follows) == (None, first.event_id)
+    assert alone.follows is None
+    assert third.follows == consumed_from_another_topic
+    with db.read() as conn:
+        assert [e.follows for e in store.read_stream(conn, "referral-f")] == [
+            None,
+            first.event_id,
+            consumed_from_another_topic,
+        ]
+        assert family_order.head_of(conn, str(family)) == third.event_id
