@@ -4,16 +4,23 @@ and `queries`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from hub.commands import run_command
+from hub.contracts.codes import PartnerOrganisationType
+from hub.encompass_links import link_key, verify
 from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import problem_responses
 from hub.http.scope import caller
 from hub.queries import run_query
+from hub.refusals import Refusal
 from hub.scope import Scope
 from hub.service import Runtime, runtime_of
 from intake import commands, queries
@@ -110,3 +117,96 @@ async def encompass_queue(
     return await run_query(
         runtime, request, scope, lambda ctx: queries.encompass_queue(ctx), now=now
     )
+
+
+_PAGES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_LINK_PAGE = {
+    200: {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
+    404: {
+        "description": "Not a valid link (the page says so)",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    },
+}
+School = Annotated[
+    str, Query(min_length=1, max_length=64, description="The school the link was sent to.")
+]
+LinkToken = Annotated[str, Query(min_length=1, max_length=100, description="The link's signature.")]
+
+
+def _page(status: int, **values: object) -> HTMLResponse:
+    page = _PAGES.get_template("encompass_acknowledgement.html").render(**values)
+    # The page holds a link that acknowledges: no caching, no referrer leaking it onwards.
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    return HTMLResponse(page, status, headers=headers)
+
+
+def _invalid_link() -> HTMLResponse:
+    return _page(404, state="invalid", message="This link is not valid for any notice.")
+
+
+def _signed(runtime: Runtime, notice_id: UUID, school: str, token: str) -> bool:
+    key = link_key(runtime.settings)
+    return key is not None and verify(key, notice_id, school, token)
+
+
+@router.get(
+    "/encompass-notices/{notice_id}/acknowledgement-link",
+    response_class=HTMLResponse,
+    responses={**_LINK_PAGE, **problem_responses(422)},
+    summary="The page an Operation Encompass e-mail's link opens (no sign-in)",
+)
+async def acknowledgement_page(
+    notice_id: UUID, request: Request, runtime: RuntimeDep, school: School, token: LinkToken
+) -> HTMLResponse:
+    """A page with one button that acknowledges the notice. Opening it changes nothing:
+    mail scanners open every link of the messages they check."""
+    if not _signed(runtime, notice_id, school, token):
+        return _invalid_link()
+    return _page(200, state="confirm", action=str(request.url))
+
+
+@router.post(
+    "/encompass-notices/{notice_id}/acknowledgement-link",
+    response_class=HTMLResponse,
+    responses={**_LINK_PAGE, **problem_responses(422)},
+    summary="The school's designated safeguarding lead acknowledges by the e-mail's link",
+)
+async def acknowledge_by_link(
+    notice_id: UUID,
+    request: Request,
+    runtime: RuntimeDep,
+    now: Now,
+    school: School,
+    token: LinkToken,
+) -> HTMLResponse:
+    """Records the acknowledgement as the school's, exactly as the API call would (the
+    first acknowledgement stands); the link is signed for this notice and this school
+    only, by the key intake and notifications share."""
+    if not _signed(runtime, notice_id, school, token):
+        return _invalid_link()
+    scope = Scope(
+        subject=f"{school} (the e-mailed acknowledgement link)",
+        kind="partner",
+        name=school,
+        permissions=frozenset({"referrals:read"}),
+        organisation=school,
+        organisation_type=PartnerOrganisationType.SCHOOL.value,
+    )
+    try:
+        answer = await run_command(
+            runtime,
+            request,
+            scope,
+            lambda ctx: commands.acknowledge_notice(ctx, notice_id),
+            now=now,
+        )
+    except Refusal:
+        return _invalid_link()
+    acknowledged = NoticeAcknowledged.model_validate(json.loads(answer.body))
+    when = acknowledged.acknowledged_at.strftime("%A %d %B %Y, %H:%M UTC")
+    return _page(200, state="done", when=when, in_time=acknowledged.in_time)

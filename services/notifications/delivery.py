@@ -41,6 +41,7 @@ from sqlalchemy import select
 
 from hub.clock import utc_now
 from hub.db import Database
+from hub.encompass_links import link_key
 from hub.schools import SchoolRegistry
 from hub.settings import HubSettings
 from notifications.delivering.circuit import Circuit
@@ -89,7 +90,10 @@ class DeliveryWorker(Claiming, Sending, Recording, Circuit, Emailing):
         self._rng = random.Random()
         self._mailer = Mailer(settings, settings.mailbox_dir or hub_settings.var_dir / "mailbox")
         self._encompass = EncompassMail(
-            SchoolRegistry.load(settings.schools_file), settings.front_door_email
+            SchoolRegistry.load(settings.schools_file),
+            settings.front_door_email,
+            link_key(hub_settings),
+            settings.intake_public_url,
         )
         self._http = webhook_client_for(settings)
         self._pool = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="webhook")

@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from sqlalchemy import Connection, select
 
@@ -33,6 +34,7 @@ from hub.contracts.codes import (
     TriageRoute,
 )
 from hub.contracts.intake import EncompassNoticeAlerted, EncompassNoticeIssued, ReferralTriaged
+from hub.encompass_links import acknowledgement_link
 from hub.schools import SchoolRegistry
 from hub.sql import insert_if_absent
 from notifications.policy import Partner, Relation, SharingPolicy, share
@@ -92,8 +94,7 @@ The voice of the child: {voice}
 Please read this before school starts at {due_by}, so that the school can support
 {child_name} today. Share it only with staff who need to know.
 
-Acknowledge it through your school's connection to the hub (notice {notice_id}):
-POST /v1/encompass-notices/{notice_id}/acknowledgement
+{acknowledge}
 
 This message was sent automatically by the Early Help Hub; please do not reply.
 """
@@ -176,10 +177,29 @@ def _referrer_view(
 @dataclass(frozen=True)
 class EncompassMail:
     """Who Operation Encompass e-mails go to: each school's designated safeguarding lead
-    (config/schools.yaml), and the front door for notices it must act on."""
+    (config/schools.yaml), and the front door for notices it must act on; and how a
+    school acknowledges (a signed link to intake when a link key is set)."""
 
     schools: SchoolRegistry
     front_door_email: str | None = None
+    link_key: bytes | None = None
+    intake_public_url: str = "http://127.0.0.1:8001"
+
+    def how_to_acknowledge(self, notice_id: str, school_id: str) -> str:
+        if self.link_key is None:
+            return (
+                "Acknowledge it through your school's connection to the hub (notice"
+                f" {notice_id}):\nPOST /v1/encompass-notices/{notice_id}/acknowledgement"
+            )
+        link = acknowledgement_link(
+            self.intake_public_url, self.link_key, UUID(notice_id), school_id
+        )
+        # Short lines: a line over 76 characters makes the message quoted-printable,
+        # which breaks the notice id across lines for anyone reading the raw text.
+        return (
+            f"Acknowledge notice {notice_id}\nwhen you have read it, so that the front door"
+            f" knows: open this\nlink, then press the button.\n{link}"
+        )
 
 
 def _when(value: str) -> str:
@@ -247,7 +267,7 @@ def _plan_encompass(
             present="yes" if child.get("present") else "no",
             voice=child.get("voice_of_child") or "not recorded",
             due_by=_when(view["due_by"]) if "due_by" in view else "the next school day",
-            notice_id=view.get("notice_id", ""),
+            acknowledge=encompass.how_to_acknowledge(view.get("notice_id", ""), school.school_id),
         ),
         now,
         disclosure={

@@ -46,6 +46,14 @@ class NotificationsSettings(BaseSettings):
             " (the queue and the metric still show them)."
         ),
     )
+    intake_public_url: str = Field(
+        default="http://127.0.0.1:8001",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description=(
+            "Where a school's browser reaches intake: the start of the acknowledgement link in"
+            " each Operation Encompass e-mail (the hub's public address in production)."
+        ),
+    )
     allow_http_webhooks: bool | None = Field(
         default=None,
         description=(

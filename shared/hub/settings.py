@@ -177,6 +177,16 @@ class HubSettings(BaseSettings):
             "a client removed or narrowed there loses its tokens within this time."
         ),
     )
+    encompass_link_key: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "The key that signs the acknowledgement link in each Operation Encompass e-mail "
+            "to a school; intake and notifications need the same one (at least 32 random "
+            "characters). Empty on the embedded default: generated into var_dir. Empty "
+            "elsewhere: the e-mails carry no link, and schools acknowledge through the API or "
+            "the front door's telephone call."
+        ),
+    )
     token_signing_keys: SecretStr = Field(
         default=SecretStr(""),
         description=(

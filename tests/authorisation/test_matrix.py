@@ -67,6 +67,8 @@ POST   /v1/consultations/{consultation_id}/advice                              -
 POST   /v1/consultations/{consultation_id}/referral                            s       s       s       s       -       -       -       -       -       -       -
 POST   /v1/police-notifications                                                -       -       a       -       -       -       -       -       -       -       -
 POST   /v1/encompass-notices/{notice_id}/acknowledgement                       s       -       -       -       a       -       -       -       -       -       -
+GET    /v1/encompass-notices/{notice_id}/acknowledgement-link                  a       a       a       a       a       a       a       a       a       a       a
+POST   /v1/encompass-notices/{notice_id}/acknowledgement-link                  a       a       a       a       a       a       a       a       a       a       a
 GET    /v1/encompass-notices                                                   -       -       -       -       a       -       -       -       -       -       -
 POST   /fhir/$process-message                                                  a       a       a       a       -       -       -       -       -       -       -
 POST   /fhir/ServiceRequest                                                    a       a       a       a       -       -       -       -       -       -       -

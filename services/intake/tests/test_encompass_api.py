@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import create_engine, func, select
 
 from hub.contracts.caseplan import ChildSchoolRecorded
 from hub.contracts.registry import event_model
+from hub.encompass_links import acknowledgement_link, link_key
 from hub.http.dependencies import clock
 from hub.tables import event_store
 from hub.testing import bearer
@@ -220,3 +222,37 @@ def test_a_school_staff_recorded_is_used_and_a_child_without_one_goes_to_the_fro
     assert queued["alert_reason"] == "no_school" and queued["school_id"] is None
     assert queued["alerted_at"] == "2099-03-06T19:00:00Z"
     assert UUID(queued["referral_id"]) == yusuf.referral_id
+
+
+def test_a_school_acknowledges_by_the_signed_link_its_e_mail_carries(service_client, stored):
+    # A configured key, as production has (the embedded default generates one).
+    intake = service_client(definition, encompass_link_key=SecretStr("k" * 40))
+    intake.app.dependency_overrides[clock] = lambda: FRIDAY_EVENING
+    amira_id, _ = (n["notice_id"] for n in _notify(intake).json()["notices"])
+    key = link_key(intake.settings)
+
+    def path(notice_id, school, key=key):
+        link = acknowledgement_link("http://testserver", key, UUID(notice_id), school)
+        return link.removeprefix("http://testserver")
+
+    acknowledged = "earlyhelp.encompass.notice_acknowledged.v1"
+    # Opening the link (as a mail scanner would) shows the button and changes nothing.
+    page = intake.get(path(amira_id, SCHOOL))
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'method="post"' in page.text and "I have read the notice" in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert _events(stored, acknowledged) == []
+    # A link signed for another school, or with another key, acknowledges nothing.
+    for wrong in (path(amira_id, "st-marys-primary"), path(amira_id, SCHOOL, key=b"x" * 40)):
+        assert intake.post(wrong).status_code == 404
+    assert intake.get(path(amira_id, SCHOOL) + "x").status_code == 404
+
+    pressed = intake.post(path(amira_id, SCHOOL))
+
+    assert pressed.status_code == 200, pressed.text
+    assert "the notice is acknowledged" in pressed.text and "after" not in pressed.text
+    [recorded] = _events(stored, acknowledged)
+    assert (recorded.school_id, recorded.by_telephone) == (SCHOOL, False)
+    assert recorded.acknowledged_by.startswith(SCHOOL) and "link" in recorded.acknowledged_by
+    assert intake.post(path(amira_id, SCHOOL)).status_code == 200  # the first stands
+    assert len(_events(stored, acknowledged)) == 1

@@ -15,6 +15,7 @@ from hub.contracts.intake import (
     EncompassNoticeIssued,
     ReferralReceived,
 )
+from hub.encompass_links import acknowledgement_link, link_key
 from notifications.tables import emails
 
 from .conftest import POLICE, SCHOOL, all_fanned_out, as_, referral, subscribe, wait_until
@@ -122,6 +123,16 @@ def test_two_children_at_two_schools_each_school_gets_only_its_own_pupil(
     for other in ("Amira", "Craven Park", "Leila"):
         assert other not in st_marys_mail.get_payload()
     assert str(amira.notice_id) in harlesden_mail.get_payload()
+    # The safeguarding lead acknowledges by the e-mail's signed link (issue 22): on the
+    # embedded default its key is generated; PostgreSQL here has none configured, so the
+    # e-mail gives the API call instead.
+    text = harlesden_mail.get_payload(decode=True).decode()
+    key = link_key(app.settings)
+    if key is None:
+        assert f"POST /v1/encompass-notices/{amira.notice_id}/acknowledgement" in text
+    else:
+        link = acknowledgement_link(app.own.intake_public_url, key, amira.notice_id, SCHOOL)
+        assert link in text and "/acknowledgement-link?school=" in link
 
     # Each send is on the family's disclosure record, under the statutory duty (an
     # e-mail's row is written just after the mail server took it).
