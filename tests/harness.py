@@ -217,7 +217,10 @@ class Hub:
         }
 
     def _peers(self, service: str) -> dict[str, str]:
-        """Intake's addresses of the other services, whose subject access answers it gathers."""
+        """Intake's addresses of the other services, whose subject access answers it gathers;
+        notifications' of intake, where the Encompass e-mails' acknowledgement links go."""
+        if service == "notifications":
+            return {"EARLYHELP_NOTIFICATIONS_INTAKE_PUBLIC_URL": self.url("intake")}
         if service != "intake":
             return {}
         return {

@@ -45,7 +45,7 @@ RECEIVED_BY = {
     )
     for service in CONSUMERS
 }
-WAIT_S = 30.0
+WAIT_S = 90.0  # a bound, not a pace: generous for a loaded machine
 
 # --- referrals ----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 FRONT_DOOR, MANAGER, CHAIR = "front-door-demo", "harlesden-team-manager", "brent-panel-chair"
 PRACTITIONER = "samira-okafor"
 DECISION = TriageDecision.model_config["json_schema_extra"]["examples"][0]
-WAIT_S = 30.0
+WAIT_S = 90.0  # a bound, not a pace: generous for a loaded machine
 TODAY = date.today()
 ASSESSMENT = {
     "factors": ["3B", "4B"],

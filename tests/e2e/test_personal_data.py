@@ -45,7 +45,7 @@ pytestmark = pytest.mark.e2e
 
 FRONT_DOOR, MANAGER = "front-door-demo", "harlesden-team-manager"
 TODAY = date.today()
-WAIT_S = 60.0  # a bound, not a pace: generous for a loaded machine
+WAIT_S = 90.0  # a bound, not a pace: generous for a loaded machine
 PROBE = "privacy_probe"
 
 
