@@ -2,13 +2,15 @@
 
 Four service processes, their own databases and the broker: a partner posts a
 referral to intake and it reaches allocation, caseplan and notifications through
-Kafka only, exactly once, however the request or the record is repeated. A police
-force's Operation Encompass notification reaches each child's school, is
+Kafka only, exactly once, however the request or the record is repeated. A health
+visitor's FHIR referral runs the same way, and its Task follows it to allocation. A
+police force's Operation Encompass notification reaches each child's school, is
 acknowledged, and is counted in case plan's report.
 """
 
 from __future__ import annotations
 
+import json
 import mailbox
 import re
 from uuid import uuid4
@@ -17,7 +19,8 @@ import httpx
 import pytest
 from kafka import KafkaProducer
 
-from intake.schemas import PoliceNotificationSubmission
+from intake.fhir_mapping import example
+from intake.schemas import PoliceNotificationSubmission, TriageDecision
 from tests.e2e.support import (
     CONSUMERS,
     INTAKE_DLQ,
@@ -377,3 +380,67 @@ def test_a_police_notification_reaches_each_childs_school_alone_and_is_counted(
     by_school = wait_for(counted, 90.0, lambda: hub.logs_tail(["caseplan"]))
     assert set(by_school) == {"harlesden-primary-school", "st-marys-primary"}
     assert all(s["sent"] == 1 and answered(s) == 1 for s in by_school.values())
+
+
+@sqlite_only
+def test_a_fhir_referral_runs_through_the_hub_and_its_task_follows_it(
+    hub: Hub, client: httpx.Client
+) -> None:
+    """Issue 20: a FHIR message from a health visitor becomes a referral like a JSON one:
+    triaged, queued and allocated, on the family's chronology; the health visitor reads
+    its Task move from received to accepted to in progress, with the lead professional."""
+    intake, allocation, caseplan = (hub.url(s) for s in ("intake", "allocation", "caseplan"))
+    health = hub.auth("brent-health-visiting")
+    sent = client.post(
+        f"{intake}/fhir/$process-message",
+        content=json.dumps(example("health-visitor-message.json")),
+        headers=health | {"Content-Type": "application/fhir+json"},
+    )
+    assert sent.status_code == 202, sent.text
+    referral_id = sent.json()["entry"][1]["resource"]["id"]
+
+    def task() -> dict:
+        answer = client.get(f"{intake}/fhir/Task/{referral_id}", headers=health)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    assert task()["status"] == "received"
+    triaged = client.post(
+        f"{intake}/v1/referrals/{referral_id}/triage",
+        json=TriageDecision.model_config["json_schema_extra"]["examples"][0],
+        headers=hub.auth("front-door-demo"),
+    )
+    assert triaged.status_code == 200, triaged.text
+    case_id, family_id = triaged.json()["triage"]["case_id"], triaged.json()["family_id"]
+    assert task()["status"] == "accepted"
+
+    manager = hub.auth("early-help-service-manager")
+
+    def queued() -> bool:
+        page = client.get(
+            f"{allocation}/v1/allocations",
+            params={"status": "unallocated", "limit": 200},
+            headers=manager,
+        ).json()
+        return any(item["case_id"] == case_id for item in page["items"])
+
+    wait_for(queued, 90.0, lambda: hub.logs_tail(["allocation"]))
+    allocated = client.post(
+        f"{allocation}/v1/cases/{case_id}/allocation", json={"auto": True}, headers=manager
+    )
+    assert allocated.status_code == 201, allocated.text
+    lead = allocated.json()["lead_professional"]
+    in_progress = wait_for(
+        lambda: (t := task())["status"] == "in-progress" and t,
+        90.0,
+        lambda: hub.logs_tail(["intake"]),
+    )
+    assert in_progress["owner"]["display"] == lead["name"]
+
+    def on_chronology() -> list[str] | None:
+        answer = client.get(f"{caseplan}/v1/families/{family_id}/chronology", headers=manager)
+        types = [e["event_type"] for e in answer.json().get("entries", [])]
+        return types if "earlyhelp.case.allocated.v1" in types else None
+
+    types = wait_for(on_chronology, 90.0, lambda: hub.logs_tail(["caseplan"]))
+    assert {"earlyhelp.referral.received.v1", "earlyhelp.referral.triaged.v1"} <= set(types)
