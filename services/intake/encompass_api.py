@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from hub.commands import run_command
 from hub.contracts.codes import PartnerOrganisationType
+from hub.contracts.identifiers import SLUG_PATTERN
 from hub.encompass_links import link_key, verify
 from hub.http.dependencies import IdempotencyKey, Now
 from hub.http.problems import problem_responses
@@ -125,17 +126,36 @@ _PAGES = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_LINK_PAGE = {
-    200: {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
-    404: {
-        "description": "Not a valid link (the page says so)",
-        "content": {"text/html": {"schema": {"type": "string"}}},
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_LINK_PAGE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The page", "content": _HTML},
+    404: {"description": "Not a valid link (the page says so)", "content": _HTML},
+    # Named here: a page route would otherwise document its problem as text/html.
+    422: {
+        "description": "The link lacks its school or signature",
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+        },
     },
 }
 School = Annotated[
-    str, Query(min_length=1, max_length=64, description="The school the link was sent to.")
+    str,
+    Query(
+        min_length=1,
+        max_length=64,
+        pattern=f"^{SLUG_PATTERN.pattern}$",
+        description="The school the link was sent to.",
+    ),
 ]
-LinkToken = Annotated[str, Query(min_length=1, max_length=100, description="The link's signature.")]
+LinkToken = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The link's signature.",
+    ),
+]
 
 
 def _page(status: int, **values: object) -> HTMLResponse:
@@ -157,7 +177,7 @@ def _signed(runtime: Runtime, notice_id: UUID, school: str, token: str) -> bool:
 @router.get(
     "/encompass-notices/{notice_id}/acknowledgement-link",
     response_class=HTMLResponse,
-    responses={**_LINK_PAGE, **problem_responses(422)},
+    responses=_LINK_PAGE,
     summary="The page an Operation Encompass e-mail's link opens (no sign-in)",
 )
 async def acknowledgement_page(
@@ -173,7 +193,7 @@ async def acknowledgement_page(
 @router.post(
     "/encompass-notices/{notice_id}/acknowledgement-link",
     response_class=HTMLResponse,
-    responses={**_LINK_PAGE, **problem_responses(422)},
+    responses=_LINK_PAGE,
     summary="The school's designated safeguarding lead acknowledges by the e-mail's link",
 )
 async def acknowledge_by_link(

@@ -69,7 +69,10 @@ def sign(key: bytes, notice_id: UUID, school_id: str) -> str:
 
 
 def verify(key: bytes, notice_id: UUID, school_id: str, token: str) -> bool:
-    return hmac.compare_digest(sign(key, notice_id, school_id), token)
+    # As bytes: compare_digest refuses str holding anything but ASCII, and a token
+    # from a URL may hold anything.
+    expected = sign(key, notice_id, school_id).encode()
+    return hmac.compare_digest(expected, token.encode("utf-8", "replace"))
 
 
 def acknowledgement_link(base_url: str, key: bytes, notice_id: UUID, school_id: str) -> str:
