@@ -76,6 +76,42 @@ class HubError(RuntimeError):
     """A service would not start or stop; the message carries the end of its log."""
 
 
+class PortTaken(HubError):
+    """Another process listens on the port a service was given."""
+
+
+_PORT_ATTEMPTS = 3
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the socket listening on 127.0.0.1:`port` (Linux's
+    /proc; elsewhere assumed)."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return True
+    listening = set()
+    for table in tables:
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                listening.add(f"socket:[{inode}]")
+    descriptors = Path(f"/proc/{pid}/fd")
+    try:
+        entries = list(descriptors.iterdir())
+    except OSError:
+        return False  # the process has gone
+    for entry in entries:
+        try:
+            if os.readlink(entry) in listening:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def wait_for(predicate: Callable[[], T], timeout_s: float, message: str | Callable[[], str]) -> T:
     """Poll `predicate` until it returns something truthy, and return that.
 
@@ -259,13 +295,24 @@ class Hub:
         try:
             for service in self.services:
                 self._prepare_database(service)
-                self._ports[service] = free_port()
             settings = self.settings()
             wait_for_broker(settings, timeout_s=30)
             ensure_topics(settings, hub_topics())
-            for service in self.services:
-                self._spawn(service)
-            self._wait_ready(self.services, timeout_s)
+            for attempt in range(_PORT_ATTEMPTS):
+                # A port found free can be taken before the service binds it (by another
+                # test process doing the same): then every service starts again on new
+                # ports, since each knows the others' addresses.
+                for service in self.services:
+                    self._ports[service] = free_port()
+                for service in self.services:
+                    self._spawn(service)
+                try:
+                    self._wait_ready(self.services, timeout_s)
+                    return
+                except PortTaken:
+                    self._terminate(list(self._processes))
+                    if attempt == _PORT_ATTEMPTS - 1:
+                        raise
         except BaseException:
             self.stop()
             raise
@@ -375,13 +422,19 @@ class Hub:
                 for service in sorted(pending):
                     process = self._processes[service]
                     if process.poll() is not None:
-                        raise HubError(
-                            f"{service} exited with {process.returncode} during start-up\n"
-                            + self.logs_tail([service])
+                        tail = self.logs_tail([service])
+                        failure = PortTaken if "address already in use" in tail else HubError
+                        raise failure(
+                            f"{service} exited with {process.returncode} during start-up\n" + tail
                         )
                     try:
                         response = client.get(self.url(service) + "/readyz")
                         if response.status_code == 200:
+                            if not _listens_on(process.pid, self._ports[service]):
+                                raise PortTaken(
+                                    f"{service}'s port {self._ports[service]} answers, but"
+                                    " another process listens there"
+                                )
                             pending.discard(service)
                         else:
                             last[service] = f"{response.status_code} {response.text[:300]}"

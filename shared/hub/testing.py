@@ -290,7 +290,7 @@ def publish(kafka_bootstrap):
             envelope = dataclasses.replace(envelope, extensions={FOLLOWS: follows})
         record = to_kafka(envelope)
         topic = service_topic(event.producer)
-        producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(10)
+        producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(60)
         heads[family] = event_id
         return event_id
 

@@ -135,7 +135,7 @@ def test_a_referral_reaches_partners_webhooks_signed_minimised_and_in_order(
     # The referrer is e-mailed about triage and allocation: status, never the child.
     box = hub.workdir / "var" / "mailbox"
     wait_for(
-        lambda: (box / "new").exists() and len(list(mailbox.Maildir(box))) >= 3, WAIT_S, "no e-mail"
+        lambda: (box / "cur").exists() and len(list(mailbox.Maildir(box))) >= 3, WAIT_S, "no e-mail"
     )
     texts = " ".join(m.get_payload() for m in mailbox.Maildir(box))
     assert body["partner_reference"] in texts

@@ -321,7 +321,7 @@ def test_a_police_notification_reaches_each_childs_school_alone_and_is_counted(
     box = hub.workdir / "var" / "mailbox"
 
     def mail_to(recipient: str) -> list:
-        if not (box / "new").exists():
+        if not (box / "cur").exists():  # the last a new Maildir makes
             return []
         return [
             m.get_payload(decode=True).decode()

@@ -46,7 +46,7 @@ def publish(kafka_bootstrap):
             key=record.key,
             value=record.value,
             headers=record.headers,
-        ).get(10)
+        ).get(60)
         return event_id
 
     yield send

@@ -67,7 +67,7 @@ def publish_traced(kafka_bootstrap):
             )
         )
         topic = service_topic(event.producer)
-        producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(10)
+        producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(60)
         return event_id
 
     yield send
