@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from hub.clock import utc_now
 from hub.contracts.codes import EncompassAlertReason
+from hub.privacy import describe_error
 from hub.service import Runtime, UnitOfWork
 from hub.store import PendingEvent
 from intake import encompass
@@ -124,7 +125,8 @@ class EncompassDeadlineWatch:
         while not self._stop.is_set():
             try:
                 raise_due_alerts(self._runtime, self._calendar, self._clock())
-            except Exception:
+            except Exception as exc:
                 # The next pass tries again; a notice is never skipped, only alerted late.
-                log.exception("encompass deadline watch pass failed")
+                # The error reduced to what is safe to log: no traceback of bound values.
+                log.error("encompass deadline watch pass failed: %s", describe_error(exc))
             self._stop.wait(self._settings.encompass_check_seconds)

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlencode
 from uuid import UUID
@@ -44,10 +45,13 @@ def link_key(settings: HubSettings) -> bytes | None:
     return _key_file(Path(settings.var_dir) / KEY_FILE)
 
 
+@cache
 def _key_file(path: Path) -> bytes:
-    """The key in `path`, made if absent. Written whole beside it, then linked into
-    place: intake and notifications start together, and neither may read a half-made
-    file; whichever links first wins and the other reads its key."""
+    """The key in `path`, made if absent; read once a process, as it never changes.
+
+    Written whole beside it, then linked into place: intake and notifications start
+    together, and neither may read a half-made file; whichever links first wins and the
+    other reads its key."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
