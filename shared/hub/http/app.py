@@ -11,7 +11,12 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from hub.http.dependencies import judge_request_dates
 from hub.http.health import PROBE_PATHS, DegradationCheck, ReadinessCheck, health_router
-from hub.http.middleware import BodySizeLimitMiddleware, MetricsMiddleware, TracingMiddleware
+from hub.http.middleware import (
+    BodySizeLimitMiddleware,
+    MetricsMiddleware,
+    ProbesFirstMiddleware,
+    TracingMiddleware,
+)
 from hub.http.problems import install_problem_handlers
 
 _NO_CHECKS: Mapping[str, ReadinessCheck] = MappingProxyType({})
@@ -67,4 +72,6 @@ def create_app(
     install_problem_handlers(app)
     app.add_middleware(MetricsMiddleware, service=service_name, registry=registry)
     app.add_middleware(TracingMiddleware, excluded_paths=PROBE_PATHS)
+    # Outermost: the probes overtake a burst before any of its work is done.
+    app.add_middleware(ProbesFirstMiddleware, probe_paths=PROBE_PATHS)
     return app
